@@ -1,0 +1,16 @@
+# srvae: the SeRe-VAE reproduction study as a Snakemake DAG.
+#   snakemake --cores 2                          # the default CPU study (config.yaml)
+#   snakemake --cores 8 --resources gpu=2        # GPUs: at most two GPU jobs at once
+#   snakemake -n                                 # show the DAG without running it
+configfile: "config.yaml"
+
+include: "workflow/rules/common.smk"
+
+
+rule all:
+    input:
+        REPORT_FILES,
+
+
+include: "workflow/rules/runs.smk"
+include: "workflow/rules/report.smk"

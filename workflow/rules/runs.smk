@@ -1,0 +1,52 @@
+# One run = (dataset, model, seed): train → evaluate (IW-NLL) and speed (sampling).
+# GPU jobs declare gpu=1: `--resources gpu=N` runs at most N of them at once; without a GPU they run on CPU.
+
+STEP_CMD = "srvae {step} --config " + RESOLVED_CONFIG + " --threads {threads} --dataset {wildcards.dataset} --model {wildcards.model} --seed {wildcards.seed} > {log} 2>&1"
+
+
+rule train:
+    output:
+        model=RUN + "/model.pt",
+        metrics=RUN + "/metrics.csv",
+        summary=RUN + "/train.json",
+    params:
+        spec=lambda wc: run_spec(wc, "train"),
+    log:
+        LOG + "/train.log",
+    threads: CFG["threads"]
+    resources:
+        gpu=1,
+    shell:
+        STEP_CMD.replace("{step}", "train")
+
+
+rule evaluate:
+    input:
+        rules.train.output.model,
+    output:
+        RUN + "/eval.json",
+    params:
+        spec=lambda wc: run_spec(wc, "evaluate"),
+    log:
+        LOG + "/evaluate.log",
+    threads: CFG["threads"]
+    resources:
+        gpu=1,
+    shell:
+        STEP_CMD.replace("{step}", "evaluate")
+
+
+rule speed:
+    input:
+        rules.train.output.model,
+    output:
+        RUN + "/speed.json",
+    params:
+        spec=lambda wc: run_spec(wc, "speed"),
+    log:
+        LOG + "/speed.log",
+    threads: CFG["threads"]
+    resources:
+        gpu=1,
+    shell:
+        STEP_CMD.replace("{step}", "speed")
