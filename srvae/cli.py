@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import sys
 
@@ -20,8 +21,14 @@ import torch
 from . import runs
 from .config import ConfigError, load_config, runs as study_runs
 from .data import DataError
+from .download import ChecksumError, DataUnavailableError, IDXFormatError
+from .gpu_slots import GPUSlotTimeout, acquire_gpu
 from .registry import model_classes
 from .train import TrainingDivergedError
+
+#: errors caused by input or circumstances, not bugs: reported in one line, exit status 2
+USER_ERRORS = (ConfigError, DataError, DataUnavailableError, ChecksumError, IDXFormatError,
+               TrainingDivergedError, GPUSlotTimeout)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -40,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--dataset", required=True)
         p.add_argument("--model", required=True)
         p.add_argument("--seed", type=int, required=True)
+        p.add_argument("--gpu-slots", type=int, default=None,
+                       help="GPU jobs that may run at once (Snakemake passes --resources gpu=N); "
+                            "more than the GPU count makes jobs share GPUs")
     with_config(sub.add_parser("aggregate", help="collect every run into results/summary.csv"))
     with_config(sub.add_parser("report", help="render reports/tables.{md,tex} and figures"))
     with_config(sub.add_parser("check", help="validate the config and list the study's runs"))
@@ -53,7 +63,9 @@ def _run_step(args: argparse.Namespace, cfg: dict) -> None:
     if args.model not in cfg["models"]:
         raise ConfigError(f"--model {args.model!r} is not in the config; defined: {', '.join(cfg['models'])}")
     step = {"train": runs.train_run, "evaluate": runs.evaluate_run, "speed": runs.speed_run}[args.command]
-    step(cfg, args.dataset, args.model, args.seed)
+    # Take a GPU slot before anything initialises CUDA; held (by this process) until the step ends.
+    with acquire_gpu(slots=args.gpu_slots) if cfg["device"] != "cpu" else contextlib.nullcontext():
+        step(cfg, args.dataset, args.model, args.seed)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "report":
             from .report import report_study
             report_study(cfg)
-    except (ConfigError, DataError, TrainingDivergedError) as e:
+    except USER_ERRORS as e:
         print(f"srvae {args.command}: error: {e}", file=sys.stderr)
         return 2
     return 0

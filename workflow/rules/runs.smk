@@ -1,7 +1,11 @@
 # One run = (dataset, model, seed): train → evaluate (IW-NLL) and speed (sampling).
 # GPU jobs declare gpu=1: `--resources gpu=N` runs at most N of them at once; without a GPU they run on CPU.
 
-STEP_CMD = "srvae {step} --config " + RESOLVED_CONFIG + " --threads {threads} --dataset {wildcards.dataset} --model {wildcards.model} --seed {wildcards.seed} > {log} 2>&1"
+STEP_CMD = (
+    "srvae {step} --config " + RESOLVED_CONFIG + " --threads {threads}"
+    + (f" --gpu-slots {GPU_SLOTS}" if isinstance(GPU_SLOTS, int) else "")
+    + " --dataset {wildcards.dataset} --model {wildcards.model} --seed {wildcards.seed} > {log} 2>&1"
+)
 
 
 rule train:

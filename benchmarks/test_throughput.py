@@ -1,0 +1,77 @@
+"""Throughput regression guard for every model of the default study: a training step, the IW-NLL
+estimator and sampling, on CPU (and on CUDA when one is visible).
+
+    pytest --benchmark-only --benchmark-autosave                            # save a baseline
+    pytest --benchmark-only --benchmark-compare --benchmark-compare-fail=median:10%
+
+Baselines are per machine (and per GPU model). Items per second are in each result's ``extra_info``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from srvae.config import load_config, train_settings
+from srvae.evaluate import iw_log_likelihood
+from srvae.registry import build_model
+from srvae.train import objective
+
+CONFIG = load_config([Path(__file__).resolve().parents[1] / "config.yaml"])
+MODELS = CONFIG["study"]["models"]
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+BATCH, K, EVAL_BATCH, N_SAMPLES = 100, 100, 100, 1000
+
+
+def _model(name: str, device: str):
+    entry = CONFIG["models"][name]
+    return build_model(entry["class"], entry["params"], 784).to(device)
+
+
+def _run(benchmark, fn, items: int, device: str, rounds: int = 5) -> None:
+    def timed():
+        fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    benchmark.pedantic(timed, rounds=rounds, warmup_rounds=1)
+    if benchmark.stats is not None:  # None under --benchmark-disable (plain pytest)
+        benchmark.extra_info["items_per_s"] = items / benchmark.stats.stats.median
+    benchmark.extra_info["items"] = items
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", MODELS)
+def test_training_step(benchmark, name, device):
+    torch.manual_seed(0)
+    model = _model(name, device).train()
+    settings = train_settings(CONFIG, name)
+    optimiser = torch.optim.Adam(model.parameters(), lr=settings.lr)
+    x = torch.bernoulli(torch.full((BATCH, 784), 0.2, device=device))
+
+    def step():
+        loss = -objective(model, x, 1.0, settings.iw_samples).mean()
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+
+    _run(benchmark, step, BATCH, device)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", MODELS)
+def test_iw_nll(benchmark, name, device):
+    torch.manual_seed(0)
+    model = _model(name, device).eval()
+    x = torch.bernoulli(torch.full((EVAL_BATCH, 784), 0.2, device=device))
+    _run(benchmark, lambda: iw_log_likelihood(model, x, K, k_chunk=K, batch_size=EVAL_BATCH), EVAL_BATCH * K, device)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", MODELS)
+def test_sampling(benchmark, name, device):
+    torch.manual_seed(0)
+    model = _model(name, device).eval()
+    _run(benchmark, lambda: model.sample(N_SAMPLES), N_SAMPLES, device)
