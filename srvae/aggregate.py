@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from .runio import write_text
 
 #: file → the job that writes it (named in error messages so a user knows what to rerun)
 PRODUCER = {
@@ -157,14 +158,6 @@ def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
     return row, curves.assign(**key)[[*key, *CURVE_COLUMNS]], kl_rows
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace`` (readers never see half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def aggregate(run_dirs: Sequence[Path], out_dir: Path) -> pd.DataFrame:
     """Read every expected run and write summary.csv, curves.csv and kl_per_layer.csv to ``out_dir``.
 
@@ -188,7 +181,7 @@ def aggregate(run_dirs: Sequence[Path], out_dir: Path) -> pd.DataFrame:
                              + "\n  ".join(problems))
     summary = pd.DataFrame(rows)
     out_dir = Path(out_dir)
-    write_atomic(out_dir / SUMMARY_FILE, summary.to_csv(index=False))
-    write_atomic(out_dir / CURVES_FILE, pd.concat(curves, ignore_index=True).to_csv(index=False))
-    write_atomic(out_dir / KL_FILE, pd.concat(kls, ignore_index=True).to_csv(index=False))
+    write_text(out_dir / SUMMARY_FILE, summary.to_csv(index=False))
+    write_text(out_dir / CURVES_FILE, pd.concat(curves, ignore_index=True).to_csv(index=False))
+    write_text(out_dir / KL_FILE, pd.concat(kls, ignore_index=True).to_csv(index=False))
     return summary

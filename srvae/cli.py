@@ -19,16 +19,19 @@ import sys
 import torch
 
 from . import runs
+from .aggregate import RunResultError
 from .config import ConfigError, load_config, runs as study_runs
 from .data import DataError
 from .download import ChecksumError, DataUnavailableError, IDXFormatError
 from .gpu_slots import GPUSlotTimeout, acquire_gpu
 from .registry import model_classes
+from .report import ReportError
+from .study import aggregate_study, report_study
 from .train import TrainingDivergedError
 
 #: errors caused by input or circumstances, not bugs: reported in one line, exit status 2
 USER_ERRORS = (ConfigError, DataError, DataUnavailableError, ChecksumError, IDXFormatError,
-               TrainingDivergedError, GPUSlotTimeout)
+               TrainingDivergedError, GPUSlotTimeout, RunResultError, ReportError)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -85,10 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command in ("train", "evaluate", "speed"):
             _run_step(args, cfg)
         elif args.command == "aggregate":
-            from .report import aggregate_study
             aggregate_study(cfg)
         elif args.command == "report":
-            from .report import report_study
             report_study(cfg)
     except USER_ERRORS as e:
         print(f"srvae {args.command}: error: {e}", file=sys.stderr)

@@ -17,6 +17,7 @@ import jsonschema
 import yaml
 
 from .registry import make_config, model_class
+from .reported import ReportedValueError, check_reported_ids
 from .train import TrainSettings
 
 SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
@@ -97,6 +98,10 @@ def validate_config(cfg: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"models.{name}: {e}") from None
         entry.setdefault("label", name)
         entry.setdefault("reported", None)
+    try:
+        check_reported_ids([m["reported"] for m in cfg["models"].values()], Path(cfg["report"]["reported_file"]))
+    except (ReportedValueError, OSError) as e:
+        raise ConfigError(f"report.reported_file / models.*.reported: {e}") from None
     return cfg
 
 

@@ -139,7 +139,6 @@ def load_dataset(name: str, cfg: dict[str, Any]) -> BinarisedData:
         "n_valid": int(n_valid),
         "n_test": int(n_test),
         "binarisation": f"dynamic (train, re-drawn every epoch); valid/test binarised once (seed {seed})",
-        "paper_setting": bool(cfg.get("paper_setting", False)),
     }
     return BinarisedData(
         name=name,

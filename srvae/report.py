@@ -39,7 +39,8 @@ import jinja2
 import pandas as pd
 
 from . import figures
-from .aggregate import CURVES_FILE, KL_FILE, SUMMARY_FILE, write_atomic
+from .aggregate import CURVES_FILE, KL_FILE, SUMMARY_FILE
+from .runio import write_text
 from .provenance import REPO_ROOT, git_commit, machine_info
 from .reported import REPORTED_FILE, check_reported_ids, load_reported
 
@@ -291,5 +292,5 @@ def render_report(results_dir: Path, report_cfg: dict, study: dict, out_dir: Pat
                 "datasets": sections, "reported": _reported_rows(models, reported, m)}
 
     markdown_env, latex_env = _environments(Path(templates_dir))
-    write_atomic(out_dir / "tables.md", markdown_env.get_template("tables.md.j2").render(context(MARKDOWN)))
-    write_atomic(out_dir / "tables.tex", latex_env.get_template("tables.tex.j2").render(context(LATEX)))
+    write_text(out_dir / "tables.md", markdown_env.get_template("tables.md.j2").render(context(MARKDOWN)))
+    write_text(out_dir / "tables.tex", latex_env.get_template("tables.tex.j2").render(context(LATEX)))

@@ -36,5 +36,5 @@ def tiny_config(tmp_path: Path, models: dict | None = None, **train) -> dict:
         "train": {"epochs": 3, "batch_size": 50, **train},
         "evaluate": {"k": 20, "k_chunk": 7, "batch_size": 40},
         "speed": {"n_samples": 50, "repeats": 2, "warmup": 1},
-        "report": {"reported": str(REPO / "workflow" / "reported.yaml")},
+        "report": {"reported_file": str(REPO / "workflow" / "reported.yaml")},
     }

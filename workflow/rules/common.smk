@@ -19,10 +19,8 @@ _gpu = workflow.global_resources.get("gpu")
 GPU_SLOTS = getattr(_gpu, "value", _gpu)
 RUNS = runs(CFG)
 RUN_DIRS = [f"{RESULTS}/{d}/{m}/seed{s}" for d, m, s in RUNS]
-REPORT_FILES = [f"{REPORTS}/tables.md", f"{REPORTS}/tables.tex"] + [
-    f"{REPORTS}/figures/{name}.{ext}" for name in ("nll_per_model", "training_curves", "kl_per_layer")
-    for ext in ("png", "pdf")
-]
+REPORT_TABLES = [f"{REPORTS}/tables.md", f"{REPORTS}/tables.tex"]
+REPORT_FILES = REPORT_TABLES + [f"{REPORTS}/figures"]
 
 wildcard_constraints:
     seed=r"\d+",

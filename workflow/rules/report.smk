@@ -17,11 +17,12 @@ rule aggregate:
 rule report:
     input:
         rules.aggregate.output,
-        CFG["report"]["reported"],
+        CFG["report"]["reported_file"],
         "workflow/templates/tables.md.j2",
         "workflow/templates/tables.tex.j2",
     output:
-        REPORT_FILES,
+        REPORT_TABLES,
+        directory(REPORTS + "/figures"),
     log:
         "logs/report.log",
     shell:
