@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import dataclasses
 import sys
 
@@ -50,9 +51,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--dataset", required=True)
         p.add_argument("--model", required=True)
         p.add_argument("--seed", type=int, required=True)
-        p.add_argument("--gpu-slots", type=int, default=None,
-                       help="GPU jobs that may run at once (Snakemake passes --resources gpu=N); "
-                            "more than the GPU count makes jobs share GPUs")
+        p.add_argument("--gpu-slots", type=int, default=os.environ.get("SRVAE_GPU_SLOTS"),
+                       help="GPU jobs that may run at once (default: $SRVAE_GPU_SLOTS, which the Snakefile "
+                            "sets from --resources gpu=N); more than the GPU count makes jobs share GPUs")
     with_config(sub.add_parser("aggregate", help="collect every run into results/summary.csv"))
     with_config(sub.add_parser("report", help="render reports/tables.{md,tex} and figures"))
     with_config(sub.add_parser("check", help="validate the config and list the study's runs"))

@@ -38,7 +38,6 @@ from typing import Callable
 import jinja2
 import pandas as pd
 
-from . import figures
 from .aggregate import CURVES_FILE, KL_FILE, SUMMARY_FILE
 from .runio import write_text
 from .provenance import REPO_ROOT, git_commit, machine_info
@@ -244,6 +243,8 @@ def _environments(templates_dir: Path) -> tuple[jinja2.Environment, jinja2.Envir
 
 def _figures(summary, curves, kl, dataset: str, labels: dict, fig_dir: Path) -> list[dict]:
     """Draw one dataset's figures; their titles and paths relative to the report."""
+    from . import figures  # seaborn takes seconds to import: only the report step pays for it
+
     colours = figures.palette(list(labels.values()))
     rows = {name: df[df["dataset"] == dataset].assign(label=lambda d: d["model"].map(labels))
             for name, df in (("summary", summary), ("curves", curves), ("kl", kl))}

@@ -1,7 +1,9 @@
 # Shared set-up: validate the config before any job runs, and name every output of the study.
 import json
+import os
 
 from srvae.config import ConfigError, train_settings, validate_config, runs, write_resolved
+from srvae.report import TEMPLATES_DIR
 
 try:
     CFG = validate_config(config)
@@ -15,8 +17,10 @@ LOG = "logs/{dataset}/{model}/seed{seed}"
 # Jobs read the validated config (every --configfile and --config merged) from this file.
 RESOLVED_CONFIG = write_resolved(CFG, RESULTS + "/config.resolved.yaml")
 # `--resources gpu=N`: N GPU jobs may run at once; each takes its own GPU slot (shared when N > #GPUs).
+# Passed through the environment, not the command line, so that changing N reruns nothing.
 _gpu = workflow.global_resources.get("gpu")
-GPU_SLOTS = getattr(_gpu, "value", _gpu)
+if isinstance(getattr(_gpu, "value", _gpu), int):
+    os.environ["SRVAE_GPU_SLOTS"] = str(getattr(_gpu, "value", _gpu))
 RUNS = runs(CFG)
 RUN_DIRS = [f"{RESULTS}/{d}/{m}/seed{s}" for d, m, s in RUNS]
 REPORT_TABLES = [f"{REPORTS}/tables.md", f"{REPORTS}/tables.tex"]

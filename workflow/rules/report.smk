@@ -18,8 +18,8 @@ rule report:
     input:
         rules.aggregate.output,
         CFG["report"]["reported_file"],
-        "workflow/templates/tables.md.j2",
-        "workflow/templates/tables.tex.j2",
+        TEMPLATES_DIR / "tables.md.j2",
+        TEMPLATES_DIR / "tables.tex.j2",
     output:
         REPORT_TABLES,
         directory(REPORTS + "/figures"),

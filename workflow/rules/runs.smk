@@ -3,8 +3,7 @@
 
 STEP_CMD = (
     "srvae {step} --config " + RESOLVED_CONFIG + " --threads {threads}"
-    + (f" --gpu-slots {GPU_SLOTS}" if isinstance(GPU_SLOTS, int) else "")
-    + " --dataset {wildcards.dataset} --model {wildcards.model} --seed {wildcards.seed} > {log} 2>&1"
+    " --dataset {wildcards.dataset} --model {wildcards.model} --seed {wildcards.seed} > {log} 2>&1"
 )
 
 
