@@ -25,6 +25,15 @@ def test_interface_shapes_and_binary_samples_leave_the_mode_alone():
     assert model.training
 
 
+def test_sampling_uses_running_statistics_even_in_training_mode():
+    model = small_model()
+    model.score(torch.bernoulli(torch.rand(8, D)), k=1)  # move the running statistics away from their init
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    before = [m.running_mean.clone() for m in norms]
+    model.sample(50)
+    assert all(torch.equal(m.running_mean, b) for m, b in zip(norms, before)), "sampling normalised with batch statistics"
+
+
 def test_paper_setting_has_five_layers_and_mismatched_sizes_are_an_error():
     model = build_model("ladder_vae", {}, data_dim=784)
     assert model.score(torch.bernoulli(torch.rand(2, 784)), k=1).kl.shape == (1, 2, 5)
