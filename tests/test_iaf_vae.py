@@ -56,7 +56,7 @@ def mnist_grey_levels(n_train: int, n_valid: int) -> tuple[torch.Tensor, torch.T
 def test_short_training_lowers_validation_nll():
     torch.manual_seed(0)
     train, valid = mnist_grey_levels(300, 100)
-    model = build_model("iaf_vae", {**SMALL, "latents": 16, "context": 16, "hidden": [128]},
+    model = build_model("iaf_vae", {**SMALL, "latents": 16, "context": 16, "hidden": [64]},
                         data_dim=784, data_mean=train.mean(0))
     valid = torch.bernoulli(valid)
 
