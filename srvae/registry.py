@@ -18,6 +18,8 @@ from .interface import LatentVariableModel
 #: modules whose import registers models; add yours here
 MODEL_MODULES = (
     "baselines.vae",
+    "baselines.iaf_vae",
+    "baselines.ladder_vae",
 )
 
 _MODELS: dict[str, type[LatentVariableModel]] = {}
