@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from baselines.vae import init_output_bias
+from baselines.vae import init_output_bias, sample_from_prior
 from srvae.distributions import bernoulli_log_prob, gaussian_log_prob, reparameterise, standard_normal_log_prob
 from srvae.gaussian import GaussianHead
 from srvae.iaf import IAF
@@ -71,5 +71,4 @@ class IAFVAE(LatentVariableModel):
 
     @torch.no_grad()
     def sample(self, n: int) -> Tensor:
-        z = torch.randn(n, self.cfg.latents, device=self.device)
-        return torch.bernoulli(torch.sigmoid(self.decoder(z)))
+        return sample_from_prior(self.decoder, n, self.cfg.latents, self.device)

@@ -17,7 +17,7 @@ block below ``z_l`` has width ``hidden[l]``). Reported: −81.84 nats (−81.74 
 
 Batch normalisation: in ``train()`` mode it uses batch statistics, in ``eval()`` mode the running averages, so
 an example's evaluation does not depend on the rest of its batch (call ``model.eval()`` before evaluating).
-:meth:`LadderVAE.collect_batchnorm_statistics` re-estimates them over a whole data set, as Sønderby et al.
+:meth:`LadderVAE.refresh_statistics` re-estimates them over a whole data set, as Sønderby et al.
 do before testing; :meth:`LadderVAE.sample` always uses the running statistics.
 
 The importance-weighted Ladder VAE (Table 1, "10 IW samples") is this model trained on the IWAE bound
@@ -131,7 +131,7 @@ class LadderVAE(LatentVariableModel):
         return x
 
     @torch.no_grad()
-    def collect_batchnorm_statistics(self, batches: Iterable[Tensor]) -> None:
+    def refresh_statistics(self, batches: Iterable[Tensor]) -> None:
         """Set every batch-norm layer's running mean and variance to its average over ``batches`` [B, D].
 
         Sønderby et al. re-collect these statistics over the whole training set before testing, instead of

@@ -40,6 +40,12 @@ def init_output_bias(layer: torch.nn.Linear, data_mean: Tensor | None) -> None:
             layer.bias.copy_(torch.logit(data_mean.clamp(1e-3, 1 - 1e-3)))
 
 
+def sample_from_prior(decoder: torch.nn.Module, n: int, latents: int, device: torch.device) -> Tensor:
+    """``x ~ Bernoulli(sigmoid(decoder(z)))`` with ``z ~ N(0, I)``: ancestral samples of a one-layer VAE."""
+    z = torch.randn(n, latents, device=device)
+    return torch.bernoulli(torch.sigmoid(decoder(z)))
+
+
 @register("vae")
 class VAE(LatentVariableModel):
     """Mean-field Gaussian VAE with a Bernoulli decoder."""
@@ -72,5 +78,4 @@ class VAE(LatentVariableModel):
 
     @torch.no_grad()
     def sample(self, n: int) -> Tensor:
-        z = torch.randn(n, self.cfg.latents, device=self.device)
-        return torch.bernoulli(torch.sigmoid(self.decoder(z)))
+        return sample_from_prior(self.decoder, n, self.cfg.latents, self.device)

@@ -16,6 +16,7 @@ ELBO that trains a model and the weights that evaluate it can never drift apart.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -74,6 +75,12 @@ class LatentVariableModel(nn.Module, ABC):
     @abstractmethod
     def sample(self, n: int) -> Tensor:
         """``n`` ancestral samples ``x ~ p(x)`` as a ``[n, D]`` tensor of zeros and ones."""
+
+    def refresh_statistics(self, batches: Iterable[Tensor]) -> None:
+        """Re-estimate data-dependent statistics over the training set before evaluation.
+
+        Called once after training. Models with batch normalisation (Ladder VAE) override it; others have none.
+        """
 
     def elbo_terms(self, x: Tensor) -> ElboTerms:
         """The single-sample ELBO of each example of ``x``."""

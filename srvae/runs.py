@@ -65,6 +65,8 @@ def train_run(cfg: dict[str, Any], dataset: str, model: str, seed: int) -> Path:
     torch.manual_seed(seed)  # weights and reparameterisation noise; data noise has its own generator
     net = build_model(entry["class"], entry["params"], data.data_dim, data.train.mean(0)).to(device)
     result = train(net, data, settings, seed, out / "checkpoint.pt", name=f"{dataset}/{model}/seed{seed}")
+    statistics_generator = torch.Generator(device=device).manual_seed(seed)
+    net.refresh_statistics(data.binarised_train(statistics_generator).split(settings.eval_batch_size))
     save_checkpoint(out / "model.pt", {
         "class": entry["class"], "params": entry["params"], "data_dim": data.data_dim,
         "state_dict": net.state_dict(),

@@ -80,7 +80,7 @@ def test_eval_mode_scores_an_example_independently_of_its_batch(monkeypatch):
 def test_collected_batchnorm_statistics_are_the_averages_over_the_data():
     model = small_model().eval()
     batches = [torch.bernoulli(torch.rand(10, D)) for _ in range(3)]
-    model.collect_batchnorm_statistics(batches)
+    model.refresh_statistics(batches)
     first_linear, first_norm = model.up[0][0], model.up[0][1]
     with torch.no_grad():
         pre_activations = first_linear(torch.cat(batches))

@@ -69,10 +69,10 @@ def test_closed_form_kl_agrees_with_the_importance_weights(model, x):
     """E_q[log w] = ELBO: the KL used in training and the log-densities used in evaluation agree."""
     model.eval()
     torch.manual_seed(1)
-    elbo = torch.stack([model.elbo_terms(x).elbo for _ in range(50)]).mean(0)
+    elbos = torch.stack([model.elbo_terms(x).elbo for _ in range(50)])  # MC noise too where KL is sampled
     log_w = model.log_importance_weights(x, 2000)
-    sem = log_w.std(0) / 2000**0.5
-    assert ((elbo - log_w.mean(0)).abs() < 5 * sem + 0.5).all()
+    sem = (elbos.var(0) / 50 + log_w.var(0) / 2000).sqrt()
+    assert ((elbos.mean(0) - log_w.mean(0)).abs() < 5 * sem + 0.05).all()
 
 
 @torch.no_grad()
