@@ -153,6 +153,9 @@ def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
         "sampling_n_samples": speed["n_samples"], "sampling_repeats": speed["repeats"],
         "sampling_device": speed["device"], "sampling_device_name": speed["device_name"],
         "run_dir": str(run_dir),
+        # optional convergence check with a larger K (evaluate.check_k), NaN where not run
+        "k_check": evaluation.get("check", {}).get("k", math.nan),
+        "nll_check": evaluation.get("check", {}).get("nll", math.nan),
     }
     kl_rows = pd.DataFrame({**key, "layer": range(1, len(kl) + 1), "kl": kl})
     return row, curves.assign(**key)[[*key, *CURVE_COLUMNS]], kl_rows

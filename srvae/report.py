@@ -150,6 +150,18 @@ def _speed_rows(runs: pd.DataFrame, models: dict, m: Markup) -> list[dict]:
     return rows
 
 
+def _k_check_rows(runs: pd.DataFrame, models: dict, decimals: int, m: Markup) -> list[dict]:
+    """Runs evaluated with a second, larger K: the estimate's change shows whether K is large enough."""
+    rows = []
+    for name in models:
+        for _, r in runs[(runs["model"] == name) & runs["nll_check"].notna()].iterrows():
+            rows.append({"label": m.escape(models[name]["label"]), "seed": str(int(r["seed"])),
+                         "k": str(int(r["k"])), "nll": _num(r["nll"], decimals, m),
+                         "k_check": str(int(r["k_check"])), "nll_check": _num(r["nll_check"], decimals, m),
+                         "delta": _num(r["nll_check"] - r["nll"], decimals, m, signed=True)})
+    return rows
+
+
 def _reported_rows(models: dict, reported: dict, m: Markup) -> list[dict]:
     return [{"label": m.escape(spec["label"]), "id": m.escape(spec["reported"]),
              **{k: m.escape(reported[spec["reported"]].get(k, "")) for k in ("model", "details",
@@ -225,7 +237,8 @@ def _dataset_section(runs: pd.DataFrame, name: str, ds: dict, models: dict, repo
             "warnings": [m.escape(w) for w in _setting_warnings(split, kinds)],
             "facts": _items(facts, m),
             "nll_rows": _nll_rows(runs, models, reported, decimals, m),
-            "speed_rows": _speed_rows(runs, models, m)}
+            "speed_rows": _speed_rows(runs, models, m),
+            "k_check_rows": _k_check_rows(runs, models, decimals, m)}
 
 
 # --- the report ----------------------------------------------------------------------------------

@@ -107,7 +107,11 @@ def evaluate_run(cfg: dict[str, Any], dataset: str, model: str, seed: int) -> di
     seconds = time.perf_counter() - t0
     if not math.isfinite(estimate.nll):
         raise RuntimeError(f"{out}: test NLL is {estimate.nll}; the trained model is broken, retrain this run")
-    result = {
+    check = {}
+    if ev["check_k"] and seed in ev["check_seeds"]:  # does the estimate still move with a larger K?
+        larger = iw_log_likelihood(net, data.test, ev["check_k"], ev["k_chunk"], ev["batch_size"])
+        check = {"check": {"k": ev["check_k"], "nll": larger.nll, "nll_sem": larger.nll_sem}}
+    result = check | {
         "nll": estimate.nll, "nll_sem": estimate.nll_sem, "elbo": float(estimate.elbo.mean()),
         "k": ev["k"], "n_test": len(data.test), "kl_per_layer": mean_kl_per_layer(net, data.test),
         "eval_seconds": seconds, "device_name": device_name(device),

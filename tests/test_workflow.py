@@ -27,6 +27,7 @@ def test_dag_runs_to_completion_and_reports_every_model_and_seed(tmp_path):
     }
     cfg = tiny_config(tmp_path, models, epochs=2)
     cfg["seeds"] = [0, 1]
+    cfg["evaluate"].update(check_k=60, check_seeds=[1])
     done = _snakemake(tmp_path, cfg, "--cores", "2", "--resources", "gpu=2")
     assert done.returncode == 0, done.stderr[-3000:]
 
@@ -38,6 +39,8 @@ def test_dag_runs_to_completion_and_reports_every_model_and_seed(tmp_path):
         row = next(line for line in table.splitlines() if line.startswith(f"| {label} |"))
         assert f"| 2 |" in row and f"{nll.mean():.2f} ± {nll.std():.2f}" in row, row
     assert "86.76" in table  # the reported value beside the reproduced one
+    check = table.split("### Convergence of the estimate in K")[1]
+    assert check.count("| 1 | 20 |") == 2 and "| 60 |" in check  # both models, check seed only
     assert (tmp_path / "reports" / "tables.tex").read_text().count(r"\toprule") >= 2
     assert any((tmp_path / "reports" / "figures").glob("*.png"))
     for step in ("train", "evaluate", "speed"):
