@@ -52,15 +52,22 @@ def affine_rank_one_inverse(z: Tensor, c: Tensor, d: Tensor, u: Tensor) -> tuple
 class AffineRankOneBijector(nn.Module):
     """Amortised ``z = c + (diag(d) + u uᵀ) ε`` whose ``(c, d, u)`` come from a block applied to the context.
 
-    Without context (``context_dim = 0``, the first layer) ``(c, d, u)`` are free parameters. Initialised at
-    ``d ≈ 1`` so that the layer starts close to a shift plus a small rank-one term.
+    Without context (``context_dim = 0``, the first layer) ``(c, d, u)`` are free parameters. The layer starts
+    near the identity — ``c ≈ 0``, ``d ≈ 1``, a small random ``u`` (not zero: ``u = 0`` is a stationary point
+    of ``u uᵀ``, where ``u`` would get no gradient) — and weakly dependent on the context, so that early in
+    training the codes are not scrambled by a random function of ``z_{l-1}``.
     """
 
-    def __init__(self, features: int, context_dim: int, hidden: Sequence[int], act: str) -> None:
+    def __init__(
+        self, features: int, context_dim: int, hidden: Sequence[int], act: str, init_u_std: float = 0.1,
+        init_weight_scale: float = 0.01,
+    ) -> None:
         super().__init__()
         self.features, self.context_dim = features, context_dim
         self.conditioner = ConditionalMLP([context_dim] if context_dim else [], hidden, 3 * features, act)
-        self.conditioner.set_output_bias(inverse_positive(1.0), slice(features, 2 * features))
+        bias = torch.cat([torch.zeros(features), torch.full((features,), inverse_positive(1.0)),
+                          init_u_std * torch.randn(features)])
+        self.conditioner.init_output(bias, weight_scale=init_weight_scale)
 
     def affine_parameters(self, context: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """``(c, d, u)``, each ``[..., N]``, with ``d > 0``."""

@@ -58,18 +58,27 @@ class ConditionalMLP(nn.Module):
             raise ValueError(f"expected {len(self.in_dims)} inputs, got {len(inputs)}")
         if not inputs:
             return self.constant
-        h = sum(m(x) for m, x in zip(self.input_maps, inputs))
+        h = self.input_maps[0](inputs[0])
+        for m, x in zip(self.input_maps[1:], inputs[1:]):
+            h = h + m(x)
         return h if self.rest is None else self.rest(h)
 
     @torch.no_grad()
-    def set_output_bias(self, bias: Tensor | float, where: slice = slice(None)) -> None:
-        """Set the output bias (the constant, without inputs) at ``where`` to ``bias``."""
+    def init_output(self, bias: Tensor | float, where: slice = slice(None), weight_scale: float = 1.0) -> None:
+        """Set the bias of the outputs ``where`` to ``bias`` and scale the weights into them by ``weight_scale``.
+
+        Without inputs the output is the constant itself, and ``weight_scale`` has nothing to act on.
+        """
         if not self.in_dims:
-            out = self.constant
+            self.constant[where] = bias
+            return
+        last = self.rest[-1][-1] if self.rest is not None else self.input_maps[0]
+        last.bias[where] = bias
+        if self.rest is not None:
+            last.weight[where] *= weight_scale
         else:
-            last = self.rest[-1][-1] if self.rest is not None else self.input_maps[0]
-            out = last.bias
-        out[where] = bias
+            for m in self.input_maps:
+                m.weight[where] *= weight_scale
 
 
 def context_inputs(context: Tensor | None, context_dim: int) -> tuple[Tensor, ...]:
@@ -94,7 +103,7 @@ class AmortisedGaussian(nn.Module):
         super().__init__()
         self.context_dim = context_dim
         self.net = ConditionalMLP([context_dim] if context_dim else [], hidden, 2 * latents, act)
-        self.net.set_output_bias(inverse_positive(1.0), slice(latents, None))  # start near N(0, I)
+        self.net.init_output(inverse_positive(1.0), slice(latents, None))  # start near N(0, I)
 
     def forward(self, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Mean and standard deviation, ``[..., N]`` (``[N]`` without context)."""
@@ -149,7 +158,7 @@ class ResidualBernoulli(nn.Module):
         self.first = ConditionalMLP([latents], hidden, block_dim, act)
         self.residual = ConditionalMLP([prev_block_dim, latents], hidden, block_dim, act) if prev_block_dim else None
         if block_mean is not None:
-            self.first.set_output_bias(torch.logit(block_mean.clamp(1e-3, 1 - 1e-3)))
+            self.first.init_output(torch.logit(block_mean.clamp(1e-3, 1 - 1e-3)))
 
     def forward(self, z: Tensor, x_prev: Tensor | None = None) -> Tensor:
         """Logits ``[..., D_l]`` from ``z_l`` ``[k, B, N]`` and the previous block ``x_{l-1}`` ``[B, D_{l-1}]``."""

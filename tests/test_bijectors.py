@@ -109,3 +109,17 @@ def test_identity_bijector_has_zero_logdet():
     back, inv_logdet = IdentityBijector().inverse(z, None)
     assert torch.equal(z, eps) and torch.equal(back, eps)
     assert torch.equal(logdet, torch.zeros(3, 4)) and torch.equal(inv_logdet, torch.zeros(3, 4))
+
+
+@pytest.mark.parametrize("context_dim", [0, 3])
+def test_starts_near_the_identity_and_every_parameter_learns(context_dim):
+    torch.manual_seed(0)
+    bij = AffineRankOneBijector(N, context_dim=context_dim, hidden=(16,), act="elu")
+    context = torch.randn(32, 3) if context_dim else None
+    c, d, u = bij.affine_parameters(context)
+    assert c.abs().max() < 0.05 and (d - 1).abs().max() < 0.05 and 0 < u.norm(dim=-1).min() < 1
+    eps = torch.randn(32, N)
+    z, logdet = bij(eps, context)
+    (z.sin().sum() + logdet.sum()).backward()
+    # u = 0 would be a stationary point of u uᵀ: no parameter may start without a gradient
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in bij.parameters())

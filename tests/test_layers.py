@@ -41,7 +41,7 @@ def test_conditional_mlp_is_an_mlp_of_the_concatenated_inputs():
 
 def test_conditional_mlp_without_inputs_is_a_learned_constant():
     net = ConditionalMLP([], hidden=(8,), out_dim=3, act="tanh")
-    net.set_output_bias(2.0, slice(1, None))
+    net.init_output(2.0, slice(1, None))
     out = net()
     assert torch.equal(out, torch.tensor([0.0, 2.0, 2.0]))
     out.sum().backward()
@@ -119,3 +119,14 @@ def test_first_data_layer_starts_at_the_data_marginal():
     data = ResidualBernoulli(N, block_dim=3, prev_block_dim=0, hidden=(8,), act="elu", block_mean=block_mean)
     assert data.residual is None  # block 1 has no previous block
     torch.testing.assert_close(data.first.rest[-1][-1].bias, torch.logit(block_mean))
+
+
+def test_init_output_sets_bias_and_shrinks_the_weights_into_those_outputs():
+    torch.manual_seed(0)
+    net = ConditionalMLP([H], hidden=(8,), out_dim=4, act="tanh")
+    last = net.rest[-1][-1]
+    weight = last.weight.detach().clone()
+    net.init_output(torch.tensor([1.0, 2.0]), slice(2, None), weight_scale=0.5)
+    torch.testing.assert_close(last.bias[2:], torch.tensor([1.0, 2.0]))
+    torch.testing.assert_close(last.weight[2:], 0.5 * weight[2:])
+    torch.testing.assert_close(last.weight[:2], weight[:2])
