@@ -24,7 +24,8 @@ and the bijector for an IAF conditioned on ``z_{l-1}`` (any module with the nflo
 
 Width defaults are this project's choice (the paper's appendix is not available): 10 layers × 10 latents as
 Table 1; each layer's encoder of ``x`` 784→200→200, one hidden layer of 100 units in the prior, posterior and
-bijector blocks, 200 in the data blocks, ELU.
+bijector blocks, 200 in the data blocks, ELU: 2.78M parameters on MNIST. The small default study uses
+5 layers × 8 latents, encoders 784→64, blocks of 32 and data blocks of 64 (0.41M parameters).
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ class SeReVAE(LatentVariableModel):
         return 0 if layer == 0 else self.cfg.latents
 
     def make_prior(self, layer: int) -> nn.Module:
-        """``p(ε_l | z_{l-1})``: a module ``context -> (mean, std)``."""
+        """``p(ε_l | z_{l-1})``: a module ``context -> (mean, std)``, each ``[..., N]`` (``[N]`` if constant)."""
         return AmortisedGaussian(self.cfg.latents, self.context_dim(layer), self.cfg.prior_hidden, self.cfg.activation)
 
     def make_bijector(self, layer: int) -> nn.Module:

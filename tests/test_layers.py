@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from srvae.distributions import positive
 from srvae.layers import (
     SCALE_FLOOR,
     AmortisedGaussian,
@@ -11,7 +12,6 @@ from srvae.layers import (
     ResidualGaussianPosterior,
     inverse_positive,
 )
-from srvae.distributions import positive
 
 K, B, N, H = 3, 4, 5, 6
 
