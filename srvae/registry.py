@@ -18,6 +18,8 @@ from .interface import LatentVariableModel
 #: modules whose import registers models; add yours here
 MODEL_MODULES = (
     "baselines.vae",
+    "srvae.sere_vae",
+    "baselines.dlgm",
     "baselines.iaf_vae",
     "baselines.ladder_vae",
 )

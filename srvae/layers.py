@@ -1,0 +1,170 @@
+"""The stochastic and data layers of SeRe-VAE (Apostolopoulou et al. 2020, Section 3, Figure 1), MLP version.
+
+- :class:`ConditionalMLP` — the "block" every layer uses to turn its inputs (the previous latent code
+  ``z_{l-1}``, an encoding of ``x``, the previous image block) into distribution or bijector parameters.
+- :class:`AmortisedGaussian` — the prior layer ``p(ε_l | z_{l-1}) = N(μ_l(z_{l-1}), diag σ_l(z_{l-1})²)``;
+  built without a context (first layer) it is a learned diagonal Gaussian with free parameters.
+- :class:`ResidualGaussianPosterior` — the posterior layer ``q(ε_l | z_{l-1}, x)``: a first estimate of
+  ``(μ, σ)`` from ``z_{l-1}`` alone, corrected by a residual computed from the layer's own encoding of ``x``.
+- :class:`ResidualBernoulli` — the data layer ``γ_l = γ¹_l(z_l) + δγ_l(x_{l-1}, z_l)``, Bernoulli logits of
+  block ``x_l`` (block 1 has no previous block and no residual term).
+
+A layer built with ``context_dim = 0`` has no input for ``z_{l-1}`` and ignores the context it is given:
+that is the first layer of SeRe-VAE, and how the matched DLGM cuts the latent-code feedback.
+Scales come from :func:`srvae.distributions.positive` (softplus + floor), never from an unbounded exp.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .distributions import positive
+from .nn import activation, mlp
+
+#: the floor of :func:`positive`, so that initial scales can be set exactly
+SCALE_FLOOR = 1e-4
+
+
+def inverse_positive(value: float, floor: float = SCALE_FLOOR) -> float:
+    """The pre-activation ``a`` with ``positive(a, floor) == value`` (for initialising scales)."""
+    return math.log(math.expm1(value - floor))
+
+
+class ConditionalMLP(nn.Module):
+    """An MLP of several inputs ``in_dims → hidden → out_dim``; with no inputs, a learned constant.
+
+    The first layer is one linear map per input, summed — the same function and parameter count as one
+    linear map of the concatenated inputs — so that an input shared by the ``k`` importance samples (an
+    encoding of ``x``, an observed block) is mapped once and broadcast against ``[k, B, ·]`` inputs.
+    """
+
+    def __init__(self, in_dims: Sequence[int], hidden: Sequence[int], out_dim: int, act: str) -> None:
+        super().__init__()
+        self.in_dims = tuple(in_dims)
+        if not self.in_dims:
+            self.constant = nn.Parameter(torch.zeros(out_dim))
+            return
+        first = hidden[0] if hidden else out_dim
+        # the bias lives in the first input's map only: Σ_i W_i x_i + b
+        self.input_maps = nn.ModuleList(nn.Linear(d, first, bias=i == 0) for i, d in enumerate(self.in_dims))
+        self.rest = nn.Sequential(activation(act), mlp(first, hidden[1:], out_dim, act)) if hidden else None
+
+    def forward(self, *inputs: Tensor) -> Tensor:
+        if len(inputs) != len(self.in_dims):
+            raise ValueError(f"expected {len(self.in_dims)} inputs, got {len(inputs)}")
+        if not inputs:
+            return self.constant
+        h = self.input_maps[0](inputs[0])
+        for m, x in zip(self.input_maps[1:], inputs[1:]):
+            h = h + m(x)
+        return h if self.rest is None else self.rest(h)
+
+    @torch.no_grad()
+    def init_output(self, bias: Tensor | float, where: slice = slice(None), weight_scale: float = 1.0) -> None:
+        """Set the bias of the outputs ``where`` to ``bias`` and scale the weights into them by ``weight_scale``.
+
+        Without inputs the output is the constant itself, and ``weight_scale`` has nothing to act on.
+        """
+        if not self.in_dims:
+            self.constant[where] = bias
+            return
+        last = self.rest[-1][-1] if self.rest is not None else self.input_maps[0]
+        last.bias[where] = bias
+        if self.rest is not None:
+            last.weight[where] *= weight_scale
+        else:
+            for m in self.input_maps:
+                m.weight[where] *= weight_scale
+
+
+def context_inputs(context: Tensor | None, context_dim: int) -> tuple[Tensor, ...]:
+    """The context inputs of a layer: none when it was built without one (``context_dim == 0``)."""
+    if context_dim == 0:
+        return ()
+    if context is None:
+        raise ValueError("this layer is conditioned on z_{l-1} but no context was given")
+    return (context,)
+
+
+def _gaussian(params: Tensor) -> tuple[Tensor, Tensor]:
+    """``[..., 2N]`` network outputs → mean and standard deviation ``[..., N]``."""
+    mean, pre_std = params.chunk(2, dim=-1)
+    return mean, positive(pre_std, SCALE_FLOOR)
+
+
+class AmortisedGaussian(nn.Module):
+    """Prior layer ``p(ε_l | z_{l-1}) = N(μ(z_{l-1}), diag σ(z_{l-1})²)``; a free diagonal Gaussian without context."""
+
+    def __init__(self, latents: int, context_dim: int, hidden: Sequence[int], act: str) -> None:
+        super().__init__()
+        self.context_dim = context_dim
+        self.net = ConditionalMLP([context_dim] if context_dim else [], hidden, 2 * latents, act)
+        self.net.init_output(inverse_positive(1.0), slice(latents, None))  # start near N(0, I)
+
+    def forward(self, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Mean and standard deviation, ``[..., N]`` (``[N]`` without context)."""
+        return _gaussian(self.net(*context_inputs(context, self.context_dim)))
+
+
+class ResidualGaussianPosterior(nn.Module):
+    """Posterior layer ``q(ε_l | z_{l-1}, x) = N(μ, diag σ²)`` with a residual parametrisation.
+
+    ``(μ, a) = first(z_{l-1}) + residual(h_l(x), z_{l-1})`` and ``σ = softplus(a) + floor``: the first estimate
+    sees the latent code alone, the residual the evidence ``h_l(x)`` from this layer's own encoder. The paper
+    says the residual is "computed from the evidence"; it also sees ``z_{l-1}`` here *(inferred)*, so that
+    the correction can depend on where the previous layer put the code. Without context (the first layer,
+    the DLGM) the posterior is ``residual(h_l(x))`` alone.
+    """
+
+    def __init__(
+        self, latents: int, evidence_dim: int, context_dim: int, hidden: Sequence[int], act: str
+    ) -> None:
+        super().__init__()
+        self.context_dim = context_dim
+        ctx = [context_dim] if context_dim else []
+        self.first = ConditionalMLP(ctx, hidden, 2 * latents, act) if context_dim else None
+        self.residual = ConditionalMLP([evidence_dim, *ctx], hidden, 2 * latents, act)
+
+    def forward(self, evidence: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Mean and standard deviation ``[..., N]`` from ``h_l(x)`` ``[B, H]`` and ``z_{l-1}`` ``[k, B, N]``."""
+        ctx = context_inputs(context, self.context_dim)
+        params = self.residual(evidence, *ctx)
+        if self.first is not None:
+            params = params + self.first(*ctx)
+        return _gaussian(params)
+
+
+class ResidualBernoulli(nn.Module):
+    """Data layer: logits ``γ_l = γ¹_l(z_l) + δγ_l(x_{l-1}, z_l)`` of ``p(x_l | z_l, x_{l-1})``.
+
+    ``prev_block_dim = 0`` (block 1): ``γ_1 = γ¹_1(z_1)``. ``block_mean`` (training pixel means of the block)
+    starts ``γ¹`` at the data's marginal, as Burda et al. (2016) do for their decoders.
+    """
+
+    def __init__(
+        self,
+        latents: int,
+        block_dim: int,
+        prev_block_dim: int,
+        hidden: Sequence[int],
+        act: str,
+        block_mean: Tensor | None = None,
+    ) -> None:
+        super().__init__()
+        self.first = ConditionalMLP([latents], hidden, block_dim, act)
+        self.residual = ConditionalMLP([prev_block_dim, latents], hidden, block_dim, act) if prev_block_dim else None
+        if block_mean is not None:
+            self.first.init_output(torch.logit(block_mean.clamp(1e-3, 1 - 1e-3)))
+
+    def forward(self, z: Tensor, x_prev: Tensor | None = None) -> Tensor:
+        """Logits ``[..., D_l]`` from ``z_l`` ``[k, B, N]`` and the previous block ``x_{l-1}`` ``[B, D_{l-1}]``."""
+        logits = self.first(z)
+        if self.residual is not None:
+            if x_prev is None:
+                raise ValueError("this data layer has a residual term and needs the previous block")
+            logits = logits + self.residual(x_prev, z)
+        return logits
