@@ -19,6 +19,7 @@ from .interface import LatentVariableModel
 MODEL_MODULES = (
     "baselines.vae",
     "srvae.sere_vae",
+    "srvae.sr_iaf",
     "baselines.dlgm",
     "baselines.iaf_vae",
     "baselines.ladder_vae",
