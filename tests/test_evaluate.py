@@ -26,6 +26,7 @@ class LinearGaussian(LatentVariableModel):
         self.b = torch.nn.Parameter(torch.randn(D, generator=g, dtype=torch.float64))
         self.s, self.inflate = s, inflate
 
+    @torch.no_grad()
     def exact_log_px(self, x):
         cov = self.W @ self.W.T + self.s**2 * torch.eye(self.data_dim, dtype=torch.float64)
         return torch.distributions.MultivariateNormal(self.b, cov).log_prob(x)

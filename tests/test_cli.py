@@ -1,0 +1,46 @@
+"""The command line: clear one-line errors (exit status 2) for bad input, and a run step by hand."""
+
+import json
+
+import yaml
+
+from srvae.cli import main
+
+from .conftest import tiny_config
+
+
+def _write(tmp_path, cfg):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+def test_unknown_model_on_the_command_line(tmp_path, capsys):
+    path = _write(tmp_path, tiny_config(tmp_path))
+    assert main(["train", "--config", path, "--dataset", "tiny", "--model", "sere", "--seed", "0"]) == 2
+    assert "--model 'sere' is not in the config; defined: vae" in capsys.readouterr().err
+
+
+def test_config_typo_is_reported_in_one_line_with_exit_status_2(tmp_path, capsys):
+    cfg = tiny_config(tmp_path)
+    cfg["evaluate"]["kk"] = 5
+    assert main(["check", "--config", _write(tmp_path, cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "evaluate: unknown key 'kk' (did you mean 'k'?)" in err and "Traceback" not in err
+
+
+def test_steps_by_hand_write_the_run_directory(tmp_path):
+    path = _write(tmp_path, tiny_config(tmp_path, epochs=1))
+    for step in ("train", "evaluate", "speed"):
+        assert main([step, "--config", path, "--dataset", "tiny", "--model", "vae", "--seed", "0"]) == 0
+    run = tmp_path / "results" / "tiny" / "vae" / "seed0"
+    evaluation = json.loads((run / "eval.json").read_text())
+    assert evaluation["k"] == 20 and evaluation["n_test"] == 100 and evaluation["nll"] > 0
+    assert json.loads((run / "train.json").read_text())["epochs"] == 1
+    assert json.loads((run / "speed.json").read_text())["n_samples"] == 50
+
+
+def test_aggregate_names_the_missing_run(tmp_path, capsys):
+    assert main(["aggregate", "--config", _write(tmp_path, tiny_config(tmp_path))]) == 2
+    err = capsys.readouterr().err
+    assert "seed0" in err and "train.json" in err and "rerun" in err
