@@ -20,7 +20,7 @@ def test_split_sizes_and_ranges(data):
     assert set(data.valid.unique().tolist()) == {0.0, 1.0} == set(data.test.unique().tolist())
 
 
-def test_splits_are_disjoint_and_deterministic(data):
+def test_splits_are_deterministic_and_follow_the_split_seed(data):
     again = load_dataset("mnist5k", CFG)
     assert torch.equal(again.train, data.train) and torch.equal(again.test, data.test)
     other = load_dataset("mnist5k", {**CFG, "split_seed": 1})
