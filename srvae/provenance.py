@@ -15,7 +15,7 @@ def machine_info() -> dict[str, str]:
     """This machine's CPU, OS, Python, torch and (if any) CUDA devices, as printable strings."""
     import torch  # here, so that reading the tables does not need torch
 
-    info = {"CPU": _cpu_model(), "CPU cores": str(os.cpu_count()), "OS": platform.platform(),
+    info = {"CPU": cpu_model(), "CPU cores": str(os.cpu_count()), "OS": platform.platform(),
             "Python": platform.python_version(), "torch": torch.__version__}
     if torch.cuda.is_available():
         info["CUDA"] = str(torch.version.cuda)
@@ -23,7 +23,8 @@ def machine_info() -> dict[str, str]:
     return info
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

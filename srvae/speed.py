@@ -7,7 +7,6 @@ asynchronous: the clock stops only after ``torch.cuda.synchronize()``.
 
 from __future__ import annotations
 
-import platform
 import statistics
 import time
 from typing import Any
@@ -15,19 +14,14 @@ from typing import Any
 import torch
 
 from .interface import LatentVariableModel
+from .provenance import cpu_model
 
 
 def device_name(device: torch.device) -> str:
     """A human-readable name of ``device``: the GPU model, or the CPU model and thread count."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu} ({torch.get_num_threads()} threads)"
+    return f"{cpu_model()} ({torch.get_num_threads()} threads)"
 
 
 def _synchronize(device: torch.device) -> None:
