@@ -41,8 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--config", nargs="+", default=["config.yaml"],
-                       help="YAML config file(s), merged left to right (default: config.yaml)")
+        p.add_argument("--config", nargs="+", default=[os.environ.get("SRVAE_CONFIG", "config.yaml")],
+                       help="YAML config file(s), merged left to right (default: $SRVAE_CONFIG, which the "
+                            "Snakefile sets to the study's validated config, else config.yaml)")
         p.add_argument("--threads", type=int, default=None, help="CPU threads (default: config's threads)")
         return p
 

@@ -8,6 +8,7 @@ model fails before any job runs, naming the key and the valid choices.
 from __future__ import annotations
 
 import copy
+import hashlib
 import difflib
 from collections.abc import Iterable
 from pathlib import Path
@@ -143,12 +144,16 @@ def runs(cfg: dict[str, Any]) -> list[tuple[str, str, int]]:
     return [(d, m, s) for d in study["datasets"] for m in study["models"] for s in cfg["seeds"]]
 
 
-def write_resolved(cfg: dict[str, Any], path: str | Path) -> str:
-    """Write the validated config to ``path`` (only when it changed, so its mtime means something)."""
+def write_resolved(cfg: dict[str, Any], directory: str | Path) -> str:
+    """Write the validated config into ``directory`` under a name from its content; return the path.
+
+    Named by content, so that studies with different configs sharing a results folder never read each
+    other's, and an unchanged config is never rewritten.
+    """
     from .runio import write_text
 
     text = yaml.safe_dump(cfg, sort_keys=False)
-    path = Path(path)
-    if not path.exists() or path.read_text() != text:
+    path = Path(directory) / f"{hashlib.sha256(text.encode()).hexdigest()[:16]}.yaml"
+    if not path.exists():
         write_text(path, text)
     return str(path)

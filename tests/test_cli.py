@@ -44,3 +44,23 @@ def test_aggregate_names_the_missing_run(tmp_path, capsys):
     assert main(["aggregate", "--config", _write(tmp_path, tiny_config(tmp_path))]) == 2
     err = capsys.readouterr().err
     assert "seed0" in err and "train.json" in err and "rerun" in err
+
+
+def test_full_mnist_offline_names_the_files_checksums_and_directory(tmp_path, capsys, monkeypatch):
+    import socket
+
+    from srvae.download import MNIST_FILES
+
+    with socket.socket() as s:  # a loopback port nothing listens on: every download fails at once
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.delenv("SRVAE_DATA_DIR", raising=False)
+    cfg = tiny_config(tmp_path, epochs=1)
+    cfg["datasets"]["tiny"] = {"source": "mnist", "split": {"valid": 400}, "cache_dir": str(tmp_path / "cache"),
+                               "mirrors": [f"http://127.0.0.1:{port}/"]}
+    assert main(["train", "--config", _write(tmp_path, cfg), "--dataset", "tiny", "--model", "vae", "--seed", "0"]) == 2
+    err = capsys.readouterr().err
+    for spec in MNIST_FILES:
+        assert spec.name in err and spec.sha256 in err
+    assert str(tmp_path / "cache") in err
+    assert not (tmp_path / "results" / "tiny" / "vae" / "seed0" / "train.json").exists()

@@ -14,8 +14,9 @@ RESULTS = CFG["results_dir"]
 REPORTS = CFG["reports_dir"]
 RUN = RESULTS + "/{dataset}/{model}/seed{seed}"
 LOG = "logs/{dataset}/{model}/seed{seed}"
-# Jobs read the validated config (every --configfile and --config merged) from this file.
-RESOLVED_CONFIG = write_resolved(CFG, RESULTS + "/config.resolved.yaml")
+# Jobs read the validated config (every --configfile and --config merged) from this file, named through the
+# environment rather than the command line: editing one model's entry must not rerun every other job.
+os.environ["SRVAE_CONFIG"] = write_resolved(CFG, RESULTS + "/configs")
 # `--resources gpu=N`: N GPU jobs may run at once; each takes its own GPU slot (shared when N > #GPUs).
 # Passed through the environment, not the command line, so that changing N reruns nothing.
 _gpu = workflow.global_resources.get("gpu")

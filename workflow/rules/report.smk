@@ -11,7 +11,7 @@ rule aggregate:
     log:
         "logs/aggregate.log",
     shell:
-        "srvae aggregate --config " + RESOLVED_CONFIG + " > {log} 2>&1"
+        "srvae aggregate > {log} 2>&1"
 
 
 rule report:
@@ -23,7 +23,11 @@ rule report:
     output:
         REPORT_TABLES,
         directory(REPORTS + "/figures"),
+    params:
+        # labels, reported ids, title: a change re-renders the report without rerunning any run
+        spec=json.dumps({"report": CFG["report"], "models": {m: CFG["models"][m] for m in CFG["study"]["models"]}},
+                        sort_keys=True),
     log:
         "logs/report.log",
     shell:
-        "srvae report --config " + RESOLVED_CONFIG + " > {log} 2>&1"
+        "srvae report > {log} 2>&1"

@@ -2,7 +2,7 @@
 # GPU jobs declare gpu=1: `--resources gpu=N` runs at most N of them at once; without a GPU they run on CPU.
 
 STEP_CMD = (
-    "srvae {step} --config " + RESOLVED_CONFIG + " --threads {threads}"
+    "srvae {step} --threads {threads}"
     " --dataset {wildcards.dataset} --model {wildcards.model} --seed {wildcards.seed} > {log} 2>&1"
 )
 
