@@ -25,7 +25,7 @@ import seaborn as sns  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 FORMATS = ("png", "pdf")
-_WIDTH_PER_MODEL, _MIN_WIDTH, _HEIGHT = 1.0, 4.0, 3.0  # inches
+_WIDTH_PER_MODEL, _MIN_WIDTH, _HEIGHT, _ROW_HEIGHT = 1.0, 4.0, 3.0, 0.45  # inches
 
 
 def save_figure(fig: plt.Figure, stem: Path) -> list[Path]:
@@ -48,21 +48,21 @@ def palette(labels: list[str]) -> dict[str, tuple]:
     return dict(zip(labels, sns.color_palette("deep", n_colors=len(labels))))
 
 
-def _figure(n_models: int) -> tuple[plt.Figure, plt.Axes]:
+def _figure(n_columns: int, height: float = _HEIGHT) -> tuple[plt.Figure, plt.Axes]:
     sns.set_theme(context="paper", style="whitegrid")
-    return plt.subplots(figsize=(max(_MIN_WIDTH, _WIDTH_PER_MODEL * n_models), _HEIGHT))
+    return plt.subplots(figsize=(max(_MIN_WIDTH, _WIDTH_PER_MODEL * n_columns), height))
 
 
 def nll_per_model(summary: pd.DataFrame, colours: dict[str, tuple], stem: Path) -> list[Path]:
     """Test NLL of each model: mean ± sd over seeds, and every seed's value as a dot."""
-    fig, ax = _figure(len(colours))
+    # one row per model: long model names stay readable however many models there are
+    fig, ax = _figure(1, height=_ROW_HEIGHT * len(colours) + 1.0)
     order = list(colours)
-    sns.pointplot(data=summary, x="label", y="nll", order=order, hue="label", palette=colours,
+    sns.pointplot(data=summary, y="label", x="nll", order=order, hue="label", palette=colours,
                   errorbar="sd", linestyle="none", marker="D", capsize=0.15, legend=False, ax=ax)
-    sns.stripplot(data=summary, x="label", y="nll", order=order, color="0.25", size=4, jitter=0.08,
+    sns.stripplot(data=summary, y="label", x="nll", order=order, color="0.25", size=4, jitter=0.08,
                   zorder=5, ax=ax)  # seeds on top of the mean marker
-    ax.set(xlabel="", ylabel="test NLL (nats, lower is better)")
-    ax.tick_params(axis="x", labelrotation=20)
+    ax.set(ylabel="", xlabel="test NLL (nats, lower is better)")
     return save_figure(fig, stem)
 
 
