@@ -21,7 +21,7 @@ from srvae.train import objective
 
 CONFIG = load_config([Path(__file__).resolve().parents[1] / "config.yaml"])
 MODELS = CONFIG["study"]["models"]
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"))]
 BATCH, K, EVAL_BATCH, N_SAMPLES = 100, 100, 100, 1000
 
 

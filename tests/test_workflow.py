@@ -63,7 +63,7 @@ def test_config_typo_fails_before_any_job(tmp_path):
 def test_paper_config_dry_run_lists_the_full_paper_study(tmp_path):
     """Issue: `snakemake -n --configfile config/paper.yaml` lists every Table 1 model × 3 seeds on full MNIST."""
     reported = REPO / "workflow" / "reported.yaml"
-    result = subprocess.run([*SNAKEMAKE, "-n", "--directory", str(tmp_path), "--configfile",
+    result = subprocess.run([*SNAKEMAKE, "-n", "--directory", str(tmp_path), "--configfile", str(REPO / "config.yaml"),
                              str(REPO / "config" / "paper.yaml"), "--config", f"report={{reported_file: {reported}}}"],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
