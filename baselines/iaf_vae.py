@@ -20,12 +20,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from baselines.vae import init_output_bias, sample_from_prior
+from baselines.vae import sample_from_prior
 from srvae.distributions import bernoulli_log_prob, gaussian_log_prob, reparameterise, standard_normal_log_prob
 from srvae.gaussian import GaussianHead
 from srvae.iaf import IAF
 from srvae.interface import LatentVariableModel, Scores
-from srvae.nn import mlp, mlp_out_dim
+from srvae.nn import init_output_bias, mlp, mlp_out_dim
 from srvae.registry import register
 
 

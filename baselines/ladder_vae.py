@@ -33,11 +33,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from baselines.vae import init_output_bias
 from srvae.distributions import bernoulli_log_prob, gaussian_kl, gaussian_log_prob, reparameterise
 from srvae.gaussian import GaussianHead, precision_weighted_merge
 from srvae.interface import LatentVariableModel, Scores
-from srvae.nn import activation
+from srvae.nn import activation, init_output_bias
 from srvae.registry import register
 
 

@@ -17,12 +17,12 @@ from srvae.distributions import (
     bernoulli_log_prob,
     gaussian_kl,
     gaussian_log_prob,
-    positive,
+    mean_and_std,
     reparameterise,
     standard_normal_log_prob,
 )
 from srvae.interface import LatentVariableModel, Scores
-from srvae.nn import mlp
+from srvae.nn import init_output_bias, mlp
 from srvae.registry import register
 
 
@@ -31,13 +31,6 @@ class VAEConfig:
     latents: int = 50
     hidden: tuple[int, ...] = (200, 200)
     activation: str = "tanh"
-
-
-def init_output_bias(layer: torch.nn.Linear, data_mean: Tensor | None) -> None:
-    """Start a Bernoulli decoder at the data's marginal: bias = logit(pixel mean) (Burda et al. 2016)."""
-    if data_mean is not None:
-        with torch.no_grad():
-            layer.bias.copy_(torch.logit(data_mean.clamp(1e-3, 1 - 1e-3)))
 
 
 def sample_from_prior(decoder: torch.nn.Module, n: int, latents: int, device: torch.device) -> Tensor:
@@ -61,8 +54,7 @@ class VAE(LatentVariableModel):
 
     def posterior(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Mean and standard deviation of q(z | x)."""
-        mean, pre_std = self.encoder(x).chunk(2, dim=-1)
-        return mean, positive(pre_std)
+        return mean_and_std(self.encoder(x))
 
     def score(self, x: Tensor, k: int) -> Scores:
         mean, std = self.posterior(x)  # [B, Z], computed once for all k samples

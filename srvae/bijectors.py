@@ -20,8 +20,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from .distributions import positive
-from .layers import SCALE_FLOOR, ConditionalMLP, context_inputs, inverse_positive
+from .distributions import inverse_positive, positive
+from .layers import ConditionalMLP, context_inputs
 
 
 def _quadratic(d: Tensor, u: Tensor) -> Tensor:
@@ -72,7 +72,7 @@ class AffineRankOneBijector(nn.Module):
     def affine_parameters(self, context: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """``(c, d, u)``, each ``[..., N]``, with ``d > 0``."""
         c, pre_d, u = self.conditioner(*context_inputs(context, self.context_dim)).chunk(3, dim=-1)
-        return c, positive(pre_d, SCALE_FLOOR), u
+        return c, positive(pre_d), u
 
     def forward(self, eps: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return affine_rank_one(eps, *self.affine_parameters(context))

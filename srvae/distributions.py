@@ -15,11 +15,29 @@ import torch.nn.functional as F
 from torch import Tensor
 
 LOG_2PI = math.log(2.0 * math.pi)
+#: the floor of :func:`positive`: no scale is ever smaller
+SCALE_FLOOR = 1e-4
 
 
-def positive(x: Tensor, floor: float = 1e-4) -> Tensor:
+def positive(x: Tensor, floor: float = SCALE_FLOOR) -> Tensor:
     """A strictly positive value from an unconstrained one: ``softplus(x) + floor``."""
     return F.softplus(x) + floor
+
+
+def inverse_positive(value: float, floor: float = SCALE_FLOOR) -> float:
+    """The pre-activation ``a`` with ``positive(a, floor) == value`` (for initialising scales)."""
+    return math.log(math.expm1(value - floor))
+
+
+def mean_and_std(params: Tensor) -> tuple[Tensor, Tensor]:
+    """``[..., 2N]`` network outputs → mean and standard deviation ``[..., N]`` of a diagonal Gaussian."""
+    mean, pre_std = params.chunk(2, dim=-1)
+    return mean, positive(pre_std)
+
+
+def marginal_logits(data_mean: Tensor) -> Tensor:
+    """Bernoulli logits of the data's pixel means (clamped away from 0 and 1), to start decoders there."""
+    return torch.logit(data_mean.clamp(1e-3, 1 - 1e-3))
 
 
 def gaussian_log_prob(x: Tensor, mean: Tensor, std: Tensor) -> Tensor:

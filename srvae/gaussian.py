@@ -13,19 +13,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .distributions import positive
+from .distributions import mean_and_std
 
 
 class GaussianHead(nn.Module):
-    """A linear layer whose output parametrises N(mean, diag std²): ``std = positive(·)``, never an ``exp``."""
+    """A linear layer whose output parametrises N(mean, diag std²): ``std = softplus(·) + floor``, never an ``exp``."""
 
     def __init__(self, in_dim: int, out_dim: int) -> None:
         super().__init__()
         self.linear = nn.Linear(in_dim, 2 * out_dim)
 
     def forward(self, h: Tensor) -> tuple[Tensor, Tensor]:
-        mean, pre_std = self.linear(h).chunk(2, dim=-1)
-        return mean, positive(pre_std)
+        return mean_and_std(self.linear(h))
 
 
 def precision_weighted_merge(

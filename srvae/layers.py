@@ -16,22 +16,13 @@ Scales come from :func:`srvae.distributions.positive` (softplus + floor), never 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
-from .distributions import positive
+from .distributions import inverse_positive, marginal_logits, mean_and_std
 from .nn import activation, mlp
-
-#: the floor of :func:`positive`, so that initial scales can be set exactly
-SCALE_FLOOR = 1e-4
-
-
-def inverse_positive(value: float, floor: float = SCALE_FLOOR) -> float:
-    """The pre-activation ``a`` with ``positive(a, floor) == value`` (for initialising scales)."""
-    return math.log(math.expm1(value - floor))
 
 
 class ConditionalMLP(nn.Module):
@@ -90,12 +81,6 @@ def context_inputs(context: Tensor | None, context_dim: int) -> tuple[Tensor, ..
     return (context,)
 
 
-def _gaussian(params: Tensor) -> tuple[Tensor, Tensor]:
-    """``[..., 2N]`` network outputs → mean and standard deviation ``[..., N]``."""
-    mean, pre_std = params.chunk(2, dim=-1)
-    return mean, positive(pre_std, SCALE_FLOOR)
-
-
 class AmortisedGaussian(nn.Module):
     """Prior layer ``p(ε_l | z_{l-1}) = N(μ(z_{l-1}), diag σ(z_{l-1})²)``; a free diagonal Gaussian without context."""
 
@@ -107,7 +92,7 @@ class AmortisedGaussian(nn.Module):
 
     def forward(self, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Mean and standard deviation, ``[..., N]`` (``[N]`` without context)."""
-        return _gaussian(self.net(*context_inputs(context, self.context_dim)))
+        return mean_and_std(self.net(*context_inputs(context, self.context_dim)))
 
 
 class ResidualGaussianPosterior(nn.Module):
@@ -135,7 +120,7 @@ class ResidualGaussianPosterior(nn.Module):
         params = self.residual(evidence, *ctx)
         if self.first is not None:
             params = params + self.first(*ctx)
-        return _gaussian(params)
+        return mean_and_std(params)
 
 
 class ResidualBernoulli(nn.Module):
@@ -158,7 +143,7 @@ class ResidualBernoulli(nn.Module):
         self.first = ConditionalMLP([latents], hidden, block_dim, act)
         self.residual = ConditionalMLP([prev_block_dim, latents], hidden, block_dim, act) if prev_block_dim else None
         if block_mean is not None:
-            self.first.init_output(torch.logit(block_mean.clamp(1e-3, 1 - 1e-3)))
+            self.first.init_output(marginal_logits(block_mean))
 
     def forward(self, z: Tensor, x_prev: Tensor | None = None) -> Tensor:
         """Logits ``[..., D_l]`` from ``z_l`` ``[k, B, N]`` and the previous block ``x_{l-1}`` ``[B, D_{l-1}]``."""

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from torch import nn
+import torch
+from torch import Tensor, nn
+
+from .distributions import marginal_logits
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "tanh": nn.Tanh,
@@ -37,6 +40,13 @@ def mlp(in_dim: int, hidden: Sequence[int], out_dim: int | None, act: str) -> nn
     if out_dim is not None:
         layers.append(nn.Linear(width, out_dim))
     return nn.Sequential(*layers)
+
+
+def init_output_bias(layer: nn.Linear, data_mean: Tensor | None) -> None:
+    """Start a Bernoulli decoder at the data's marginal: bias = logit(pixel mean) (Burda et al. 2016)."""
+    if data_mean is not None:
+        with torch.no_grad():
+            layer.bias.copy_(marginal_logits(data_mean))
 
 
 def mlp_out_dim(in_dim: int, hidden: Sequence[int]) -> int:

@@ -3,15 +3,8 @@
 import pytest
 import torch
 
-from srvae.distributions import positive
-from srvae.layers import (
-    SCALE_FLOOR,
-    AmortisedGaussian,
-    ConditionalMLP,
-    ResidualBernoulli,
-    ResidualGaussianPosterior,
-    inverse_positive,
-)
+from srvae.distributions import SCALE_FLOOR, inverse_positive, positive
+from srvae.layers import AmortisedGaussian, ConditionalMLP, ResidualBernoulli, ResidualGaussianPosterior
 
 K, B, N, H = 3, 4, 5, 6
 

@@ -38,7 +38,7 @@ def test_dag_runs_to_completion_and_reports_every_model_and_seed(tmp_path):
     for label, model in (("Tiny VAE", "vae"), ("Wider VAE", "vae_wide")):
         nll = summary[summary["model"] == model]["nll"]
         row = next(line for line in table.splitlines() if line.startswith(f"| {label} |"))
-        assert f"| 2 |" in row and f"{nll.mean():.2f} ± {nll.std():.2f}" in row, row
+        assert "| 2 |" in row and f"{nll.mean():.2f} ± {nll.std():.2f}" in row, row
     assert "86.76" in table  # the reported value beside the reproduced one
     check = table.split("### Convergence of the estimate in K")[1]
     assert check.count("| 1 | 20 |") == 2 and "| 60 |" in check  # both models, check seed only
