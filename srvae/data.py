@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -37,7 +37,6 @@ class BinarisedData:
     train: Tensor
     valid: Tensor
     test: Tensor
-    description: dict[str, Any] = field(default_factory=dict)
 
     @property
     def data_dim(self) -> int:
@@ -49,7 +48,7 @@ class BinarisedData:
 
     def to(self, device: torch.device | str) -> "BinarisedData":
         return BinarisedData(
-            self.name, self.train.to(device), self.valid.to(device), self.test.to(device), self.description
+            self.name, self.train.to(device), self.valid.to(device), self.test.to(device)
         )
 
 
@@ -145,19 +144,10 @@ def load_dataset(name: str, cfg: dict[str, Any]) -> BinarisedData:
         np.asarray(labels), cfg["split"], cfg["split_seed"], separate_test=separate_test, name=name
     )
     test = np.asarray(test_images, dtype=np.float32) / 255.0 if separate_test else images[test_idx]
-    n_train, n_valid, n_test = len(train_idx), len(valid_idx), len(test)
     seed = cfg["binarisation_seed"]
-    description = {
-        "source": source,
-        "n_train": int(n_train),
-        "n_valid": int(n_valid),
-        "n_test": int(n_test),
-        "binarisation": f"dynamic (train, re-drawn every epoch); valid/test binarised once (seed {seed})",
-    }
     return BinarisedData(
         name=name,
         train=torch.from_numpy(images[train_idx]),
         valid=binarise_fixed(torch.from_numpy(images[valid_idx]), seed),
         test=binarise_fixed(torch.from_numpy(test), seed + 1),
-        description=description,
     )
