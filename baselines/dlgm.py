@@ -2,7 +2,7 @@
 latent-code feedback cut.
 
 The paper calls its ablation "DLGM (matched to SeRe-VAE), 10 layers × 10 latents, diagonal Gaussian prior" and
-says no more. This project's reading (``paper.md``, *inferred*): the same layer stack, blocks and residual
+says no more. This variant's reading (*inferred*, ``docs/decisions.md``): the same layer stack, blocks and residual
 data layers ``γ_l = γ¹_l(z_l) + δγ_l(x_{l-1}, z_l)``, but
 
 - each layer's prior is a learned diagonal Gaussian ``p(ε_l) = N(μ_l, diag σ_l²)`` with free parameters,
@@ -14,8 +14,7 @@ data layers ``γ_l = γ¹_l(z_l) + δγ_l(x_{l-1}, z_l)``, but
 Note what this reading implies: in Rezende et al.'s (2014) DLGM, ``z_l`` depends on the layer above through
 the top-down generative path; here the latent groups are a priori independent and the layers are coupled
 only through the data (block ``x_l`` is generated given ``x_{l-1}``), and the posterior is mean-field across
-layers. That is what ``paper.md`` prescribes; a DLGM with a top-down prior ``p(z_l | z_{l-1})`` would be
-SeRe-VAE without its bijectors and without ``z_{l-1}`` in the posterior.
+layers.
 """
 
 from __future__ import annotations
@@ -23,11 +22,9 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 
 import torch
-from torch import nn
 
-from srvae.bijectors import IdentityBijector
-from srvae.registry import register
-from srvae.sere_vae import SeReVAE, SeReVAEConfig
+from srvae.flows.base import Bijector, IdentityBijector
+from srvae.sere.sere_vae import SeReVAE, SeReVAEConfig
 
 
 @dataclass(frozen=True)
@@ -71,7 +68,6 @@ def matched_encoder_hidden(cfg: DLGMConfig, data_dim: int) -> tuple[int, ...]:
     return widths(best)
 
 
-@register("dlgm")
 class DLGM(SeReVAE):
     """SeRe-VAE with the latent-code feedback cut: free diagonal-Gaussian priors, ``z_l = ε_l``, ``q(ε_l | x)``."""
 
@@ -83,5 +79,5 @@ class DLGM(SeReVAE):
     def context_dim(self, layer: int) -> int:
         return 0  # no layer sees z_{l-1}: the prior is free, the posterior sees the encoder alone
 
-    def make_bijector(self, layer: int) -> nn.Module:
+    def make_bijector(self, layer: int) -> Bijector:
         return IdentityBijector()

@@ -2,7 +2,7 @@
 
 Generative model ``p(z) = N(0, I)``, ``p(x | z) = Bernoulli(sigmoid(decoder(z)))``. Posterior: the encoder gives
 ``μ, σ`` and a context ``h``; ``z_0 = μ + σ ⊙ ε`` and ``z_T = IAF(z_0; h)`` (gated MADE steps, alternating
-orderings; :mod:`srvae.iaf`). Its density, by the change of variables,
+orderings; :mod:`srvae.flows.iaf`). Its density, by the change of variables,
 
     log q(z_T | x) = log N(z_0; μ, σ²) − Σ_t log|det ∂z_t/∂z_{t−1}|,
 
@@ -21,34 +21,43 @@ import torch
 from torch import Tensor
 
 from baselines.vae import sample_from_prior
-from srvae.distributions import bernoulli_log_prob, gaussian_log_prob, reparameterise, standard_normal_log_prob
-from srvae.gaussian import GaussianHead
-from srvae.iaf import IAF
-from srvae.interface import LatentVariableModel, Scores
-from srvae.nn import init_output_bias, mlp, mlp_out_dim
-from srvae.registry import register
+from srvae.distributions import (
+    bernoulli_log_prob,
+    gaussian_log_prob,
+    reparameterise,
+    standard_normal_log_prob,
+)
+from srvae.flows.iaf import IAF
+from srvae.models import LatentVariableModel, Scores
+from srvae.nets.gaussian import GaussianHead
+from srvae.nets.mlp import (
+    Activation,
+    PositiveInt,
+    Widths,
+    init_output_bias,
+    mlp,
+    mlp_out_dim,
+)
 
 
 @dataclass(frozen=True)
 class IAFVAEConfig:
-    latents: int = 100
-    hidden: tuple[int, ...] = (500, 500)  # encoder; the decoder mirrors it
-    activation: str = "elu"
-    context: int = 100  # size of the encoder feature h that conditions every IAF step
-    iaf_steps: int = 2
-    made_hidden: tuple[int, ...] = (320, 320)
+    latents: PositiveInt = 100
+    hidden: Widths = (500, 500)  # encoder; the decoder mirrors it
+    activation: Activation = "elu"
+    context: PositiveInt = 100  # size of the encoder feature h that conditions every IAF step
+    iaf_steps: PositiveInt = 2
+    made_hidden: Widths = (320, 320)
     gate_bias: float = 2.0  # initial bias of the gate pre-activation: σ = sigmoid(2) ≈ 0.88
 
 
-@register("iaf_vae")
 class IAFVAE(LatentVariableModel):
     """One-stochastic-layer VAE whose diagonal-Gaussian posterior is followed by a conditional IAF."""
 
     Config = IAFVAEConfig
 
     def __init__(self, cfg: IAFVAEConfig, data_dim: int, data_mean: Tensor | None = None) -> None:
-        super().__init__(data_dim)
-        self.cfg = cfg
+        super().__init__(cfg, data_dim, data_mean)
         self.encoder = mlp(data_dim, cfg.hidden, None, cfg.activation)
         features = mlp_out_dim(data_dim, cfg.hidden)
         self.posterior_head = GaussianHead(features, cfg.latents)

@@ -8,7 +8,7 @@ blocks as the generative model,
 
     q(z_L | x) = N(μ̂_L, σ̂_L²),     q(z_l | z_{l+1}, x) = N(μ̂_l, σ̂_l²) · N(μ_p, σ_p²) / normaliser
 
-(the precision-weighted merge, :func:`srvae.gaussian.precision_weighted_merge`; paper eqs. 17–19). Given the
+(the precision-weighted merge, :func:`srvae.nets.gaussian.precision_weighted_merge`; paper eqs. 17–19). Given the
 sampled ``z_{l+1}`` both ``q(z_l|·)`` and ``p(z_l|z_{l+1})`` are Gaussian, so the per-layer KL is closed-form.
 
 Paper setting: 5 layers of 64-32-16-8-4 latents; between consecutive stochastic layers two deterministic
@@ -33,20 +33,28 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from srvae.distributions import bernoulli_log_prob, gaussian_kl, gaussian_log_prob, reparameterise
-from srvae.gaussian import GaussianHead, precision_weighted_merge
-from srvae.interface import LatentVariableModel, Scores
-from srvae.nn import activation, init_output_bias
-from srvae.registry import register
+from srvae.distributions import (
+    bernoulli_log_prob,
+    gaussian_kl,
+    gaussian_log_prob,
+    reparameterise,
+)
+from srvae.models import LatentVariableModel, Scores, training_mode
+from srvae.nets.gaussian import GaussianHead, precision_weighted_merge
+from srvae.nets.mlp import Activation, PositiveInt, Widths, activation, init_output_bias
 
 
 @dataclass(frozen=True)
 class LadderVAEConfig:
-    latents: tuple[int, ...] = (64, 32, 16, 8, 4)  # z_1 (bottom) … z_L (top)
-    hidden: tuple[int, ...] = (512, 256, 128, 64, 32)  # width of the deterministic block below each z_l
-    layers_per_block: int = 2
-    activation: str = "leaky_relu"
+    latents: Widths = (64, 32, 16, 8, 4)  # z_1 (bottom) … z_L (top)
+    hidden: Widths = (512, 256, 128, 64, 32)  # width of the deterministic block below each z_l
+    layers_per_block: PositiveInt = 2
+    activation: Activation = "leaky_relu"
     batch_norm: bool = True
+
+    def __post_init__(self) -> None:
+        if len(self.latents) != len(self.hidden) or not self.latents:
+            raise ValueError(f"latents {self.latents} and hidden {self.hidden} must have one entry per layer")
 
 
 class BatchNorm(nn.BatchNorm1d):
@@ -66,17 +74,13 @@ def block(in_dim: int, width: int, layers: int, act: str, batch_norm: bool) -> n
     return nn.Sequential(*modules)
 
 
-@register("ladder_vae")
 class LadderVAE(LatentVariableModel):
     """Ladder VAE with Bernoulli output; index ``l = 0`` is the bottom stochastic layer ``z_1``."""
 
     Config = LadderVAEConfig
 
     def __init__(self, cfg: LadderVAEConfig, data_dim: int, data_mean: Tensor | None = None) -> None:
-        super().__init__(data_dim)
-        if len(cfg.latents) != len(cfg.hidden):
-            raise ValueError(f"latents {cfg.latents} and hidden {cfg.hidden} must have one entry per layer")
-        self.cfg = cfg
+        super().__init__(cfg, data_dim, data_mean)
         n, act, bn = cfg.layers_per_block, cfg.activation, cfg.batch_norm
         widths_below = (data_dim, *cfg.hidden[:-1])
         self.up = nn.ModuleList(block(i, w, n, act, bn) for i, w in zip(widths_below, cfg.hidden))
@@ -120,14 +124,11 @@ class LadderVAE(LatentVariableModel):
 
     @torch.no_grad()
     def sample(self, n: int) -> Tensor:
-        was_training = self.training
-        self.eval()  # batch statistics of generated samples would couple the samples
-        z = torch.randn(n, self.cfg.latents[-1], device=self.device)
-        for l in reversed(range(len(self.cfg.latents) - 1)):
-            z = reparameterise(*self.prior(l, z))
-        x = torch.bernoulli(torch.sigmoid(self.decoder(z)))
-        self.train(was_training)
-        return x
+        with training_mode(self, False):  # batch statistics of generated samples would couple the samples
+            z = torch.randn(n, self.cfg.latents[-1], device=self.device)
+            for l in reversed(range(len(self.cfg.latents) - 1)):
+                z = reparameterise(*self.prior(l, z))
+            return torch.bernoulli(torch.sigmoid(self.decoder(z)))
 
     @torch.no_grad()
     def refresh_statistics(self, batches: Iterable[Tensor]) -> None:
@@ -138,13 +139,11 @@ class LadderVAE(LatentVariableModel):
         """
         norms = [m for m in self.modules() if isinstance(m, nn.BatchNorm1d)]
         momenta = [m.momentum for m in norms]
-        was_training = self.training
         for m in norms:
             m.reset_running_stats()
             m.momentum = None  # cumulative average over the batches seen
-        self.train()
-        for x in batches:
-            self.score(x, 1)
+        with training_mode(self, True):
+            for x in batches:
+                self.score(x, 1)
         for m, momentum in zip(norms, momenta):
             m.momentum = momentum
-        self.train(was_training)

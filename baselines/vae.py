@@ -21,16 +21,15 @@ from srvae.distributions import (
     reparameterise,
     standard_normal_log_prob,
 )
-from srvae.interface import LatentVariableModel, Scores
-from srvae.nn import init_output_bias, mlp
-from srvae.registry import register
+from srvae.models import LatentVariableModel, Scores
+from srvae.nets.mlp import Activation, PositiveInt, Widths, init_output_bias, mlp
 
 
 @dataclass(frozen=True)
 class VAEConfig:
-    latents: int = 50
-    hidden: tuple[int, ...] = (200, 200)
-    activation: str = "tanh"
+    latents: PositiveInt = 50
+    hidden: Widths = (200, 200)
+    activation: Activation = "tanh"
 
 
 def sample_from_prior(decoder: torch.nn.Module, n: int, latents: int, device: torch.device) -> Tensor:
@@ -39,15 +38,13 @@ def sample_from_prior(decoder: torch.nn.Module, n: int, latents: int, device: to
     return torch.bernoulli(torch.sigmoid(decoder(z)))
 
 
-@register("vae")
 class VAE(LatentVariableModel):
     """Mean-field Gaussian VAE with a Bernoulli decoder."""
 
     Config = VAEConfig
 
     def __init__(self, cfg: VAEConfig, data_dim: int, data_mean: Tensor | None = None) -> None:
-        super().__init__(data_dim)
-        self.cfg = cfg
+        super().__init__(cfg, data_dim, data_mean)
         self.encoder = mlp(data_dim, cfg.hidden, 2 * cfg.latents, cfg.activation)
         self.decoder = mlp(cfg.latents, cfg.hidden[::-1], data_dim, cfg.activation)
         init_output_bias(self.decoder[-1], data_mean)

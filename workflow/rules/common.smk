@@ -2,28 +2,27 @@
 import json
 import os
 
-from srvae.config import ConfigError, train_settings, validate_config, runs, write_resolved
-from srvae.report import TEMPLATES_DIR
+from srvae.study.config import ConfigError, validate_config, write_resolved
+from srvae.study.report import TEMPLATES_DIR
 
 try:
     CFG = validate_config(config)
 except ConfigError as e:
     raise WorkflowError(str(e)) from None
 
-RESULTS = CFG["results_dir"]
-REPORTS = CFG["reports_dir"]
-RUN = RESULTS + "/{dataset}/{model}/seed{seed}"
+RESULTS = CFG.results_dir
+REPORTS = CFG.reports_dir
+RUN = f"{RESULTS}/{{dataset}}/{{model}}/seed{{seed}}"
 LOG = "logs/{dataset}/{model}/seed{seed}"
 # Jobs read the validated config (every --configfile and --config merged) from this file, named through the
 # environment rather than the command line: editing one model's entry must not rerun every other job.
-os.environ["SRVAE_CONFIG"] = write_resolved(CFG, RESULTS + "/configs")
+os.environ.update(SRVAE_CONFIG=write_resolved(CFG, f"{RESULTS}/configs"))
 # `--resources gpu=N`: N GPU jobs may run at once; each takes its own GPU slot (shared when N > #GPUs).
 # Passed through the environment, not the command line, so that changing N reruns nothing.
 _gpu = workflow.global_resources.get("gpu")
 if isinstance(getattr(_gpu, "value", _gpu), int):
-    os.environ["SRVAE_GPU_SLOTS"] = str(getattr(_gpu, "value", _gpu))
-RUNS = runs(CFG)
-RUN_DIRS = [f"{RESULTS}/{d}/{m}/seed{s}" for d, m, s in RUNS]
+    os.environ.update(SRVAE_GPU_SLOTS=str(getattr(_gpu, "value", _gpu)))
+RUN_DIRS = [str(CFG.run_dir(*run)) for run in CFG.runs()]
 REPORT_TABLES = [f"{REPORTS}/tables.md", f"{REPORTS}/tables.tex"]
 REPORT_FILES = REPORT_TABLES + [f"{REPORTS}/figures"]
 
@@ -35,9 +34,10 @@ wildcard_constraints:
 
 def run_spec(wildcards, section):
     """What a step of one run depends on, as a params value: a change reruns only the runs it touches."""
-    spec = {"dataset": CFG["datasets"][wildcards.dataset], "model": CFG["models"][wildcards.model]}
+    spec = {"dataset": CFG.datasets[wildcards.dataset], "model": CFG.models[wildcards.model]}
     if section == "train":
-        spec["train"] = vars(train_settings(CFG, wildcards.model))
+        spec["train"] = CFG.train_settings(wildcards.model)
     else:
-        spec[section] = CFG[section]
-    return json.dumps(spec, sort_keys=True)
+        spec[section] = getattr(CFG, section)
+    return json.dumps({key: value.model_dump(mode="json", by_alias=True) for key, value in spec.items()},
+                      sort_keys=True)

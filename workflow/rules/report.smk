@@ -5,9 +5,9 @@ rule aggregate:
     input:
         [f"{run}/{name}" for run in RUN_DIRS for name in ("train.json", "metrics.csv", "eval.json", "speed.json")],
     output:
-        RESULTS + "/summary.csv",
-        RESULTS + "/curves.csv",
-        RESULTS + "/kl_per_layer.csv",
+        f"{RESULTS}/summary.csv",
+        f"{RESULTS}/curves.csv",
+        f"{RESULTS}/kl_per_layer.csv",
     log:
         "logs/aggregate.log",
     shell:
@@ -17,15 +17,16 @@ rule aggregate:
 rule report:
     input:
         rules.aggregate.output,
-        CFG["report"]["reported_file"],
+        CFG.report.reported_file,
         TEMPLATES_DIR / "tables.md.j2",
         TEMPLATES_DIR / "tables.tex.j2",
     output:
         REPORT_TABLES,
-        directory(REPORTS + "/figures"),
+        directory(f"{REPORTS}/figures"),
     params:
         # labels, reported ids, title: a change re-renders the report without rerunning any run
-        spec=json.dumps({"report": CFG["report"], "models": {m: CFG["models"][m] for m in CFG["study"]["models"]}},
+        spec=json.dumps({"report": CFG.report.model_dump(mode="json"),
+                         "models": {m: CFG.models[m].model_dump(mode="json", by_alias=True) for m in CFG.study.models}},
                         sort_keys=True),
     log:
         "logs/report.log",

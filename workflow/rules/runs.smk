@@ -9,14 +9,14 @@ STEP_CMD = (
 
 rule train:
     output:
-        model=RUN + "/model.pt",
-        metrics=RUN + "/metrics.csv",
-        summary=RUN + "/train.json",
+        model=f"{RUN}/model.pt",
+        metrics=f"{RUN}/metrics.csv",
+        summary=f"{RUN}/train.json",
     params:
         spec=lambda wc: run_spec(wc, "train"),
     log:
-        LOG + "/train.log",
-    threads: CFG["threads"]
+        f"{LOG}/train.log",
+    threads: CFG.threads
     resources:
         gpu=1,
     shell:
@@ -27,12 +27,12 @@ rule evaluate:
     input:
         rules.train.output.model,
     output:
-        RUN + "/eval.json",
+        f"{RUN}/eval.json",
     params:
         spec=lambda wc: run_spec(wc, "evaluate"),
     log:
-        LOG + "/evaluate.log",
-    threads: CFG["threads"]
+        f"{LOG}/evaluate.log",
+    threads: CFG.threads
     resources:
         gpu=1,
     shell:
@@ -43,12 +43,12 @@ rule speed:
     input:
         rules.train.output.model,
     output:
-        RUN + "/speed.json",
+        f"{RUN}/speed.json",
     params:
         spec=lambda wc: run_spec(wc, "speed"),
     log:
-        LOG + "/speed.log",
-    threads: CFG["threads"]
+        f"{LOG}/speed.log",
+    threads: CFG.threads
     resources:
         gpu=1,
     shell:

@@ -1,0 +1,1 @@
+"""Infrastructure the study's steps share: atomic file writes, GPU slots for concurrent jobs, device names."""

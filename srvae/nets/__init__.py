@@ -1,0 +1,1 @@
+"""Reusable network pieces: MLP builders and Gaussian heads."""

@@ -1,0 +1,190 @@
+"""Collect the per-run result files of the study into three tidy CSV tables.
+
+Each run directory ``results/<dataset>/<model>/seed<seed>/`` holds ``train.json`` and ``metrics.csv``
+(training), ``eval.json`` (importance-weighted test NLL with K samples, Burda et al. 2016, as in Tables
+1-2 of Apostolopoulou et al. 2020, arXiv:2007.05166) and ``speed.json`` (sampling speed). :func:`aggregate`
+reads every *expected* run (the caller lists them from the config) and writes
+
+- ``summary.csv``: one row per run (metrics, cost, devices),
+- ``curves.csv``: one row per run and epoch (training and validation ELBO),
+- ``kl_per_layer.csv``: one row per run and stochastic layer (mean test KL).
+
+A missing file, unreadable JSON, a missing field or a non-finite metric is an error naming the run
+and the job to rerun: a failed run never becomes a table cell.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from srvae.infra.atomic_io import write_text
+
+#: file → the job that writes it (named in error messages so a user knows what to rerun)
+PRODUCER = {
+    "train.json": "training",
+    "metrics.csv": "training",
+    "eval.json": "evaluation",
+    "speed.json": "sampling-speed",
+}
+
+#: fields read from each JSON file; the numeric ones must be finite
+REQUIRED = {
+    "train.json": {
+        "text": ("dataset", "model", "class", "device", "device_name"),
+        "number": ("seed", "num_parameters", "epochs", "best_epoch", "train_seconds",
+                   "seconds_per_epoch", "train_images_per_s"),
+    },
+    "eval.json": {
+        "text": ("device_name",),
+        "number": ("nll", "nll_sem", "elbo", "k", "n_test", "eval_seconds"),
+    },
+    "speed.json": {
+        "text": ("device", "device_name"),
+        "number": ("samples_per_s", "seconds_median", "n_samples", "repeats"),
+    },
+}
+
+CURVE_COLUMNS = ("epoch", "train_elbo", "valid_elbo", "beta", "seconds")
+SUMMARY_FILE, CURVES_FILE, KL_FILE = "summary.csv", "curves.csv", "kl_per_layer.csv"
+_SEED_DIR = re.compile(r"seed(\d+)")
+
+
+class RunResultError(ValueError):
+    """A run's result files are missing, unreadable or hold non-finite metrics."""
+
+
+def _problem(run_dir: Path, name: str, what: str) -> str:
+    return (f"{run_dir / name}: {what} -> rerun the {PRODUCER[name]} job of this run "
+            f"(delete the file if it exists; the workflow rebuilds it)")
+
+
+def _read_json(run_dir: Path, name: str) -> dict:
+    """One JSON file of a run with its required fields checked; raises RunResultError."""
+    path = run_dir / name
+    if not path.is_file():
+        raise RunResultError(_problem(run_dir, name, "missing"))
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise RunResultError(_problem(run_dir, name, f"unreadable JSON ({err})")) from err
+    if not isinstance(data, dict):
+        raise RunResultError(_problem(run_dir, name, "not a JSON object"))
+    fields = REQUIRED[name]
+    missing = [k for k in fields["text"] + fields["number"] if k not in data]
+    if missing:
+        raise RunResultError(_problem(run_dir, name, f"missing field(s) {missing}"))
+    bad = [k for k in fields["number"] if not _is_finite_number(data[k])]
+    if bad:
+        shown = {k: data[k] for k in bad}
+        raise RunResultError(_problem(run_dir, name, f"non-finite or non-numeric metric(s) {shown}"))
+    return data
+
+
+def _is_finite_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _read_curves(run_dir: Path) -> pd.DataFrame:
+    name = "metrics.csv"
+    path = run_dir / name
+    if not path.is_file():
+        raise RunResultError(_problem(run_dir, name, "missing"))
+    try:
+        curves = pd.read_csv(path)
+    except (OSError, ValueError) as err:  # pandas' parser and empty-data errors are ValueErrors
+        raise RunResultError(_problem(run_dir, name, f"unreadable CSV ({err})")) from err
+    missing = [c for c in CURVE_COLUMNS if c not in curves.columns]
+    if missing:
+        raise RunResultError(_problem(run_dir, name, f"missing column(s) {missing}"))
+    if curves.empty:
+        raise RunResultError(_problem(run_dir, name, "no epochs recorded"))
+    values = curves[list(CURVE_COLUMNS)].apply(pd.to_numeric, errors="coerce")
+    bad = values.columns[~np.isfinite(values).all()].tolist()
+    if bad:
+        raise RunResultError(_problem(run_dir, name, f"non-finite values in column(s) {bad}"))
+    return values
+
+
+def _run_identity(run_dir: Path) -> tuple[str, str, int]:
+    """(dataset, model, seed) from a path ``.../<dataset>/<model>/seed<seed>``."""
+    match = _SEED_DIR.fullmatch(run_dir.name)
+    if match is None or len(run_dir.parts) < 3:
+        raise RunResultError(f"{run_dir}: not a run directory of the form <dataset>/<model>/seed<N>")
+    return run_dir.parent.parent.name, run_dir.parent.name, int(match.group(1))
+
+
+def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    """One run's summary row, its curves and its per-layer KL; raises RunResultError."""
+    run_dir = Path(run_dir)
+    dataset, model, seed = _run_identity(run_dir)
+    train = _read_json(run_dir, "train.json")
+    found = (train["dataset"], train["model"], train["seed"])
+    if found != (dataset, model, seed):
+        raise RunResultError(_problem(run_dir, "train.json",
+                                      f"describes run {found}, not {(dataset, model, seed)}"))
+    evaluation = _read_json(run_dir, "eval.json")
+    kl = evaluation.get("kl_per_layer")
+    if not isinstance(kl, list) or not kl or not all(_is_finite_number(v) for v in kl):
+        raise RunResultError(_problem(run_dir, "eval.json",
+                                      f"kl_per_layer must be a non-empty list of finite numbers, got {kl!r}"))
+    speed = _read_json(run_dir, "speed.json")
+    curves = _read_curves(run_dir)
+
+    key = {"dataset": dataset, "model": model, "seed": seed}
+    row = {
+        **key,
+        "class": train["class"],
+        "nll": evaluation["nll"], "nll_sem": evaluation["nll_sem"], "elbo": evaluation["elbo"],
+        "k": evaluation["k"], "n_test": evaluation["n_test"], "layers": len(kl),
+        "num_parameters": train["num_parameters"], "epochs": train["epochs"],
+        "best_epoch": train["best_epoch"], "train_seconds": train["train_seconds"],
+        "seconds_per_epoch": train["seconds_per_epoch"],
+        "train_images_per_s": train["train_images_per_s"],
+        "device": train["device"], "device_name": train["device_name"],
+        "eval_seconds": evaluation["eval_seconds"], "eval_device_name": evaluation["device_name"],
+        "samples_per_s": speed["samples_per_s"], "sampling_seconds_median": speed["seconds_median"],
+        "sampling_n_samples": speed["n_samples"], "sampling_repeats": speed["repeats"],
+        "sampling_device": speed["device"], "sampling_device_name": speed["device_name"],
+        "run_dir": str(run_dir),
+        # optional convergence check with a larger K (evaluate.check_k), NaN where not run
+        "k_check": evaluation.get("check", {}).get("k", math.nan),
+        "nll_check": evaluation.get("check", {}).get("nll", math.nan),
+    }
+    kl_rows = pd.DataFrame({**key, "layer": range(1, len(kl) + 1), "kl": kl})
+    return row, curves.assign(**key)[[*key, *CURVE_COLUMNS]], kl_rows
+
+
+def aggregate(run_dirs: Sequence[Path], out_dir: Path) -> pd.DataFrame:
+    """Read every expected run and write summary.csv, curves.csv and kl_per_layer.csv to ``out_dir``.
+
+    Checks every run before writing anything, and raises one RunResultError listing all broken
+    runs. Returns the summary table.
+    """
+    if not run_dirs:
+        raise RunResultError("no runs to aggregate: the config lists no dataset × model × seed")
+    rows, curves, kls, problems = [], [], [], []
+    for run_dir in run_dirs:
+        try:
+            row, run_curves, run_kl = read_run(Path(run_dir))
+        except RunResultError as err:
+            problems.append(str(err))
+            continue
+        rows.append(row)
+        curves.append(run_curves)
+        kls.append(run_kl)
+    if problems:
+        raise RunResultError(f"{len(problems)} of {len(run_dirs)} runs are incomplete:\n  "
+                             + "\n  ".join(problems))
+    summary = pd.DataFrame(rows)
+    out_dir = Path(out_dir)
+    write_text(out_dir / SUMMARY_FILE, summary.to_csv(index=False))
+    write_text(out_dir / CURVES_FILE, pd.concat(curves, ignore_index=True).to_csv(index=False))
+    write_text(out_dir / KL_FILE, pd.concat(kls, ignore_index=True).to_csv(index=False))
+    return summary

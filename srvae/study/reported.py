@@ -1,0 +1,45 @@
+"""The published numbers the reproduction is compared with, kept in ``workflow/reported.yaml`` (the
+config's ``report.reported_file``).
+
+Transcribed from Apostolopoulou et al. 2020 (arXiv:2007.05166, Tables 1-3) and the reference points
+it quotes from Burda et al. 2016. Each entry: ``table``, ``model``, ``details``, ``log_px`` (as
+printed; the report shows NLL = -log_px), ``source`` and an optional ``note``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Iterable
+
+import yaml
+
+REPORTED_FIELDS = ("table", "model", "details", "log_px", "source")
+
+
+class ReportedValueError(ValueError):
+    """The reported-values file is malformed, or the config names an id it does not define."""
+
+
+def load_reported(path: Path) -> dict[str, dict]:
+    """The published numbers, id -> {table, model, details, log_px, source[, note]}; checks every entry."""
+    entries = yaml.safe_load(Path(path).read_text())
+    if not isinstance(entries, dict):
+        raise ReportedValueError(f"{path}: expected a mapping of id -> entry")
+    for rid, entry in entries.items():
+        missing = [f for f in REPORTED_FIELDS if not isinstance(entry, dict) or f not in entry]
+        if missing:
+            raise ReportedValueError(f"{path}: entry {rid!r} lacks field(s) {missing}")
+        if not isinstance(entry["log_px"], (int, float)) or not math.isfinite(entry["log_px"]):
+            raise ReportedValueError(f"{path}: entry {rid!r} has log_px {entry['log_px']!r}, "
+                                     f"not a finite number")
+    return entries
+
+
+def check_reported_ids(ids: Iterable[str | None], path: Path) -> None:
+    """Raise ReportedValueError naming every id (None = no comparison) that ``path`` does not define."""
+    valid = load_reported(path)
+    unknown = sorted({rid for rid in ids if rid is not None and rid not in valid})
+    if unknown:
+        raise ReportedValueError(f"unknown reported id(s) {unknown} (models.<entry>.reported); "
+                                 f"valid ids in {path}:\n  " + "\n  ".join(valid))

@@ -1,0 +1,188 @@
+"""The training loop, written once for every model: Adam on the single-sample ELBO (optionally the
+importance-weighted bound of Burda et al. 2016), linear KL warm-up, dynamic binarisation every epoch,
+model selection on the validation ELBO, and periodic atomic checkpoints from which an interrupted run
+resumes exactly where it stopped (same weights, optimiser state and random streams).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from srvae.infra.atomic_io import load_checkpoint, save_checkpoint
+from srvae.models import LatentVariableModel, training_mode
+
+from .config import TrainSettings
+from .datasets import BinarisedData
+
+
+class TrainingDivergedError(RuntimeError):
+    """The training objective became NaN or infinite."""
+
+
+def kl_weight(epoch: int, warmup_epochs: int) -> float:
+    """Deterministic warm-up β for (0-based) ``epoch``: linear from 0 to 1 over ``warmup_epochs``."""
+    return 1.0 if warmup_epochs <= 0 else min(1.0, epoch / warmup_epochs)
+
+
+def objective(model: LatentVariableModel, x: Tensor, beta: float, iw_samples: int) -> Tensor:
+    """Per-example training objective to maximise.
+
+    ``iw_samples == 1``: the ELBO ``E_q[log p(x|z)] − β KL``; otherwise the importance-weighted bound
+    ``log (1/K) Σ_k exp(log p(x|z_k) + β (log p(z_k) − log q(z_k|x)))``.
+    """
+    if iw_samples == 1:
+        terms = model.elbo_terms(x)
+        return terms.reconstruction - beta * terms.kl
+    s = model.score(x, iw_samples)
+    log_w = s.log_likelihood + beta * (s.log_prior - s.log_posterior)
+    return torch.logsumexp(log_w, dim=0) - math.log(iw_samples)
+
+
+@torch.no_grad()
+def mean_elbo(model: LatentVariableModel, x: Tensor, batch_size: int) -> float:
+    """Mean single-sample ELBO over ``x`` (eval mode)."""
+    with training_mode(model, False):
+        total = sum(model.elbo_terms(xb).elbo.sum() for xb in x.split(batch_size))
+    return float(total) / len(x)
+
+
+def train_epoch(
+    model: LatentVariableModel, optimiser: torch.optim.Optimizer, x: Tensor, order: Tensor, beta: float,
+    settings: TrainSettings,
+) -> Tensor:
+    """One pass over the binarised training images ``x`` in the given ``order``; the summed objective.
+
+    The sum stays on the device: no host synchronisation inside the step.
+    """
+    model.train()
+    total = torch.zeros((), device=x.device)
+    for idx in order.split(settings.batch_size):
+        obj = objective(model, x[idx], beta, settings.iw_samples)
+        loss = -obj.mean()
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        if settings.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+        optimiser.step()
+        total += obj.detach().sum()
+    return total
+
+
+@dataclass
+class Progress:
+    """What a checkpoint restores besides weights, optimiser and random streams."""
+
+    epoch: int = 0  # epochs completed
+    metrics: list[dict[str, float]] = field(default_factory=list)
+    elapsed: float = 0.0  # training seconds so far
+    best: dict[str, Any] = field(default_factory=lambda: {"elbo": -math.inf, "epoch": -1, "state": None})
+
+
+def _rng_state(generator: torch.Generator) -> dict[str, Tensor]:
+    state = {"torch": torch.get_rng_state(), "data": generator.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _set_rng_state(state: dict[str, Tensor], generator: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["data"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def save_training_checkpoint(
+    path: Path, fingerprint: dict[str, Any], progress: Progress, model: LatentVariableModel,
+    optimiser: torch.optim.Optimizer, generator: torch.Generator,
+) -> None:
+    """Everything needed to continue exactly where training stopped, written atomically."""
+    save_checkpoint(path, {
+        "fingerprint": fingerprint, "epoch": progress.epoch, "model": model.state_dict(),
+        "optimiser": optimiser.state_dict(), "rng": _rng_state(generator),
+        "metrics": progress.metrics, "elapsed": progress.elapsed, "best": progress.best,
+    })
+
+
+def resume(
+    path: Path, fingerprint: dict[str, Any], model: LatentVariableModel, optimiser: torch.optim.Optimizer,
+    generator: torch.Generator, log: Callable[[str], None], name: str,
+) -> Progress:
+    """Restore model, optimiser and random streams from ``path`` if it holds a checkpoint of this very run."""
+    if not path.exists():
+        return Progress()
+    ckpt = load_checkpoint(path, map_location=model.device)
+    if ckpt["fingerprint"] != fingerprint:
+        log(f"{name}: ignoring {path}: it belongs to other settings; starting afresh")
+        return Progress()
+    model.load_state_dict(ckpt["model"])
+    optimiser.load_state_dict(ckpt["optimiser"])
+    _set_rng_state(ckpt["rng"], generator)
+    log(f"{name}: resuming from {path} after epoch {ckpt['epoch']}")
+    return Progress(ckpt["epoch"], ckpt["metrics"], ckpt["elapsed"], ckpt["best"])
+
+
+def train(
+    model: LatentVariableModel,
+    data: BinarisedData,
+    settings: TrainSettings,
+    seed: int,
+    checkpoint_path: Path,
+    name: str = "model",
+    log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr, flush=True),
+) -> dict[str, Any]:
+    """Train ``model`` on ``data`` (already on the model's device) and load the best-on-validation weights.
+
+    Resumes from ``checkpoint_path`` when it holds a checkpoint of this very run (same settings and seed).
+    Returns ``{"metrics": [per-epoch dicts], "best_epoch", "train_seconds"}``.
+    """
+    device = model.device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    # foreach: one fused update over all tensors (PyTorch otherwise loops per tensor on CPU)
+    optimiser = torch.optim.Adam(model.parameters(), lr=settings.lr, eps=settings.adam_eps, foreach=True)
+    fingerprint = {"settings": settings.model_dump(), "seed": seed, "name": name}
+    progress = resume(checkpoint_path, fingerprint, model, optimiser, generator, log, name)
+
+    n = len(data.train)
+    interactive = sys.stderr.isatty()
+    epochs = tqdm(range(progress.epoch, settings.epochs), desc=name, disable=not interactive,
+                  initial=progress.epoch, total=settings.epochs)
+    for epoch in epochs:
+        t0 = time.perf_counter()
+        beta = kl_weight(epoch, settings.kl_warmup_epochs)
+        x_epoch = data.binarised_train(generator)
+        order = torch.randperm(n, generator=generator, device=device)
+        train_objective = float(train_epoch(model, optimiser, x_epoch, order, beta, settings)) / n
+        if not math.isfinite(train_objective):
+            raise TrainingDivergedError(
+                f"{name}, seed {seed}: training objective is {train_objective} at epoch {epoch + 1}. "
+                f"Lower train.lr, set train.grad_clip or a KL warm-up for this model, then rerun."
+            )
+        valid = mean_elbo(model, data.valid, settings.eval_batch_size)
+        progress.elapsed += time.perf_counter() - t0
+        progress.epoch = epoch + 1
+        if valid > progress.best["elbo"]:
+            progress.best = {"elbo": valid, "epoch": epoch + 1, "state": copy.deepcopy(model.state_dict())}
+        progress.metrics.append({"epoch": epoch + 1, "train_elbo": train_objective, "valid_elbo": valid,
+                                 "beta": beta, "seconds": progress.elapsed})
+        message = f"epoch {epoch + 1}/{settings.epochs} train {train_objective:.2f} valid elbo {valid:.2f}"
+        if interactive:
+            epochs.set_postfix_str(message.split(" ", 2)[2])
+        elif (epoch + 1) % settings.log_every == 0 or epoch + 1 == settings.epochs:
+            log(f"{name}: {message} ({progress.elapsed:.1f} s)")
+        if (epoch + 1) % settings.checkpoint_every == 0 and epoch + 1 < settings.epochs:
+            save_training_checkpoint(checkpoint_path, fingerprint, progress, model, optimiser, generator)
+    if progress.best["state"] is not None:
+        model.load_state_dict(progress.best["state"])
+    return {"metrics": progress.metrics, "best_epoch": progress.best["epoch"], "train_seconds": progress.elapsed}

@@ -1,0 +1,89 @@
+import pytest
+import torch
+
+import baselines.ladder_vae as ladder_vae
+from srvae.models.registry import build_model
+
+SMALL = {"latents": [6, 4, 2], "hidden": [32, 16, 8]}
+D = 20
+
+
+def small_model() -> ladder_vae.LadderVAE:
+    torch.manual_seed(0)
+    return build_model("ladder_vae", SMALL, data_dim=D)
+
+
+def test_interface_shapes_and_binary_samples_leave_the_mode_alone():
+    model = small_model()
+    scores = model.score(torch.bernoulli(torch.rand(3, D)), k=5)
+    for term in (scores.log_likelihood, scores.log_prior, scores.log_posterior):
+        assert term.shape == (5, 3)
+    assert scores.kl.shape == (5, 3, 3)
+    x = model.sample(7)
+    assert x.shape == (7, D)
+    assert set(x.unique().tolist()) <= {0.0, 1.0}
+    assert model.training
+
+
+def test_sampling_uses_running_statistics_even_in_training_mode():
+    model = small_model()
+    model.score(torch.bernoulli(torch.rand(8, D)), k=1)  # move the running statistics away from their init
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    before = [m.running_mean.clone() for m in norms]
+    model.sample(50)
+    assert all(torch.equal(m.running_mean, b) for m, b in zip(norms, before)), "sampling normalised with batch statistics"
+
+
+def test_paper_setting_has_five_layers_and_mismatched_sizes_are_an_error():
+    model = build_model("ladder_vae", {}, data_dim=784)
+    assert model.score(torch.bernoulli(torch.rand(2, 784)), k=1).kl.shape == (1, 2, 5)
+    with pytest.raises(ValueError, match="one entry per layer"):
+        build_model("ladder_vae", {"latents": [4, 2], "hidden": [8]}, data_dim=D)
+
+
+def test_closed_form_kl_matches_the_monte_carlo_log_ratio():
+    """Σ_l KL_l is E_q[log q − log p]: the closed forms use the same Gaussians as the sampled densities."""
+    model = small_model().eval()
+    with torch.no_grad():
+        scores = model.score(torch.bernoulli(torch.rand(2, D)), k=40000)
+    monte_carlo = (scores.log_posterior - scores.log_prior).mean(0)
+    closed_form = scores.kl.sum(-1).mean(0)
+    torch.testing.assert_close(monte_carlo, closed_form, atol=0.05, rtol=0)
+
+
+def fixed_noise(mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """The same "random" draw for every example, whatever the batch: N(mean, std²) at +0.3 standard deviations."""
+    return mean + 0.3 * std
+
+
+def log_weights_of_first_example(model, batch: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model.log_importance_weights(batch, k=2)[:, 0]
+
+
+def test_eval_mode_scores_an_example_independently_of_its_batch(monkeypatch):
+    monkeypatch.setattr(ladder_vae, "reparameterise", fixed_noise)
+    model = small_model()
+    x = torch.bernoulli(torch.rand(1, D))
+    batch_a = torch.cat([x, torch.bernoulli(torch.rand(15, D))])
+    batch_b = torch.cat([x, torch.ones(15, D)])
+
+    # training mode normalises with batch statistics: x's weight depends on its neighbours ...
+    assert not torch.allclose(log_weights_of_first_example(model, batch_a), log_weights_of_first_example(model, batch_b))
+    # ... evaluation mode with running statistics: it does not, and x alone scores the same
+    model.eval()
+    alone = log_weights_of_first_example(model, x)
+    torch.testing.assert_close(log_weights_of_first_example(model, batch_a), alone)
+    torch.testing.assert_close(log_weights_of_first_example(model, batch_b), alone)
+
+
+def test_collected_batchnorm_statistics_are_the_averages_over_the_data():
+    model = small_model().eval()
+    batches = [torch.bernoulli(torch.rand(10, D)) for _ in range(3)]
+    model.refresh_statistics(batches)
+    first_linear, first_norm = model.up[0][0], model.up[0][1]
+    with torch.no_grad():
+        pre_activations = first_linear(torch.cat(batches))
+    torch.testing.assert_close(first_norm.running_mean, pre_activations.mean(0))
+    assert first_norm.momentum == pytest.approx(0.1)
+    assert not model.training

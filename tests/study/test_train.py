@@ -1,0 +1,90 @@
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from srvae.models.registry import build_model
+from srvae.study.config import TrainSettings
+from srvae.study.train import TrainingDivergedError, kl_weight, objective, train
+
+from ..conftest import tiny_config, tiny_dataset
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    return tiny_dataset()
+
+
+def small_vae():
+    return build_model("vae", {"latents": 4, "hidden": [16]}, 784)
+
+
+def test_kl_warmup_is_linear_from_zero_to_one():
+    assert [kl_weight(e, 4) for e in range(6)] == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
+    assert kl_weight(0, 0) == 1.0
+
+
+@torch.no_grad()
+def test_iw_objective_with_one_sample_matches_elbo_in_expectation(tiny_data):
+    model, x = small_vae(), tiny_data.valid
+    elbo = objective(model, x, 1.0, 1).mean()
+    iw_one = torch.stack([model.log_importance_weights(x, 1)[0].mean() for _ in range(50)]).mean()
+    assert abs(float(elbo) - float(iw_one)) < 1.0
+    assert float(objective(model, x, 1.0, 20).mean()) > float(elbo)  # tighter bound
+
+
+def test_training_improves_the_validation_elbo(tiny_data, tmp_path):
+    model = small_vae()
+    result = train(model, tiny_data, TrainSettings(epochs=4, batch_size=50, lr=3e-3), 0, tmp_path / "c.pt",
+                   log=lambda m: None)
+    valid = [row["valid_elbo"] for row in result["metrics"]]
+    assert valid[-1] > valid[0] + 5, valid
+
+
+def test_nan_loss_stops_with_model_seed_and_epoch(tiny_data, tmp_path):
+    model = small_vae()
+    with torch.no_grad():
+        model.decoder[0].weight[0, 0] = math.nan
+    with pytest.raises(TrainingDivergedError, match=r"tiny/vae, seed 3: training objective is nan at epoch 1\."):
+        train(model, tiny_data, TrainSettings(epochs=2), 3, tmp_path / "c.pt", name="tiny/vae", log=lambda m: None)
+
+
+def _metrics_without_clock(path):
+    return pd.read_csv(path).drop(columns="seconds")
+
+
+def test_sigkill_mid_training_then_rerun_gives_the_uninterrupted_metrics(tmp_path):
+    models = {"vae": {"class": "vae", "params": {"latents": 4, "hidden": [64, 64]}}}
+
+    def command(name):
+        cfg_path = tmp_path / f"{name}.yaml"
+        cfg_path.write_text(yaml.safe_dump(tiny_config(tmp_path / name, models, epochs=12, checkpoint_every=1)))
+        run = tmp_path / name / "results" / "tiny" / "vae" / "seed0"
+        return [sys.executable, "-m", "srvae.cli", "train", "--config", str(cfg_path),
+                "--dataset", "tiny", "--model", "vae", "--seed", "0"], run
+
+    cmd, reference = command("reference")
+    subprocess.run(cmd, stderr=subprocess.PIPE, check=True)
+    cmd, run = command("killed")
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not (run / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (run / "train.json").exists(), "the run finished before it could be killed"
+    resumed = subprocess.run(cmd, stderr=subprocess.PIPE, text=True, check=True)
+    assert "resuming from" in resumed.stderr
+    pd.testing.assert_frame_equal(_metrics_without_clock(run / "metrics.csv"),
+                                  _metrics_without_clock(reference / "metrics.csv"), rtol=0, atol=0)
+    assert not (run / "checkpoint.pt").exists()
+    a = torch.load(run / "model.pt", weights_only=True)["state_dict"]
+    b = torch.load(reference / "model.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)

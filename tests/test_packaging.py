@@ -1,0 +1,51 @@
+"""The library is self-contained: a regular (non-editable) install runs a study and renders its report from any
+directory, with the templates and the schema it ships as package data."""
+
+import os
+import shutil
+import subprocess
+import sys
+import venv
+
+import yaml
+
+from .conftest import REPO, tiny_config
+
+
+def test_non_editable_install_trains_and_renders_a_report(tmp_path):
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(wheels), str(REPO)], check=True, capture_output=True, cwd=tmp_path)
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, system_site_packages=True, with_pip=False)  # torch & co. from this environment
+    python = env_dir / "bin" / "python"
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q",
+                    *map(str, wheels.glob("srvae-*.whl"))], check=True, capture_output=True)
+
+    study = tmp_path / "study"  # a directory with a config and the reported values, and no source tree
+    (study / "workflow").mkdir(parents=True)
+    shutil.copy(REPO / "workflow" / "reported.yaml", study / "workflow" / "reported.yaml")
+    cfg = tiny_config(study, epochs=1)
+    cfg["report"] = {"title": "Installed"}  # reported_file: the default, relative to the working directory
+    cfg["models"]["vae"]["reported"] = "burda2016/vae-1layer"
+    (study / "config.yaml").write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "PYTHONPATH": ""}
+
+    def srvae(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(env_dir / "bin" / "srvae"), *args], cwd=study, env=env, capture_output=True,
+                              text=True, timeout=300)
+
+    where = subprocess.run([str(python), "-c", "import srvae; print(srvae.__file__)"], cwd=study, env=env,
+                           capture_output=True, text=True, check=True).stdout
+    assert where.startswith(str(env_dir)), where  # the installed copy, not the checkout
+    for step in ("train", "evaluate", "speed"):
+        done = srvae(step, "--dataset", "tiny", "--model", "vae", "--seed", "0")
+        assert done.returncode == 0, done.stderr[-2000:]
+    for step in ("aggregate", "report"):
+        done = srvae(step)
+        assert done.returncode == 0, done.stderr[-2000:]
+    table = (study / "reports" / "tables.md").read_text()
+    assert table.startswith("# Installed") and "86.76" in table
+    assert "\\toprule" in (study / "reports" / "tables.tex").read_text()
+    schema = srvae("schema")
+    assert schema.returncode == 0 and schema.stdout == (REPO / "srvae" / "study" / "config.schema.yaml").read_text()
