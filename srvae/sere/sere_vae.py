@@ -30,6 +30,7 @@ layer of 100 units in the prior, posterior and bijector blocks, 200 in the data 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -63,6 +64,8 @@ class SeReVAEConfig:
     bijector_hidden: Widths = (100,)  # the block giving (c, d, u) from z_{l-1}
     data_hidden: Widths = (200,)  # γ¹_l(z_l) and δγ_l(x_{l-1}, z_l)
     activation: Activation = "elu"
+    # the posterior's first estimate from z_{l-1}: a network of its own, or the prior layer's output
+    posterior_first: Literal["network", "prior"] = "network"
 
 
 class Generator(nn.Module):
@@ -139,7 +142,8 @@ class SeReVAE(LatentVariableModel):
         return 0 if layer == 0 else self.cfg.latents
 
     def make_prior(self, layer: int) -> nn.Module:
-        """``p(ε_l | z_{l-1})``: a module ``context -> (mean, std)``, each ``[..., N]`` (``[N]`` if constant)."""
+        """``p(ε_l | z_{l-1})``: a module ``context -> (mean, std)``, each ``[..., N]`` (``[N]`` if constant), whose
+        ``raw(context)`` gives the unconstrained ``(μ, a)``."""
         return AmortisedGaussian(self.cfg.latents, self.context_dim(layer), self.cfg.prior_hidden, self.cfg.activation)
 
     def make_bijector(self, layer: int) -> Bijector:
@@ -148,9 +152,9 @@ class SeReVAE(LatentVariableModel):
                                      self.cfg.activation)
 
     def make_posterior(self, layer: int, evidence_dim: int) -> nn.Module:
-        """``q(ε_l | z_{l-1}, x)``: a module ``(evidence, context) -> (mean, std)``."""
+        """``q(ε_l | z_{l-1}, x)``: a module ``(evidence, context, prior_raw) -> (mean, std)``."""
         return ResidualGaussianPosterior(self.cfg.latents, evidence_dim, self.context_dim(layer),
-                                         self.cfg.posterior_hidden, self.cfg.activation)
+                                         self.cfg.posterior_hidden, self.cfg.activation, self.cfg.posterior_first)
 
     # -- inference and scoring -------------------------------------------------------------------------------
 
@@ -167,7 +171,8 @@ class SeReVAE(LatentVariableModel):
         for l, (posterior, prior, bijector) in enumerate(
             zip(self.inference.posteriors, self.generator.priors, self.inference.bijectors)
         ):
-            q_mean, q_std = posterior(evidence[l], z)
+            prior_raw = prior.raw(z) if self.cfg.posterior_first == "prior" else None
+            q_mean, q_std = posterior(evidence[l], z, prior_raw)
             p_mean, p_std = prior(z)
             eps = reparameterise(q_mean.expand(shape), q_std.expand(shape))
             log_q = log_q + gaussian_log_prob(eps, q_mean, q_std)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from srvae.distributions import inverse_positive
 from srvae.flows.base import Bijector
 from srvae.flows.iaf import IAF
 from srvae.nets.mlp import PositiveInt
@@ -40,6 +41,10 @@ class StandardNormal(nn.Module):
         super().__init__()
         self.register_buffer("mean", torch.zeros(latents))
         self.register_buffer("std", torch.ones(latents))
+
+    def raw(self, context: Tensor | None = None) -> Tensor:
+        """The unconstrained ``(μ, a)`` of N(0, I): ``μ = 0`` and ``a`` with ``softplus(a) + floor = 1``."""
+        return torch.cat([self.mean, torch.full_like(self.std, inverse_positive(1.0))])
 
     def forward(self, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return self.mean, self.std

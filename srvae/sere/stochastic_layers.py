@@ -6,7 +6,8 @@ latent code ``z_{l-1}``, an encoding of ``x``, the previous image block) into di
 - :class:`AmortisedGaussian` — the prior layer ``p(ε_l | z_{l-1}) = N(μ_l(z_{l-1}), diag σ_l(z_{l-1})²)``;
   built without a context (first layer) it is a learned diagonal Gaussian with free parameters.
 - :class:`ResidualGaussianPosterior` — the posterior layer ``q(ε_l | z_{l-1}, x)``: a first estimate of
-  ``(μ, σ)`` from ``z_{l-1}`` alone, corrected by a residual computed from the layer's own encoding of ``x``.
+  ``(μ, σ)`` from ``z_{l-1}`` alone (its own network, or the prior's output), corrected by a residual
+  computed from the layer's own encoding of ``x``.
 - :class:`ResidualBernoulli` — the data layer ``γ_l = γ¹_l(z_l) + δγ_l(x_{l-1}, z_l)``, Bernoulli logits of
   block ``x_l`` (block 1 has no previous block and no residual term).
 
@@ -18,6 +19,7 @@ Scales come from :func:`srvae.distributions.positive` (softplus + floor), never 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 from torch import Tensor, nn
 
@@ -43,9 +45,13 @@ class AmortisedGaussian(nn.Module):
         self.net = ConditionalMLP([context_dim] if context_dim else [], hidden, 2 * latents, act)
         self.net.init_output(inverse_positive(1.0), slice(latents, None))  # start near N(0, I)
 
+    def raw(self, context: Tensor | None = None) -> Tensor:
+        """The unconstrained parameters ``(μ, a)``, ``[..., 2N]``, with ``σ = softplus(a) + floor``."""
+        return self.net(*context_inputs(context, self.context_dim))
+
     def forward(self, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Mean and standard deviation, ``[..., N]`` (``[N]`` without context)."""
-        return mean_and_std(self.net(*context_inputs(context, self.context_dim)))
+        return mean_and_std(self.raw(context))
 
 
 class ResidualGaussianPosterior(nn.Module):
@@ -54,25 +60,41 @@ class ResidualGaussianPosterior(nn.Module):
     ``(μ, a) = first(z_{l-1}) + residual(h_l(x), z_{l-1})`` and ``σ = softplus(a) + floor``: the first estimate
     sees the latent code alone, the residual the evidence ``h_l(x)`` from this layer's own encoder. The paper
     says the residual is "computed from the evidence"; it also sees ``z_{l-1}`` here *(inferred)*, so that
-    the correction can depend on where the previous layer put the code. Without context (the first layer,
-    the DLGM) the posterior is ``residual(h_l(x))`` alone.
+    the correction can depend on where the previous layer put the code.
+
+    The paper's "first estimate, obtained solely from ``z_{l-1}``" has two readings (``first``):
+
+    - ``"network"`` — a network of ``z_{l-1}`` of its own; without context (the first layer, the DLGM) there
+      is none and the posterior is ``residual(h_l(x))`` alone;
+    - ``"prior"`` — the prior layer's own output ``(μ_p, a_p)`` (posterior = prior + residual, as NVAE-style
+      code does), passed to :meth:`forward` as ``prior_raw``.
     """
 
     def __init__(
-        self, latents: int, evidence_dim: int, context_dim: int, hidden: Sequence[int], act: str
+        self, latents: int, evidence_dim: int, context_dim: int, hidden: Sequence[int], act: str,
+        first: Literal["network", "prior"] = "network",
     ) -> None:
         super().__init__()
-        self.context_dim = context_dim
+        self.context_dim, self.first_estimate = context_dim, first
         ctx = [context_dim] if context_dim else []
-        self.first = ConditionalMLP(ctx, hidden, 2 * latents, act) if context_dim else None
+        self.first = ConditionalMLP(ctx, hidden, 2 * latents, act) if context_dim and first == "network" else None
         self.residual = ConditionalMLP([evidence_dim, *ctx], hidden, 2 * latents, act)
 
-    def forward(self, evidence: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Mean and standard deviation ``[..., N]`` from ``h_l(x)`` ``[B, H]`` and ``z_{l-1}`` ``[k, B, N]``."""
+    def forward(
+        self, evidence: Tensor, context: Tensor | None = None, prior_raw: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Mean and standard deviation ``[..., N]`` from ``h_l(x)`` ``[B, H]`` and ``z_{l-1}`` ``[k, B, N]``.
+
+        ``prior_raw``: the prior layer's unconstrained ``(μ_p, a_p)``, needed when the first estimate is the prior.
+        """
         ctx = context_inputs(context, self.context_dim)
         params = self.residual(evidence, *ctx)
         if self.first is not None:
             params = params + self.first(*ctx)
+        elif self.first_estimate == "prior":
+            if prior_raw is None:
+                raise ValueError("this posterior's first estimate is the prior: pass the prior's raw output")
+            params = params + prior_raw
         return mean_and_std(params)
 
 

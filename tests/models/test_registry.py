@@ -15,9 +15,9 @@ from srvae.models.registry import (
 
 #: trainable parameters of every entry of config.yaml on 784-pixel images (the study's tables print them too)
 PARAMETERS = {
-    "sere_vae": 413_243, "dlgm": 413_666, "sr_iaf": 416_083, "vae": 425_284, "ladder_vae": 285_336,
-    "iw_ladder_vae": 285_336, "iaf_vae": 357_248,
-    "sere_vae_table1": 2_778_869, "dlgm_table1": 2_780_209, "sr_iaf_table1": 2_795_769,
+    "sere_vae": 413_243, "dlgm": 413_925, "dlgm_no_path": 413_666, "sr_iaf": 416_083, "vae": 425_284,
+    "ladder_vae": 285_336, "iw_ladder_vae": 285_336, "iaf_vae": 357_248,
+    "sere_vae_table1": 2_778_869, "dlgm_table1": 2_778_439, "dlgm_no_path_table1": 2_780_209, "sr_iaf_table1": 2_795_769,
     "ladder_vae_table1": 1_862_904, "iw_ladder_vae_table1": 1_862_904, "iaf_vae_table1": 1_950_204,
 }
 

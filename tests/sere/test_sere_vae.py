@@ -21,9 +21,9 @@ SMALL = dict(layers=4, latents=4, encoder_hidden=(32,), prior_hidden=(16,), post
              bijector_hidden=(16,), data_hidden=(32,))
 
 
-def tiny_model(dtype=torch.float32, seed=0) -> SeReVAE:
+def tiny_model(dtype=torch.float32, seed=0, **params) -> SeReVAE:
     torch.manual_seed(seed)
-    return SeReVAE(SeReVAEConfig(**TINY), data_dim=D, data_mean=torch.rand(D)).to(dtype)
+    return SeReVAE(SeReVAEConfig(**TINY, **params), data_dim=D, data_mean=torch.rand(D)).to(dtype)
 
 
 def binary(*shape, seed=0) -> torch.Tensor:
@@ -72,8 +72,27 @@ def test_every_layer_but_the_first_is_conditioned_on_the_previous_code():
         assert [m.context_dim for m in modules] == [0] + [TINY["latents"]] * (TINY["layers"] - 1)
 
 
-def test_closed_form_kl_equals_its_monte_carlo_estimate():
-    model = tiny_model(torch.float64)
+def test_posterior_first_estimate_switch():
+    """"network": a network of z_{l-1} per posterior; "prior": the prior's own output, no extra network."""
+    network, prior = tiny_model(), tiny_model(posterior_first="prior")
+    assert all(q.first is not None for q in network.inference.posteriors[1:])
+    assert all(q.first is None and q.first_estimate == "prior" for q in prior.inference.posteriors)
+    assert prior.num_parameters < network.num_parameters
+    x = binary(4, D, seed=4)
+    for model in (network, prior):
+        s = model.score(x, 3)
+        assert torch.isfinite(s.log_weights).all() and s.kl.shape == (3, 4, TINY["layers"])
+    # with the residual's output at zero, q(ε_l | z_{l-1}, x) = p(ε_l | z_{l-1}): every layer's KL vanishes
+    with torch.no_grad():
+        for q in prior.inference.posteriors:
+            q.residual.rest[-1][-1].weight.zero_()
+            q.residual.rest[-1][-1].bias.zero_()
+    assert prior.score(x, 3).kl.abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("first", ["network", "prior"])
+def test_closed_form_kl_equals_its_monte_carlo_estimate(first):
+    model = tiny_model(torch.float64, posterior_first=first)
     x = binary(2, D, seed=1).double()
     with torch.no_grad():
         s = model.score(x, 20000)

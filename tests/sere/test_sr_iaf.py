@@ -25,6 +25,18 @@ def test_is_sere_vae_with_standard_normal_priors_and_conditional_iaf_bijectors()
     assert all(a is b for a, b in zip(m.generator.bijectors, m.inference.bijectors))
 
 
+def test_standard_normal_prior_as_the_posteriors_first_estimate():
+    from srvae.distributions import mean_and_std
+
+    torch.manual_seed(0)
+    m = build_model("sr_iaf", {**PARAMS, "posterior_first": "prior"}, 784)
+    mean, std = mean_and_std(m.generator.priors[0].raw())
+    torch.testing.assert_close(mean, torch.zeros(4))
+    torch.testing.assert_close(std, torch.ones(4))
+    s = m.score(torch.bernoulli(torch.full((3, 784), 0.2)), 2)
+    assert torch.isfinite(s.log_weights).all()
+
+
 def test_later_bijectors_depend_on_the_previous_code():
     bijector = model().generator.bijectors[1]
     for p in bijector.parameters():  # move away from the near-identity initialisation

@@ -90,6 +90,22 @@ def test_posterior_is_first_estimate_from_code_plus_residual_from_evidence():
     torch.testing.assert_close(post(h + 1.0, z)[0], mean0)
 
 
+def test_posterior_whose_first_estimate_is_the_prior_adds_the_residual_to_the_priors_output():
+    torch.manual_seed(0)
+    prior = AmortisedGaussian(N, context_dim=N, hidden=(8,), act="elu")
+    post = ResidualGaussianPosterior(N, evidence_dim=H, context_dim=N, hidden=(8,), act="elu", first="prior")
+    assert post.first is None  # no network of its own
+    h, z = torch.randn(B, H), torch.randn(K, B, N)
+    with pytest.raises(ValueError, match="first estimate is the prior"):
+        post(h, z)
+    raw = prior.raw(z)
+    mean, std = post(h, z, raw)
+    assert not torch.allclose(post(h + 1.0, z, raw)[0], mean)  # the evidence corrects the estimate
+    zero_output(post.residual)  # without the residual the posterior is the prior itself
+    for a, b in zip(post(h, z, raw), prior(z)):
+        torch.testing.assert_close(a, b)
+
+
 def test_first_posterior_sees_its_encoder_alone():
     post = ResidualGaussianPosterior(N, evidence_dim=H, context_dim=0, hidden=(8,), act="elu")
     h = torch.randn(B, H)
