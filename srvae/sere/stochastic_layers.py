@@ -1,15 +1,19 @@
 """The stochastic and data layers of SeRe-VAE (Apostolopoulou et al. 2020, Section 3, Figure 1), MLP version.
 
-Every layer is made of :class:`srvae.nets.mlp.ConditionalMLP` blocks, which turn its inputs (the previous
-latent code ``z_{l-1}``, an encoding of ``x``, the previous image block) into distribution parameters.
+Layers turn their inputs (the previous latent code ``z_{l-1}``, an encoding of ``x``, the previous image block)
+into distribution parameters with MLP blocks (:class:`srvae.nets.mlp.ConditionalMLP`, and its grouped form
+:class:`srvae.nets.grouped.GroupedMLP` where the ``L`` layers' blocks can run as one batched operation).
 
-- :class:`AmortisedGaussian` — the prior layer ``p(ε_l | z_{l-1}) = N(μ_l(z_{l-1}), diag σ_l(z_{l-1})²)``;
-  built without a context (first layer) it is a learned diagonal Gaussian with free parameters.
-- :class:`ResidualGaussianPosterior` — the posterior layer ``q(ε_l | z_{l-1}, x)``: a first estimate of
-  ``(μ, σ)`` from ``z_{l-1}`` alone (its own network, or the prior's output), corrected by a residual
-  computed from the layer's own encoding of ``x``.
-- :class:`ResidualBernoulli` — the data layer ``γ_l = γ¹_l(z_l) + δγ_l(x_{l-1}, z_l)``, Bernoulli logits of
-  block ``x_l`` (block 1 has no previous block and no residual term).
+- :class:`AmortisedGaussianPriors` — the prior layers ``p(ε_l | z_{l-1}) = N(μ_l(z_{l-1}), diag σ_l(z_{l-1})²)`` of
+  all ``L`` layers; the first (and every layer, built without a context) is a learned diagonal Gaussian with
+  free parameters. Given the codes, the priors do not depend on each other: they are evaluated after the
+  sequential posterior pass, for all layers at once.
+- :class:`ResidualGaussianPosterior` — the posterior layer ``q(ε_l | z_{l-1}, x)`` of one layer: a first estimate
+  of ``(μ, σ)`` from ``z_{l-1}`` alone (its own network, or the prior's output), corrected by a residual computed
+  from the layer's own encoding of ``x``. It is part of the sequential chain.
+- :class:`ResidualBernoulliLayers` — the data layers ``γ_l = γ¹_l(z_l) + δγ_l(x_{l-1}, z_l)`` of all ``L`` blocks,
+  Bernoulli logits of block ``x_l`` (block 1 has no previous block and no residual term); teacher-forced, they
+  run for all blocks at once.
 
 A layer built with ``context_dim = 0`` has no input for ``z_{l-1}`` and ignores the context it is given:
 that is the first layer of SeRe-VAE, and how the matched DLGM cuts the latent-code feedback.
@@ -18,13 +22,16 @@ Scales come from :func:`srvae.distributions.positive` (softplus + floor), never 
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Literal
 
+import torch
 from torch import Tensor, nn
 
 from srvae.distributions import inverse_positive, marginal_logits, mean_and_std
-from srvae.nets.mlp import ConditionalMLP
+from srvae.nets.grouped import GroupedMLP
+from srvae.nets.mlp import ConditionalMLP, activation, mlp
 
 
 def context_inputs(context: Tensor | None, context_dim: int) -> tuple[Tensor, ...]:
@@ -36,22 +43,59 @@ def context_inputs(context: Tensor | None, context_dim: int) -> tuple[Tensor, ..
     return (context,)
 
 
-class AmortisedGaussian(nn.Module):
-    """Prior layer ``p(ε_l | z_{l-1}) = N(μ(z_{l-1}), diag σ(z_{l-1})²)``; a free diagonal Gaussian without context."""
+class LayerPriors(nn.Module, ABC):
+    """The priors ``p(ε_l | z_{l-1})``, ``l = 1..L``, of a stack of stochastic layers: diagonal Gaussians.
 
-    def __init__(self, latents: int, context_dim: int, hidden: Sequence[int], act: str) -> None:
+    :meth:`forward` gives every layer's ``(mean, std)`` at once from the codes ``z_1..z_{L-1}``; :meth:`layer`
+    one layer's, for the code that is sequential by nature (sampling, a posterior that starts from its prior).
+    """
+
+    #: width of the context of each layer (0: not conditioned on ``z_{l-1}``)
+    context_dims: tuple[int, ...]
+
+    @abstractmethod
+    def raw(self, layer: int, context: Tensor | None = None) -> Tensor:
+        """Layer ``layer``'s (0-based) unconstrained ``(μ, a)``, ``[..., 2N]``, with ``σ = softplus(a) + floor``."""
+
+    @abstractmethod
+    def forward(self, contexts: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and std of every layer, broadcastable to ``[L, ..., N]``, from ``contexts = z_1..z_{L-1}``
+        ``[L-1, ..., N]``."""
+
+    def layer(self, layer: int, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Mean and std of layer ``layer`` alone, ``[..., N]`` (``[N]`` without context)."""
+        return mean_and_std(self.raw(layer, context))
+
+
+class AmortisedGaussianPriors(LayerPriors):
+    """``p(ε_l | z_{l-1}) = N(μ_l(z_{l-1}), diag σ_l(z_{l-1})²)`` for ``l ≥ 2`` (one grouped MLP), and a free
+    diagonal Gaussian for the first layer — for every layer when ``context_dim = 0``. Each starts near N(0, I).
+    """
+
+    def __init__(self, layers: int, latents: int, context_dim: int, hidden: Sequence[int], act: str) -> None:
         super().__init__()
-        self.context_dim = context_dim
-        self.net = ConditionalMLP([context_dim] if context_dim else [], hidden, 2 * latents, act)
-        self.net.init_output(inverse_positive(1.0), slice(latents, None))  # start near N(0, I)
+        amortised = layers - 1 if context_dim else 0
+        self.context_dims = (0,) * (layers - amortised) + (context_dim,) * amortised
+        self.free = nn.Parameter(torch.zeros(layers - amortised, 2 * latents))
+        with torch.no_grad():
+            self.free[:, latents:] = inverse_positive(1.0)
+        self.net = GroupedMLP(amortised, [context_dim], hidden, 2 * latents, act) if amortised else None
+        if self.net is not None:
+            last = self.net.layers[-1] if self.net.layers else self.net.input_maps[0]
+            with torch.no_grad():
+                last.bias[:, latents:] = inverse_positive(1.0)
 
-    def raw(self, context: Tensor | None = None) -> Tensor:
-        """The unconstrained parameters ``(μ, a)``, ``[..., 2N]``, with ``σ = softplus(a) + floor``."""
-        return self.net(*context_inputs(context, self.context_dim))
+    def raw(self, layer: int, context: Tensor | None = None) -> Tensor:
+        if self.context_dims[layer] == 0:
+            return self.free[layer]
+        return self.net.group(layer - len(self.free), *context_inputs(context, self.context_dims[layer]))
 
-    def forward(self, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Mean and standard deviation, ``[..., N]`` (``[N]`` without context)."""
-        return mean_and_std(self.raw(context))
+    def forward(self, contexts: Tensor) -> tuple[Tensor, Tensor]:
+        free = self.free.view(len(self.free), *[1] * (contexts.dim() - 2), -1)  # [F, 1, …, 1, 2N]
+        if self.net is None:
+            return mean_and_std(free)
+        amortised = self.net(contexts)  # [L-1, ..., 2N]
+        return mean_and_std(torch.cat([free.expand(1, *amortised.shape[1:]), amortised]))
 
 
 class ResidualGaussianPosterior(nn.Module):
@@ -62,6 +106,11 @@ class ResidualGaussianPosterior(nn.Module):
     says the residual is "computed from the evidence"; it also sees ``z_{l-1}`` here *(inferred)*, so that
     the correction can depend on where the previous layer put the code.
 
+    The residual's first linear map of ``h_l(x)`` does not depend on the chain of layers: SeRe-VAE applies it to
+    all layers' encodings at once (:class:`~srvae.sere.sere_vae.InferenceNetwork`), and this layer receives its
+    result, ``evidence = W h_l(x) + b`` (``[B, evidence_features]``); it adds the map of ``z_{l-1}`` and runs the
+    rest of the residual network.
+
     The paper's "first estimate, obtained solely from ``z_{l-1}``" has two readings (``first``):
 
     - ``"network"`` — a network of ``z_{l-1}`` of its own; without context (the first layer, the DLGM) there
@@ -71,24 +120,29 @@ class ResidualGaussianPosterior(nn.Module):
     """
 
     def __init__(
-        self, latents: int, evidence_dim: int, context_dim: int, hidden: Sequence[int], act: str,
+        self, latents: int, context_dim: int, hidden: Sequence[int], act: str,
         first: Literal["network", "prior"] = "network",
     ) -> None:
         super().__init__()
         self.context_dim, self.first_estimate = context_dim, first
+        #: width of the residual's first layer, which the evidence arrives in
+        self.evidence_features = hidden[0] if hidden else 2 * latents
+        self.context_map = nn.Linear(context_dim, self.evidence_features, bias=False) if context_dim else None
+        self.residual = nn.Sequential(activation(act), mlp(hidden[0], hidden[1:], 2 * latents, act)) if hidden \
+            else nn.Identity()
         ctx = [context_dim] if context_dim else []
         self.first = ConditionalMLP(ctx, hidden, 2 * latents, act) if context_dim and first == "network" else None
-        self.residual = ConditionalMLP([evidence_dim, *ctx], hidden, 2 * latents, act)
 
     def forward(
         self, evidence: Tensor, context: Tensor | None = None, prior_raw: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
-        """Mean and standard deviation ``[..., N]`` from ``h_l(x)`` ``[B, H]`` and ``z_{l-1}`` ``[k, B, N]``.
+        """Mean and standard deviation ``[..., N]`` from the evidence ``[B, ·]`` and ``z_{l-1}`` ``[k, B, N]``.
 
         ``prior_raw``: the prior layer's unconstrained ``(μ_p, a_p)``, needed when the first estimate is the prior.
         """
         ctx = context_inputs(context, self.context_dim)
-        params = self.residual(evidence, *ctx)
+        h = evidence if self.context_map is None else evidence + self.context_map(*ctx)
+        params = self.residual(h)
         if self.first is not None:
             params = params + self.first(*ctx)
         elif self.first_estimate == "prior":
@@ -98,33 +152,48 @@ class ResidualGaussianPosterior(nn.Module):
         return mean_and_std(params)
 
 
-class ResidualBernoulli(nn.Module):
-    """Data layer: logits ``γ_l = γ¹_l(z_l) + δγ_l(x_{l-1}, z_l)`` of ``p(x_l | z_l, x_{l-1})``.
+class ResidualBernoulliLayers(nn.Module):
+    """Data layers of all blocks: logits ``γ_l = γ¹_l(z_l) + δγ_l(x_{l-1}, z_l)`` of ``p(x_l | z_l, x_{l-1})``.
 
-    ``prev_block_dim = 0`` (block 1): ``γ_1 = γ¹_1(z_1)``. ``block_mean`` (training pixel means of the block)
-    starts ``γ¹`` at the data's marginal, as Burda et al. (2016) do for their decoders.
+    ``γ¹`` is one grouped MLP over the ``L`` blocks and ``δγ`` one over blocks ``2..L`` (block 1 has no previous
+    block); both need every previous block to have the same size, as raster blocks do (only the last block is
+    smaller). ``data_mean`` (training pixel means) starts ``γ¹`` at the data's marginal, as Burda et al. (2016)
+    do for their decoders.
     """
 
     def __init__(
-        self,
-        latents: int,
-        block_dim: int,
-        prev_block_dim: int,
-        hidden: Sequence[int],
-        act: str,
-        block_mean: Tensor | None = None,
+        self, block_sizes: Sequence[int], latents: int, hidden: Sequence[int], act: str,
+        data_mean: Tensor | None = None,
     ) -> None:
         super().__init__()
-        self.first = ConditionalMLP([latents], hidden, block_dim, act)
-        self.residual = ConditionalMLP([prev_block_dim, latents], hidden, block_dim, act) if prev_block_dim else None
-        if block_mean is not None:
-            self.first.init_output(marginal_logits(block_mean))
+        self.block_sizes = tuple(block_sizes)
+        previous = set(self.block_sizes[:-1])
+        if len(previous) > 1:
+            raise ValueError(f"every block but the last must have the same size, got {list(self.block_sizes)}")
+        layers = len(self.block_sizes)
+        self.first = GroupedMLP(layers, [latents], hidden, self.block_sizes, act)
+        self.residual = GroupedMLP(layers - 1, [previous.pop(), latents], hidden, self.block_sizes[1:], act) \
+            if layers > 1 else None
+        if data_mean is not None:
+            out = self.first.layers[-1] if self.first.layers else self.first.input_maps[0]
+            out.set_bias(marginal_logits(data_mean))
 
-    def forward(self, z: Tensor, x_prev: Tensor | None = None) -> Tensor:
-        """Logits ``[..., D_l]`` from ``z_l`` ``[k, B, N]`` and the previous block ``x_{l-1}`` ``[B, D_{l-1}]``."""
-        logits = self.first(z)
-        if self.residual is not None:
-            if x_prev is None:
-                raise ValueError("this data layer has a residual term and needs the previous block")
-            logits = logits + self.residual(x_prev, z)
-        return logits
+    def forward(self, codes: Tensor, x: Tensor) -> Tensor:
+        """Teacher-forced logits ``[k, B, D]`` of the whole image from the codes ``z_1..z_L`` ``[L, k, B, N]`` and
+        the *observed* image ``x`` ``[B, D]``."""
+        logits = self.first(codes)
+        if self.residual is None:
+            return logits
+        size, layers = self.block_sizes[0], len(self.block_sizes)
+        previous = x[..., : size * (layers - 1)].unflatten(-1, (layers - 1, size)).movedim(-2, 0)  # [L-1, B, D_1]
+        delta = self.residual(previous.unsqueeze(1), codes[1:])  # [k, B, D − D_1]
+        return logits + nn.functional.pad(delta, (size, 0))
+
+    def layer(self, layer: int, z: Tensor, x_prev: Tensor | None = None) -> Tensor:
+        """Logits ``[..., D_l]`` of block ``layer`` (0-based) alone, from ``z_l`` and the previous block."""
+        logits = self.first.group(layer, z)
+        if layer == 0:
+            return logits
+        if x_prev is None:
+            raise ValueError("this data layer has a residual term and needs the previous block")
+        return logits + self.residual.group(layer - 1, x_prev, z)
