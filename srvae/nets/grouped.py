@@ -8,8 +8,8 @@ products (``torch.baddbmm``) instead of ``L`` small ones, and give the optimiser
 of many small ones.
 
 - :class:`GroupedLinear` — ``G`` linear maps ``[G, ..., in] → [G, ..., out]``, weight ``[G, in, out]``;
-- :class:`BlockLinear` — ``G`` linear maps with their own output sizes, whose outputs are the consecutive
-  blocks of one vector ``[G, ..., in] → [..., Σ out_g]`` (the image blocks of SeRe-VAE's data layers);
+- :class:`BlockLinear` — ``G`` linear maps with their own output sizes (SeRe-VAE's image blocks), zero-padded to
+  the largest: ``[G, ..., in] → [G, ..., max out_g]``;
 - :class:`GroupedMLP` — ``G`` independent :class:`~srvae.nets.mlp.ConditionalMLP`\\ s: several inputs summed in
   the first layer, or one input shared by every group (then the first layer is one ``nn.Linear(in, G·H)``).
 
@@ -63,8 +63,7 @@ class GroupedLinear(nn.Module):
 
     def group(self, g: int, x: Tensor) -> Tensor:
         """Group ``g``'s map alone: ``[..., in] → [..., out]``."""
-        out = x @ self.weight[g]
-        return out if self.bias is None else out + self.bias[g]
+        return nn.functional.linear(x, self.weight[g].t(), None if self.bias is None else self.bias[g])
 
     def extra_repr(self) -> str:
         return f"groups={self.groups}, in_features={self.in_features}, out_features={self.out_features}, " \
@@ -72,28 +71,37 @@ class GroupedLinear(nn.Module):
 
 
 class BlockLinear(nn.Module):
-    """``G`` linear maps of ``in`` features whose outputs, of sizes ``out_sizes``, are the consecutive blocks of
-    one vector: ``[G, ..., in] → [..., Σ out_g]``.
+    """``G`` linear maps of ``in`` features with their own output sizes ``out_sizes``, as one batched product:
+    ``[G, ..., in] → [G, ..., max(out_sizes)]``, each group's output zero beyond its own size.
 
-    Consecutive groups of equal size form one :class:`GroupedLinear` (raster image blocks ``79 × 9 + 73``: two).
+    The parameters are those of the ``G`` maps (consecutive groups of equal size stored as one
+    :class:`GroupedLinear`); the zero padding exists only in the weight assembled for the product. SeRe-VAE's
+    data layers output raster image blocks this way: 9 × 79 + 73 pixels for 10 blocks.
     """
 
     def __init__(self, in_features: int, out_sizes: Sequence[int], bias: bool = True) -> None:
         super().__init__()
         self.out_sizes = tuple(out_sizes)
+        self.groups, self.out_features = len(self.out_sizes), max(self.out_sizes)
         runs = [(size, len(list(members))) for size, members in groupby(self.out_sizes)]
         self.runs = nn.ModuleList(GroupedLinear(n, in_features, size, bias) for size, n in runs)
 
+    def _padded(self, parameter: str) -> Tensor:
+        """The runs' weights (or biases) zero-padded in their output dimension and stacked: ``[G, (in,) out_max]``."""
+        return torch.cat([nn.functional.pad(getattr(run, parameter), (0, self.out_features - run.out_features))
+                          for run in self.runs])
+
     def forward(self, x: Tensor) -> Tensor:
-        outputs, start = [], 0
-        for run in self.runs:
-            y = run(x[start:start + run.groups])  # [n, ..., size]
-            outputs.append(y.movedim(0, -2).flatten(-2))  # the n blocks side by side
-            start += run.groups
-        return torch.cat(outputs, dim=-1)
+        flat = x.reshape(self.groups, -1, x.shape[-1])
+        weight = self._padded("weight")
+        if self.runs[0].bias is None:
+            out = torch.bmm(flat, weight)
+        else:
+            out = torch.baddbmm(self._padded("bias").unsqueeze(1), flat, weight)
+        return out.view(*x.shape[:-1], self.out_features)
 
     def group(self, g: int, x: Tensor) -> Tensor:
-        """Group ``g``'s map alone: ``[..., in] → [..., out_g]``."""
+        """Group ``g``'s map alone: ``[..., in] → [..., out_g]`` (no padding)."""
         for run in self.runs:
             if g < run.groups:
                 return run.group(g, x)
@@ -102,7 +110,7 @@ class BlockLinear(nn.Module):
 
     @torch.no_grad()
     def set_bias(self, bias: Tensor) -> None:
-        """Set the bias of every block from the whole output vector's ``[Σ out_g]``."""
+        """Set every group's bias from their concatenation ``[Σ out_g]``."""
         for run, part in zip(self.runs, bias.split([r.groups * r.out_features for r in self.runs])):
             run.bias.copy_(part.view_as(run.bias))
 
@@ -118,8 +126,8 @@ class GroupedMLP(nn.Module):
     over the middle dimensions (e.g. an observed block ``[G, 1, B, ·]`` against codes ``[G, k, B, ·]``); the bias
     lives in the first input's map. ``shared_input=True``: a single input ``[..., d]`` read by every group, and the
     first layer is one ``nn.Linear(d, G · hidden[0])``. ``out`` is an int (output ``[G, ..., out]``), a sequence
-    of per-group sizes (:class:`BlockLinear`, output ``[..., Σ out_g]``), or ``None``: the network ends with the
-    last hidden activation (a feature extractor, ``[G, ..., hidden[-1]]``).
+    of per-group sizes (:class:`BlockLinear`: output ``[G, ..., max out_g]``, zero beyond each group's size), or
+    ``None``: the network ends with the last hidden activation (a feature extractor, ``[G, ..., hidden[-1]]``).
     """
 
     def __init__(
@@ -143,6 +151,11 @@ class GroupedMLP(nn.Module):
         self.act = activation(act)
         self.layers = nn.ModuleList(_grouped_linear(groups, w_in, w_out) for w_in, w_out in zip(widths, later))
         self.ends_with_activation = out is None
+
+    @property
+    def output_layer(self) -> nn.Module:
+        """The last linear map (its bias is where a network's output starts)."""
+        return self.layers[-1] if self.layers else self.input_maps[0]
 
     def _first(self, inputs: Sequence[Tensor]) -> Tensor:
         if len(inputs) != len(self.input_maps):

@@ -40,12 +40,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from srvae.distributions import (
-    bernoulli_log_prob,
-    gaussian_kl,
-    gaussian_log_prob,
-    reparameterise,
-)
+from srvae.distributions import gaussian_kl, gaussian_log_prob, reparameterise
 from srvae.flows.base import Bijector
 from srvae.models import LatentVariableModel, Scores
 from srvae.nets.grouped import GroupedMLP
@@ -177,23 +172,24 @@ class SeReVAE(LatentVariableModel):
         means, stds, draws, codes = [], [], [], []
         for l, (posterior, bijector) in enumerate(zip(self.inference.posteriors, self.inference.bijectors)):
             prior_raw = priors.raw(l, z) if self.cfg.posterior_first == "prior" else None
-            mean, std = (t.expand(shape) for t in posterior(evidence[l], z, prior_raw))
-            eps = reparameterise(mean, std)
+            # [1, B, N] for a posterior of x alone, [k, B, N] for one conditioned on z_{l-1}
+            mean, std = (t.reshape(-1, *shape[1:]) for t in posterior(evidence[l], z, prior_raw))
+            eps = reparameterise(mean.expand(shape), std.expand(shape))
             z, _ = bijector(eps, z)  # the Jacobian cancels between log p and log q
             for stack, t in zip((means, stds, draws, codes), (mean, std, eps, z)):
                 stack.append(t)
-        # given the codes, the priors and the densities of all layers at once: [L, k, B, N]
-        codes, q_mean, q_std, eps = (torch.stack(t) for t in (codes, means, stds, draws))
+        # given the codes, the priors and the densities of all layers at once: [L, k (or 1), B, N]
+        codes, eps = torch.stack(codes), torch.stack(draws)
+        q_mean, q_std = (torch.stack(torch.broadcast_tensors(*t)) for t in (means, stds))
         p_mean, p_std = priors(codes[:-1])
         log_q = gaussian_log_prob(eps, q_mean, q_std).sum(0)
         log_p = gaussian_log_prob(eps, p_mean, p_std).sum(0)
-        kl = gaussian_kl(q_mean, q_std, p_mean, p_std).movedim(0, -1)
+        kl = gaussian_kl(q_mean, q_std, p_mean, p_std).expand(-1, *shape[:-1]).movedim(0, -1)
         return codes, log_p, log_q, kl
 
     def score(self, x: Tensor, k: int) -> Scores:
         codes, log_p, log_q, kl = self.posterior_pass(x, k)
-        logits = self.generator.data(codes, x)  # teacher-forced: each block sees the observed one before it
-        log_likelihood = bernoulli_log_prob(x.expand_as(logits), logits)
+        log_likelihood = self.generator.data.log_likelihood(codes, x)  # teacher-forced: x_{l-1} observed
         return Scores(log_likelihood=log_likelihood, log_prior=log_p, log_posterior=log_q, kl=kl)
 
     def sample(self, n: int) -> Tensor:

@@ -39,18 +39,21 @@ def test_grouped_linear_is_separate_linear_maps(bias):
         torch.testing.assert_close(grouped.group(g, x[g]), lin(x[g]))
 
 
-def test_block_linear_concatenates_blocks_of_their_own_sizes():
+def test_block_linear_is_separate_maps_of_their_own_sizes_zero_padded():
     sizes = (5, 5, 5, 3)
     block = BlockLinear(6, sizes)
-    assert [run.groups for run in block.runs] == [3, 1]  # runs of equal size: one batched product each
+    assert [run.groups for run in block.runs] == [3, 1]  # runs of equal size, without padding parameters
     separate = [nn.Linear(6, s) for s in sizes]
     in_run = [(run, i) for run in block.runs for i in range(run.groups)]
     for lin, (run, i) in zip(separate, in_run):
         load_group(lin, run, i)
     assert n_params(block) == sum(n_params(lin) for lin in separate)
     x = torch.randn(len(sizes), K, B, 6)
-    torch.testing.assert_close(block(x), torch.cat([lin(x[g]) for g, lin in enumerate(separate)], dim=-1))
-    for g, lin in enumerate(separate):
+    out = block(x)
+    assert out.shape == (len(sizes), K, B, 5)
+    for g, (lin, size) in enumerate(zip(separate, sizes)):
+        torch.testing.assert_close(out[g, ..., :size], lin(x[g]))
+        assert torch.equal(out[g, ..., size:], torch.zeros(K, B, 5 - size))
         torch.testing.assert_close(block.group(g, x[g]), lin(x[g]))
     bias = torch.arange(sum(sizes), dtype=torch.float32)
     block.set_bias(bias)
@@ -94,15 +97,16 @@ def test_shared_input_is_one_linear_map_and_a_feature_extractor_ends_with_the_ac
         torch.testing.assert_close(grouped.group(g, x), expected)
 
 
-def test_per_group_output_sizes_give_the_concatenated_blocks():
+def test_per_group_output_sizes_are_zero_padded_to_the_largest():
     sizes = (4, 4, 2)
-    grouped = GroupedMLP(len(sizes), [3], (8,), sizes, "elu")
-    z = torch.randn(len(sizes), K, B, 3)
-    y = grouped(z)
-    assert y.shape == (K, B, sum(sizes))
-    torch.testing.assert_close(y, torch.cat([grouped.group(g, z[g]) for g in range(len(sizes))], dim=-1))
-    without_hidden = GroupedMLP(len(sizes), [3], (), sizes, "elu")
-    assert without_hidden(z).shape == (K, B, sum(sizes))
+    for hidden in [(8,), ()]:
+        grouped = GroupedMLP(len(sizes), [3], hidden, sizes, "elu")
+        z = torch.randn(len(sizes), K, B, 3)
+        y = grouped(z)
+        assert y.shape == (len(sizes), K, B, 4)
+        for g, size in enumerate(sizes):
+            torch.testing.assert_close(y[g, ..., :size], grouped.group(g, z[g]))
+        assert torch.equal(y[-1, ..., 2:], torch.zeros(K, B, 2))
 
 
 @pytest.mark.parametrize("fan_in", [3, 200])

@@ -26,6 +26,11 @@ def tiny_model(dtype=torch.float32, seed=0, **params) -> SeReVAE:
     return SeReVAE(SeReVAEConfig(**TINY, **params), data_dim=D, data_mean=torch.rand(D)).to(dtype)
 
 
+def block_logits(model: SeReVAE, codes: torch.Tensor, x: torch.Tensor) -> list[torch.Tensor]:
+    """The teacher-forced logits of each block."""
+    return model.generator.data.block_logits(model.generator.data.logits(codes, x))
+
+
 def binary(*shape, seed=0) -> torch.Tensor:
     return torch.bernoulli(torch.full(shape, 0.5), generator=torch.Generator().manual_seed(seed))
 
@@ -132,7 +137,7 @@ def test_importance_weights_in_eps_space_equal_those_in_z_space():
             log_p_z = log_p_z + density_of_z(p_mean, p_std).log_prob(z)
             codes.append(z)
         blocks = model.partition.split(x)
-        logits = model.partition.split(model.generator.data(torch.stack(codes), x))
+        logits = block_logits(model, torch.stack(codes), x)
         log_lik = sum(bernoulli_log_prob(b.expand_as(g), g) for b, g in zip(blocks, logits))
     torch.testing.assert_close(log_lik, eps_space.log_likelihood)
     torch.testing.assert_close(log_lik + log_p_z - log_q_z, eps_space.log_weights)
@@ -145,19 +150,16 @@ def test_data_layer_of_block_l_is_teacher_forced_on_the_observed_previous_block(
     codes, *_ = model.posterior_pass(x, 2)  # latents held fixed below
     codes = codes.detach()
 
-    def data_logits(x):  # per block
-        return model.partition.split(model.generator.data(codes, x))
-
     l = 2  # block x_3 (0-based 2) must see x_2 (0-based 1), observed
     x_pert = x.clone()
     block = model.partition.split(x_pert)[l - 1]
     block.copy_(1.0 - block)  # split returns views: flip the pixels of x_{l-1} in place
-    before, after = data_logits(x), data_logits(x_pert)
+    before, after = block_logits(model, codes, x), block_logits(model, codes, x_pert)
     assert not torch.allclose(before[l], after[l])
     assert all(torch.equal(b, a) for i, (b, a) in enumerate(zip(before, after)) if i != l)
     # the gradient of block l's logits w.r.t. x lies exactly on the pixels of block l − 1
     x_req = x.clone().requires_grad_(True)
-    data_logits(x_req)[l].sum().backward()
+    block_logits(model, codes, x_req)[l].sum().backward()
     grad_blocks = model.partition.split(x_req.grad.abs().sum(0))
     assert [bool(g.sum() > 0) for g in grad_blocks] == [i == l - 1 for i in range(TINY["layers"])]
 

@@ -2,10 +2,12 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from srvae.distributions import SCALE_FLOOR, inverse_positive, positive
 from srvae.nets.mlp import ConditionalMLP
 from srvae.sere.stochastic_layers import (
+    BLOCKWISE_ROWS,
     AmortisedGaussianPriors,
     ResidualBernoulliLayers,
     ResidualGaussianPosterior,
@@ -150,13 +152,20 @@ def test_data_layers_of_all_blocks_at_once_equal_each_block_alone():
     sizes = (9, 9, 9, 7)
     data = ResidualBernoulliLayers(sizes, N, hidden=(8, 6), act="elu", data_mean=torch.rand(sum(sizes)))
     codes, x = torch.randn(len(sizes), K, B, N), torch.bernoulli(torch.full((B, sum(sizes)), 0.5))
-    logits = data(codes, x)
+    logits = data.logits(codes, x)  # block layout, the last block zero-padded
     blocks = x.split(sizes, dim=-1)
-    assert logits.shape == (K, B, sum(sizes))
+    assert logits.shape == (len(sizes), K, B, 9)
     expected = [data.layer(l, codes[l], blocks[l - 1] if l else None) for l in range(len(sizes))]
-    torch.testing.assert_close(logits, torch.cat(expected, dim=-1))
-    with pytest.raises(ValueError, match="same size"):
-        ResidualBernoulliLayers((9, 7, 9), N, hidden=(8,), act="elu")
+    for l, size in enumerate(sizes):
+        torch.testing.assert_close(logits[l, ..., :size], expected[l])
+    log_p = sum(-F.binary_cross_entropy_with_logits(g, b.expand_as(g), reduction="none").sum(-1)
+                for g, b in zip(expected, blocks))
+    torch.testing.assert_close(data.log_likelihood(codes, x), log_p)
+    many = codes.repeat(1, BLOCKWISE_ROWS // B, 1, 1)  # enough rows to run block by block: the same function
+    torch.testing.assert_close(data.log_likelihood(many, x), log_p.repeat(BLOCKWISE_ROWS // B, 1))
+    for bad in [(9, 7, 9), (9, 9, 10)]:
+        with pytest.raises(ValueError, match="same size"):
+            ResidualBernoulliLayers(bad, N, hidden=(8,), act="elu")
 
 
 def test_first_data_layer_starts_at_the_data_marginal():
