@@ -3,13 +3,18 @@ two source trees, for noisy shared machines.
 
     python benchmarks/train_throughput.py                                  # this tree, the Table 1 models
     python benchmarks/train_throughput.py --against HEAD~3 --rounds 7      # before (a git revision) vs after
+    python benchmarks/train_throughput.py --modes loop fused compiled      # with the fast training step
 
-One measurement: a model as the study builds it, Adam as ``srvae.study.train.train`` makes it, ``train_epoch``
-over ``steps`` batches of random binary images after a short warm-up; the median over ``windows`` such
-epochs gives images/s. ``--against`` extracts the revision with ``git archive`` and runs both trees in
-alternating subprocesses (before, after, after, before, …), ``rounds`` times, and reports the median of the
-rounds: on a machine shared with other jobs, both trees see the same load. Threads are pinned
-(``--threads``).
+One measurement: a model as the study builds it, ``steps`` batches of random binary images after a warm-up;
+the median over ``windows`` such epochs gives images/s. Modes: ``loop`` is ``srvae.study.train.train_epoch``
+with the Adam that ``train`` builds; ``fused`` and ``compiled`` run the same epoch with
+:class:`srvae.study.compiled.TrainingStep` and its fused Adam, eager or compiled (they exist in this tree only,
+and are compared with the other tree's ``loop``; the warm-up, which compiles, is reported as ``compile s``).
+``--against`` extracts the revision with ``git archive`` and runs both trees in alternating subprocesses
+(before, after, after, before, …), ``rounds`` times, and reports the median of the rounds: on a machine
+shared with other jobs, both trees see the same load. Threads are pinned (``--threads``). Several threads
+stall whenever another job holds a core (each operation waits for its slowest thread), so with ``--idle``
+each run waits, up to ten minutes, for the CPUs to be that idle (fraction over two seconds, ``/proc/stat``).
 """
 
 from __future__ import annotations
@@ -23,34 +28,52 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ["sere_vae_table1", "dlgm_table1", "sr_iaf_table1"]
 
 
-def measure(name: str, batch: int, steps: int, windows: int) -> float:
-    """Median training images/s of config entry ``name`` at ``batch`` in the tree on ``sys.path``."""
+def training_epoch(name: str, batch: int, steps: int, mode: str, root: Path | None = None) -> Callable[[], float]:
+    """One training epoch of config entry ``name`` (of ``root``'s ``config.yaml``, default the working directory's)
+    over ``steps`` batches of ``batch`` random binary images, as a function; ``mode``: see the module docstring.
+    Uses the srvae tree on ``sys.path``."""
     import torch
 
     from srvae.models.registry import build_model
     from srvae.study.config import load_config
     from srvae.study.train import train_epoch
 
-    cfg = load_config([Path.cwd() / "config.yaml"])
+    cfg = load_config([(root or Path.cwd()) / "config.yaml"])
     entry, settings = cfg.models[name], cfg.train_settings(name).model_copy(update={"batch_size": batch})
     torch.manual_seed(0)
     x = torch.bernoulli(torch.full((steps * batch, 784), 0.13))
     model = build_model(entry.cls, entry.params, 784, data_mean=x.mean(0))
     order = torch.arange(len(x))
-    opt = torch.optim.Adam(model.parameters(), lr=settings.lr, eps=settings.adam_eps, foreach=True)  # as train()
-    train_epoch(model, opt, x[: 2 * batch], order[: 2 * batch], 1.0, settings)  # warm-up
+    if mode == "loop":
+        opt = torch.optim.Adam(model.parameters(), lr=settings.lr, eps=settings.adam_eps, foreach=True)  # as train()
+        return lambda: float(train_epoch(model, opt, x, order, 1.0, settings))
+    from srvae.study.compiled import TrainingStep, make_adam
+
+    step = TrainingStep(model, make_adam(model, settings), settings, compile=mode == "compiled")
+    model.train()
+    return lambda: float(sum(step(x[idx], 1.0) for idx in order.split(batch)))
+
+
+def measure(name: str, batch: int, steps: int, windows: int, mode: str) -> tuple[float, float]:
+    """Median training images/s of config entry ``name`` at ``batch``, and how many seconds longer the first
+    epoch took than the median one (compilation, in mode ``compiled``)."""
+    epoch = training_epoch(name, batch, steps, mode)
+    t0 = time.perf_counter()
+    epoch()
+    warmup = time.perf_counter() - t0
     times = []
     for _ in range(windows):
         t0 = time.perf_counter()
-        float(train_epoch(model, opt, x, order, 1.0, settings))
+        epoch()
         times.append(time.perf_counter() - t0)
-    return steps * batch / statistics.median(times)
+    return steps * batch / statistics.median(times), warmup - statistics.median(times)
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -60,7 +83,8 @@ def worker(args: argparse.Namespace) -> None:
     result = {}
     for name in args.models:
         for batch in args.batch:
-            result[f"{name}/{batch}"] = measure(name, batch, args.steps, args.windows)
+            for mode in args.modes:
+                result[f"{name}/{batch}/{mode}"] = measure(name, batch, args.steps, args.windows, mode)
     print(json.dumps(result))
 
 
@@ -74,13 +98,37 @@ def extract(revision: str, into: Path) -> Path:
     return into / "tree"
 
 
-def run_tree(tree: Path, args: argparse.Namespace) -> dict[str, float]:
+def cpu_idle(seconds: float = 2.0) -> float:
+    """Fraction of CPU time idle over the next ``seconds`` (Linux ``/proc/stat``; 1.0 where it is unreadable)."""
+    def times() -> tuple[int, int]:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return fields[3] + fields[4], sum(fields)  # idle + iowait, total
+
+    try:
+        idle0, total0 = times()
+        time.sleep(seconds)
+        idle1, total1 = times()
+    except OSError:
+        return 1.0
+    return (idle1 - idle0) / max(total1 - total0, 1)
+
+
+def wait_for_idle(fraction: float, timeout: float = 600.0) -> None:
+    start = time.monotonic()
+    while cpu_idle() < fraction and time.monotonic() - start < timeout:
+        pass
+
+
+def run_one(tree: Path, args: argparse.Namespace, name: str, batch: int, mode: str) -> list[float]:
+    """One measurement in a fresh subprocess on ``tree``: ``[images/s, extra seconds of the first epoch]``."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--threads", str(args.threads),
-           "--steps", str(args.steps), "--windows", str(args.windows), "--models", *args.models,
-           "--batch", *map(str, args.batch)]
+           "--steps", str(args.steps), "--windows", str(args.windows), "--models", name, "--batch", str(batch),
+           "--modes", mode]
+    if args.idle:
+        wait_for_idle(args.idle)
     env = {**os.environ, "PYTHONPATH": str(tree)}
     out = subprocess.run(cmd, cwd=tree, env=env, check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    return next(iter(json.loads(out.strip().splitlines()[-1]).values()))
 
 
 def main() -> None:
@@ -91,30 +139,38 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20, help="batches per timed epoch")
     p.add_argument("--windows", type=int, default=3, help="timed epochs per measurement (median)")
     p.add_argument("--rounds", type=int, default=5, help="alternating subprocess runs per tree (median)")
-    p.add_argument("--against", help="a git revision to compare this tree with")
+    p.add_argument("--against", help="a git revision to compare this tree with (its mode: loop)")
+    p.add_argument("--modes", nargs="+", choices=["loop", "fused", "compiled"], default=["loop"])
+    p.add_argument("--idle", type=float, default=0.0, help="wait for this idle CPU fraction before each run")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
         return worker(args)
+    runs: dict[tuple[str, str], list[list[float]]] = {}  # (tree, model/batch/mode) -> measurements
     with tempfile.TemporaryDirectory() as tmp:
-        trees = {"after": ROOT}
-        if args.against:
-            trees = {"before": extract(args.against, Path(tmp)), **trees}
-        runs: dict[str, list[dict[str, float]]] = {label: [] for label in trees}
+        trees = {"after": ROOT, **({"before": extract(args.against, Path(tmp))} if args.against else {})}
+        jobs = [("before", "loop")] * bool(args.against) + [("after", mode) for mode in args.modes]
         for r in range(args.rounds):
-            labels = list(trees) if r % 2 == 0 else list(reversed(trees))
-            for label in labels:
-                runs[label].append(run_tree(trees[label], args))
-                print(f"round {r + 1}/{args.rounds} {label}: "
-                      + ", ".join(f"{k} {v:.0f}" for k, v in runs[label][-1].items()), file=sys.stderr, flush=True)
-    medians = {label: {k: statistics.median(run[k] for run in rs) for k in rs[0]} for label, rs in runs.items()}
+            for name in args.models:
+                for batch in args.batch:
+                    for label, mode in jobs if r % 2 == 0 else jobs[::-1]:
+                        key = f"{name}/{batch}/{mode}"
+                        runs.setdefault((label, key), []).append(run_one(trees[label], args, name, batch, mode))
+                        ips, extra = runs[label, key][-1]
+                        compiled = f" (compile {extra:.0f} s)" if mode == "compiled" else ""
+                        print(f"round {r + 1}/{args.rounds} {label} {key}: {ips:.0f}{compiled}", file=sys.stderr,
+                              flush=True)
+    median = {k: [statistics.median(m[i] for m in ms) for i in (0, 1)] for k, ms in runs.items()}
     print(f"\ntraining images/s, {args.threads} threads, median of {args.rounds} rounds "
           f"(each the median of {args.windows} epochs of {args.steps} batches)")
-    for key, after in medians["after"].items():
-        before = medians.get("before", {}).get(key)
+    for (label, key), (after, extra) in median.items():
+        if label != "after":
+            continue
+        before = median.get(("before", key.rsplit("/", 1)[0] + "/loop"), [None])[0]
         versus = f"{before:8.0f} → " if before else ""
         ratio = f"  ×{after / before:.2f}" if before else ""
-        print(f"{key:32s} {versus}{after:8.0f}{ratio}")
+        compiled = f"  (compile {extra:.0f} s)" if key.endswith("/compiled") else ""
+        print(f"{key:34s} {versus}{after:8.0f}{ratio}{compiled}")
 
 
 if __name__ == "__main__":
