@@ -25,7 +25,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from collections.abc import Callable
@@ -90,12 +89,11 @@ def worker(args: argparse.Namespace) -> None:
 
 def extract(revision: str, into: Path) -> Path:
     """The tree of ``revision`` of this repository, unpacked under ``into``."""
-    archive = into / "tree.tar"
-    with archive.open("wb") as f:
-        subprocess.run(["git", "-C", str(ROOT), "archive", revision], stdout=f, check=True)
-    with tarfile.open(archive) as tar:
-        tar.extractall(into / "tree", filter="data")
-    return into / "tree"
+    tree = into / "tree"
+    tree.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", revision], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    return tree
 
 
 def cpu_idle(seconds: float = 2.0) -> float:
