@@ -39,8 +39,10 @@ def test_dag_runs_to_completion_and_reports_every_model_and_seed(tmp_path):
     for label, model in (("Tiny VAE", "vae"), ("Wider VAE", "vae_wide")):
         nll = summary[summary["model"] == model]["nll"]
         row = next(line for line in table.splitlines() if line.startswith(f"| {label} |"))
-        assert "| 2 |" in row and f"{nll.mean():.2f} ± {nll.std():.2f}" in row, row
+        assert "| 2 (0, 1) |" in row and f"{nll.mean():.2f} ± {nll.std():.2f}" in row, row
     assert "86.76" in table  # the reported value beside the reproduced one
+    gap = next(line for line in table.splitlines() if line.startswith("| Tiny VAE − Wider VAE |"))
+    assert "| 2 (0, 1) |" in gap  # the paired comparison, first study model against the other
     check = table.split("### Convergence of the estimate in K")[1]
     assert check.count("| 1 | 20 |") == 2 and "| 60 |" in check  # both models, check seed only
     assert (tmp_path / "reports" / "tables.tex").read_text().count(r"\toprule") >= 2
@@ -70,7 +72,7 @@ def test_paper_config_dry_run_lists_the_full_paper_study(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     cfg = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
     models, out = cfg["study"]["models"], result.stdout
-    assert len(models) == 7 and cfg["seeds"] == [0, 1, 2]
+    assert len(models) == 8 and cfg["seeds"] == [0, 1, 2]  # Table 1's seven, and the DLGM variant
     for step in ("train", "evaluate", "speed"):
         assert re.search(rf"^{step}\s+{len(models) * 3}$", out, re.M), out[-2000:]
     for model in models:

@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 
@@ -34,6 +35,11 @@ def write_json(path: Path, data: Any) -> None:
     """Write ``data`` as indented JSON, atomically; non-finite floats are refused."""
     text = json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n"
     _atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def write_array(path: Path, array: np.ndarray) -> None:
+    """Write ``array`` as a ``.npy`` file, atomically (read it back with ``np.load(..., allow_pickle=False)``)."""
+    _atomic_write(path, lambda f: np.save(f, np.asarray(array), allow_pickle=False))
 
 
 def write_text(path: Path, text: str) -> None:

@@ -35,23 +35,14 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from srvae.distributions import (
-    bernoulli_log_prob,
-    gaussian_kl,
-    gaussian_log_prob,
-    reparameterise,
-)
+from srvae.distributions import bernoulli_log_prob, gaussian_kl, gaussian_log_prob, reparameterise
 from srvae.flows.base import Bijector
 from srvae.models import LatentVariableModel, Scores
 from srvae.nets.mlp import Activation, PositiveInt, Widths, mlp, mlp_out_dim
 
 from .bijector import AffineRankOneBijector
 from .partition import BlockPartition
-from .stochastic_layers import (
-    AmortisedGaussian,
-    ResidualBernoulli,
-    ResidualGaussianPosterior,
-)
+from .stochastic_layers import AmortisedGaussian, ResidualBernoulli, ResidualGaussianPosterior
 
 
 @dataclass(frozen=True)

@@ -88,9 +88,24 @@ class TrainSettings(Settings):
     kl_warmup_epochs: NonNegativeInt = Field(0, description="KL weight rises linearly from 0 to 1 over these epochs")
     grad_clip: PositiveFloat | None = Field(None, description="cap on the global gradient norm (Ladder VAE: 4)")
     iw_samples: PositiveInt = Field(1, description="> 1: train on the importance-weighted bound with this many samples")
+    lr_schedule: Literal["constant", "exponential", "burda"] = Field(
+        "constant", description="constant; exponential: lr × lr_decay^epoch; burda: Burda et al.'s stages, "
+        "lr × 10^(−i/7) for 3^i epochs, i = 0..7 (3,280 epochs in all)")
+    lr_decay: Annotated[float, Field(gt=0, le=1)] = Field(1.0, description="exponential: the per-epoch factor")
+    finetune_epochs: NonNegativeInt = Field(0, description="epochs of fine-tuning after the main schedule, at "
+                                            "lr × finetune_lr_factor (Sønderby et al.'s fine-tuning; recipe unpublished)")
+    finetune_lr_factor: PositiveFloat = Field(0.1, description="fine-tuning learning rate as a fraction of lr")
+    selection: Literal["elbo", "iw"] = Field("elbo", description="model selection on the validation ELBO "
+                                             "(one sample) or on its importance-weighted bound with selection_k samples")
+    selection_k: PositiveInt = Field(100, description="importance samples of the validation bound (selection: iw)")
     checkpoint_every: PositiveInt = Field(5, description="epochs between resumable checkpoints")
     log_every: PositiveInt = Field(1, description="epochs between log lines when not attached to a terminal")
     eval_batch_size: PositiveInt = Field(1000, description="batch size of the validation ELBO")
+
+    @property
+    def total_epochs(self) -> int:
+        """The main schedule's epochs and the fine-tuning epochs."""
+        return self.epochs + self.finetune_epochs
 
 
 class EvaluateSettings(Settings):
@@ -118,6 +133,9 @@ class ReportSettings(Settings):
     reported_file: str = Field("workflow/reported.yaml", description="published numbers with their sources, "
                                "relative to the working directory")
     decimals: NonNegativeInt = Field(2, description="decimals of NLL, ELBO and Δ")
+    comparisons: list[tuple[str, str]] | None = Field(
+        None, description="pairs [A, B] of study models whose paired test-NLL gap A − B is reported with its "
+        "standard error; null: the first study model against each of the others")
 
 
 class Split(Settings):
@@ -217,7 +235,19 @@ class StudyConfig(Settings):
                     raise ValueError(f"study.{kind}: {name!r} is not defined under {kind}:"
                                      + (f" (did you mean {hint[0]!r}?)" if hint else "")
                                      + f"; defined: {', '.join(defined)}")
+        for pair in self.report.comparisons or ():
+            unknown = [name for name in pair if name not in self.study.models]
+            if unknown or pair[0] == pair[1]:
+                raise ValueError(f"report.comparisons: {list(pair)} must name two different models of "
+                                 f"study.models ({', '.join(self.study.models)})")
         return self
+
+    def comparisons(self) -> list[tuple[str, str]]:
+        """The pairs of models whose paired gap the report shows (default: the first model against the others)."""
+        if self.report.comparisons is not None:
+            return list(self.report.comparisons)
+        first, *others = self.study.models
+        return [(first, other) for other in others]
 
     def train_settings(self, model: str) -> TrainSettings:
         """Global ``train:`` settings overridden by the model's own ``train:`` entry."""

@@ -36,7 +36,7 @@ import pandas as pd
 
 from srvae.infra.atomic_io import write_text
 
-from .aggregate import CURVES_FILE, KL_FILE, SUMMARY_FILE
+from .aggregate import COMPARISONS_FILE, CURVES_FILE, KL_FILE, SUMMARY_FILE
 from .config import ReportSettings
 from .provenance import git_commit, machine_info
 from .reported import check_reported_ids, load_reported
@@ -92,10 +92,6 @@ def _significant(x: float) -> int:
     return max(0, 2 - math.floor(math.log10(abs(x)))) if x else 0
 
 
-def _mean(values: pd.Series, m: Markup) -> str:
-    return _num(values.mean(), _significant(values.mean()), m)
-
-
 def _mean_sd(values: pd.Series, m: Markup, decimals: int | None = None) -> str:
     """``mean ± sd`` over seeds (sd with ddof = 1, missing for one seed); 3 significant figures by default."""
     mean, sd = values.mean(), values.std(ddof=1)
@@ -105,26 +101,62 @@ def _mean_sd(values: pd.Series, m: Markup, decimals: int | None = None) -> str:
 
 # --- tables --------------------------------------------------------------------------------------
 
-def _nll_rows(runs: pd.DataFrame, models: dict, reported: dict, decimals: int, m: Markup) -> list[dict]:
-    """One row per model (config order): NLL mean ± sd over seeds against the paper's number."""
+def protocol_text(protocol: dict) -> str:
+    """How a published number was estimated, in a few words: ``K = 5000, dynamic``."""
+    k = "K unknown" if protocol["k"] is None else f"K = {protocol['k']:,}"
+    return f"{k}, {protocol['binarisation'] or 'binarisation unknown'}"
+
+
+def same_protocol(protocol: dict, k: int, full_mnist: bool) -> bool:
+    """Whether a published number was estimated as this study estimates its own: same K, dynamic
+    binarisation, and the study runs on the full MNIST split (otherwise Δ would compare different things)."""
+    return full_mnist and protocol["k"] == k and protocol["binarisation"] == "dynamic"
+
+
+def _nll_rows(runs: pd.DataFrame, models: dict, reported: dict, k: int, full_mnist: bool, decimals: int,
+              m: Markup) -> list[dict]:
+    """One row per model (config order): NLL mean ± sd over seeds against the published number.
+
+    ``se``: the standard error of the seed-averaged NLL from the finite test set, the mean of the runs' own
+    standard errors (every seed scores the same images, so their errors do not average out). Δ only where the
+    published number used this study's protocol (:func:`same_protocol`).
+    """
     groups = {name: runs[runs["model"] == name] for name in models}
     best = min(round(g["nll"].mean(), decimals) for g in groups.values())
     rows = []
     for name, g in groups.items():
         nll = g["nll"].mean()
         rid = models[name]["reported"]
-        paper_nll = -reported[rid]["log_px"] if rid else None
         cell = _mean_sd(g["nll"], m, decimals)
-        rows.append({
+        row = {
             "label": m.escape(models[name]["label"]),
-            "seeds": str(len(g)),
+            "seeds": f"{len(g)} ({', '.join(str(s) for s in sorted(g['seed']))})",
             "nll": m.bold(cell) if round(nll, decimals) == best else cell,
-            "reported": m.missing if rid is None else _num(paper_nll, decimals, m),
-            "delta": m.missing if rid is None else _num(nll - paper_nll, decimals, m, signed=True),
+            "se": _num(g["nll_sem"].mean(), decimals, m),
+            "reported": m.missing, "protocol": m.missing, "delta": m.missing,
             "elbo": _mean_sd(g["elbo"], m, decimals),
             "params": f"{int(g['num_parameters'].iloc[0]):,}",
-            "train_seconds": _mean(g["train_seconds"], m),
-            "samples_per_s": _mean(g["samples_per_s"], m),
+        }
+        if rid:
+            paper_nll, protocol = -reported[rid]["log_px"], reported[rid]["protocol"]
+            row |= {"reported": _num(paper_nll, decimals, m), "protocol": m.escape(protocol_text(protocol))}
+            if same_protocol(protocol, k, full_mnist):
+                row["delta"] = _num(nll - paper_nll, decimals, m, signed=True)
+        rows.append(row)
+    return rows
+
+
+def _comparison_rows(comparisons: pd.DataFrame, models: dict, decimals: int, m: Markup) -> list[dict]:
+    """One row per requested pair: the paired gap ``NLL_A − NLL_B`` ± its standard error, and its p-value."""
+    rows = []
+    for _, c in comparisons.iterrows():
+        seeds = str(c["seeds"]).split()
+        rows.append({
+            "pair": m.escape(f"{models[c['model_a']]['label']} − {models[c['model_b']]['label']}"),
+            "delta": _num(c["delta_nll"], decimals, m, signed=True) + m.pm + _num(c["se"], decimals, m),
+            "seeds": f"{len(seeds)} ({', '.join(seeds)})",
+            "p_value": "< 0.001" if c["p_value"] < 0.001 else f"{c['p_value']:.3f}",
+            "significant": ("yes" if c["significant"] else "no") + (" (one seed)" if len(seeds) == 1 else ""),
         })
     return rows
 
@@ -161,10 +193,16 @@ def _k_check_rows(runs: pd.DataFrame, models: dict, decimals: int, m: Markup) ->
 
 
 def _reported_rows(models: dict, reported: dict, m: Markup) -> list[dict]:
-    return [{"label": m.escape(spec["label"]), "id": m.escape(spec["reported"]),
-             **{k: m.escape(reported[spec["reported"]].get(k, "")) for k in ("model", "details",
-                                                                            "source", "note")}}
-            for spec in models.values() if spec["reported"]]
+    rows = []
+    for spec in models.values():
+        if spec["reported"]:
+            entry = reported[spec["reported"]]
+            protocol = protocol_text(entry["protocol"]) + (f" ({entry['protocol']['note']})"
+                                                           if entry["protocol"].get("note") else "")
+            rows.append({"label": m.escape(spec["label"]), "id": m.escape(spec["reported"]),
+                         "protocol": m.escape(protocol),
+                         **{k: m.escape(entry.get(k, "")) for k in ("model", "details", "source", "note")}})
+    return rows
 
 
 # --- checks --------------------------------------------------------------------------------------
@@ -193,9 +231,14 @@ def _check(summary: pd.DataFrame, study: dict) -> None:
                           f"rerun their evaluation")
 
 
+def is_full_mnist(split: dict) -> bool:
+    """Whether a split is the paper's data: all 60,000 training digits (train + validation) and the 10,000 test."""
+    return (split["train"] + split["valid"], split["test"]) == (PAPER_TRAIN_DIGITS, PAPER_TEST_DIGITS)
+
+
 def _setting_warnings(split: dict, device_kinds: list[str]) -> list[str]:
     n_train, n_test = split["train"] + split["valid"], split["test"]
-    if (n_train, n_test) == (PAPER_TRAIN_DIGITS, PAPER_TEST_DIGITS):
+    if is_full_mnist(split):
         return []
     return [f"This is a {n_train + n_test:,}-digit {'/'.join(device_kinds)} study, not the paper's "
             f"setting (MNIST: {PAPER_TRAIN_DIGITS:,} training and {PAPER_TEST_DIGITS:,} test digits): "
@@ -222,8 +265,8 @@ def _general_facts(summary: pd.DataFrame, study: dict) -> dict[str, str]:
     }
 
 
-def _dataset_section(runs: pd.DataFrame, name: str, ds: dict, models: dict, reported: dict,
-                     decimals: int, m: Markup) -> dict:
+def _dataset_section(runs: pd.DataFrame, comparisons: pd.DataFrame, name: str, ds: dict, models: dict,
+                     reported: dict, k: int, decimals: int, m: Markup) -> dict:
     """One dataset's description, warning and tables."""
     kinds = sorted({DEVICE_KIND.get(d, d) for d in runs["device"]})
     split = ds["split"]
@@ -234,7 +277,8 @@ def _dataset_section(runs: pd.DataFrame, name: str, ds: dict, models: dict, repo
     return {"title": m.escape(ds["name"]), "key": m.escape(name),
             "warnings": [m.escape(w) for w in _setting_warnings(split, kinds)],
             "facts": _items(facts, m),
-            "nll_rows": _nll_rows(runs, models, reported, decimals, m),
+            "nll_rows": _nll_rows(runs, models, reported, k, is_full_mnist(split), decimals, m),
+            "comparison_rows": _comparison_rows(comparisons, models, decimals, m),
             "speed_rows": _speed_rows(runs, models, m),
             "k_check_rows": _k_check_rows(runs, models, decimals, m)}
 
@@ -254,9 +298,7 @@ def _environments(templates_dir: Path) -> tuple[jinja2.Environment, jinja2.Envir
 
 def _figures(summary, curves, kl, dataset: str, labels: dict, fig_dir: Path) -> list[dict]:
     """Draw one dataset's figures; their titles and paths relative to the report."""
-    from . import (
-        figures,  # seaborn takes seconds to import: only the report step pays for it
-    )
+    from . import figures  # seaborn takes seconds to import: only the report step pays for it
 
     colours = figures.palette(list(labels.values()))
     rows = {name: df[df["dataset"] == dataset].assign(label=lambda d: d["model"].map(labels))
@@ -285,7 +327,8 @@ def render_report(results_dir: Path, settings: ReportSettings, study: dict, out_
     The reported numbers come from ``settings.reported_file`` (relative to the working directory).
     """
     results_dir, out_dir = Path(results_dir), Path(out_dir)
-    summary, curves, kl = (pd.read_csv(results_dir / f) for f in (SUMMARY_FILE, CURVES_FILE, KL_FILE))
+    summary, curves, kl, comparisons = (pd.read_csv(results_dir / f)
+                                        for f in (SUMMARY_FILE, CURVES_FILE, KL_FILE, COMPARISONS_FILE))
     _check(summary, study)
     models, decimals = study["models"], settings.decimals
     reported_file = Path(settings.reported_file)
@@ -299,8 +342,9 @@ def render_report(results_dir: Path, settings: ReportSettings, study: dict, out_
     general = _general_facts(summary, study)
 
     def context(m: Markup) -> dict:
-        sections = [_dataset_section(summary[summary["dataset"] == name], name, ds, models, reported,
-                                     decimals, m) | {"figures": figs[name]}
+        sections = [_dataset_section(summary[summary["dataset"] == name],
+                                     comparisons[comparisons["dataset"] == name], name, ds, models, reported,
+                                     study["k"], decimals, m) | {"figures": figs[name]}
                     for name, ds in study["datasets"].items()]
         return {**{k: m.escape(v) for k, v in meta.items()}, "settings": _items(general, m),
                 "datasets": sections, "reported": _reported_rows(models, reported, m)}

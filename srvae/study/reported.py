@@ -3,7 +3,8 @@ config's ``report.reported_file``).
 
 Transcribed from Apostolopoulou et al. 2020 (arXiv:2007.05166, Tables 1-3) and the reference points
 it quotes from Burda et al. 2016. Each entry: ``table``, ``model``, ``details``, ``log_px`` (as
-printed; the report shows NLL = -log_px), ``source`` and an optional ``note``.
+printed; the report shows NLL = -log_px), ``source``, ``protocol`` (``k``: importance samples of the
+estimate or null; ``binarisation``: dynamic, static or null; an optional ``note``) and an optional ``note``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import Iterable
 
 import yaml
 
-REPORTED_FIELDS = ("table", "model", "details", "log_px", "source")
+REPORTED_FIELDS = ("table", "model", "details", "log_px", "source", "protocol")
+BINARISATIONS = ("dynamic", "static", None)
 
 
 class ReportedValueError(ValueError):
@@ -33,6 +35,12 @@ def load_reported(path: Path) -> dict[str, dict]:
         if not isinstance(entry["log_px"], (int, float)) or not math.isfinite(entry["log_px"]):
             raise ReportedValueError(f"{path}: entry {rid!r} has log_px {entry['log_px']!r}, "
                                      f"not a finite number")
+        protocol = entry["protocol"]
+        if (not isinstance(protocol, dict) or not {"k", "binarisation"} <= set(protocol)
+                or not (protocol["k"] is None or isinstance(protocol["k"], int))
+                or protocol["binarisation"] not in BINARISATIONS):
+            raise ReportedValueError(f"{path}: entry {rid!r} needs protocol: {{k: <int or null>, binarisation: "
+                                     f"dynamic | static | null}}, got {protocol!r}")
     return entries
 
 

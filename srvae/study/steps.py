@@ -5,7 +5,8 @@ A run's steps read and write only its run directory ``<results>/<dataset>/<model
 
 - ``train``: ``model.pt`` (best-on-validation weights and how to rebuild the model), ``metrics.csv``
   (per epoch), ``train.json``; ``checkpoint.pt`` while training (resume point), removed at the end;
-- ``evaluate``: ``eval.json`` (test IW-NLL with K samples, test ELBO, KL per stochastic layer);
+- ``evaluate``: ``eval.json`` (test IW-NLL with K samples, test ELBO, KL per stochastic layer) and
+  ``log_px.npy`` (every test image's ``log p̂_K(x)``, for paired comparisons between models);
 - ``speed``: ``speed.json`` (sampling speed).
 
 Every file is written atomically, the JSON/CSV only after the step succeeded. ``aggregate`` collects every
@@ -23,12 +24,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from srvae.infra.atomic_io import (
-    load_checkpoint,
-    save_checkpoint,
-    write_json,
-    write_text,
-)
+from srvae.infra.atomic_io import load_checkpoint, save_checkpoint, write_array, write_json, write_text
 from srvae.infra.devices import device_name
 from srvae.models import LatentVariableModel
 from srvae.models.registry import build_model
@@ -45,19 +41,19 @@ from .train import train
 OFFICIAL_MNIST = {"train_pool": 60_000, "test": 10_000}
 
 
-def pick_device(cfg: StudyConfig) -> torch.device:
+def pick_device(cfg: StudyConfig, allow_tf32: bool) -> torch.device:
     """``device: auto`` → CUDA when available, else CPU; ``cuda`` without a GPU is an error.
 
-    On CUDA, ``tf32: true`` lets float32 matrix products use TensorFloat-32 (about 10 bits of mantissa
-    in the products, float32 accumulation): several times faster on Ampere/Hopper, and the test NLL
-    agrees with full float32 to well within 0.01 nats (``tests/study/test_fast_path.py``).
+    ``allow_tf32`` lets float32 matrix products on CUDA use TensorFloat-32 (about 10 bits of mantissa in the
+    products, float32 accumulation): several times faster on Ampere/Hopper. Training and sampling follow
+    the config's ``tf32``; the evaluation of the reported NLL always runs in full float32.
     """
     setting = cfg.device
     if setting == "cuda" and not torch.cuda.is_available():
         raise ConfigError("config asks for device: cuda but no CUDA device is visible; use device: auto or cpu")
     if setting == "auto":
         setting = "cuda" if torch.cuda.is_available() else "cpu"
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = allow_tf32
     return torch.device(setting)
 
 
@@ -68,7 +64,7 @@ def _load_data(cfg: StudyConfig, dataset: str, device: torch.device) -> Binarise
 def train_run(cfg: StudyConfig, dataset: str, model: str, seed: int) -> Path:
     """Train one (dataset, model, seed) and write its run directory."""
     out = cfg.run_dir(dataset, model, seed)
-    device = pick_device(cfg)
+    device = pick_device(cfg, allow_tf32=cfg.tf32)
     data = _load_data(cfg, dataset, device)
     entry = cfg.models[model]
     settings = cfg.train_settings(model)
@@ -88,7 +84,8 @@ def train_run(cfg: StudyConfig, dataset: str, model: str, seed: int) -> Path:
         "train_seconds": result["train_seconds"],
         "seconds_per_epoch": result["train_seconds"] / epochs,
         "train_images_per_s": len(data.train) * epochs / result["train_seconds"],
-        "device": device.type, "device_name": device_name(device),
+        "device": device.type, "device_name": device_name(device), "tf32": cfg.tf32 and device.type == "cuda",
+        "selection": result["selection"],
         "hyperparameters": dataclasses.asdict(net.cfg), "train_settings": settings.model_dump(),
     })
     (out / "checkpoint.pt").unlink(missing_ok=True)
@@ -106,7 +103,7 @@ def load_trained(run: Path, device: torch.device) -> LatentVariableModel:
 def evaluate_run(cfg: StudyConfig, dataset: str, model: str, seed: int) -> dict[str, Any]:
     """Test-set IW-NLL (K from the config), test ELBO and KL per layer of a trained run."""
     out = cfg.run_dir(dataset, model, seed)
-    device = pick_device(cfg)
+    device = pick_device(cfg, allow_tf32=False)  # the reported NLL: full float32
     net = load_trained(out, device)
     data = _load_data(cfg, dataset, device)
     ev = cfg.evaluate
@@ -125,6 +122,7 @@ def evaluate_run(cfg: StudyConfig, dataset: str, model: str, seed: int) -> dict[
         "k": ev.k, "n_test": len(data.test), "kl_per_layer": mean_kl_per_layer(net, data.test),
         "eval_seconds": seconds, "device_name": device_name(device),
     }
+    write_array(out / "log_px.npy", estimate.log_px.double().numpy())
     write_json(out / "eval.json", result)
     return result
 
@@ -132,7 +130,7 @@ def evaluate_run(cfg: StudyConfig, dataset: str, model: str, seed: int) -> dict[
 def speed_run(cfg: StudyConfig, dataset: str, model: str, seed: int) -> dict[str, Any]:
     """Sampling speed of a trained run."""
     out = cfg.run_dir(dataset, model, seed)
-    net = load_trained(out, pick_device(cfg))
+    net = load_trained(out, pick_device(cfg, allow_tf32=cfg.tf32))
     sp = cfg.speed
     torch.manual_seed(seed)
     result = sampling_speed(net, sp.n_samples, sp.repeats, sp.warmup)
@@ -174,7 +172,7 @@ def describe(cfg: StudyConfig) -> dict[str, Any]:
 
 def aggregate_study(cfg: StudyConfig) -> None:
     """Collect every run of the study into ``<results>/summary.csv``, ``curves.csv``, ``kl_per_layer.csv``."""
-    aggregate([cfg.run_dir(*run) for run in cfg.runs()], Path(cfg.results_dir))
+    aggregate([cfg.run_dir(*run) for run in cfg.runs()], Path(cfg.results_dir), cfg.comparisons())
 
 
 def report_study(cfg: StudyConfig) -> None:

@@ -1,7 +1,9 @@
 """The training loop, written once for every model: Adam on the single-sample ELBO (optionally the
-importance-weighted bound of Burda et al. 2016), linear KL warm-up, dynamic binarisation every epoch,
-model selection on the validation ELBO, and periodic atomic checkpoints from which an interrupted run
-resumes exactly where it stopped (same weights, optimiser state and random streams).
+importance-weighted bound of Burda et al. 2016), linear KL warm-up, a learning-rate schedule (constant,
+exponential, or Burda et al.'s stages) with an optional fine-tuning phase, dynamic binarisation every epoch,
+model selection on the validation ELBO or its importance-weighted bound, and periodic atomic checkpoints
+from which an interrupted run resumes exactly where it stopped (same weights, optimiser state and random
+streams).
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ from srvae.models import LatentVariableModel, training_mode
 
 from .config import TrainSettings
 from .datasets import BinarisedData
+from .evaluate import iw_log_likelihood
+
+#: Burda et al. (2016): stage i = 0..7 lasts 3^i epochs at lr × 10^(−i/7)
+BURDA_STAGES = 8
 
 
 class TrainingDivergedError(RuntimeError):
@@ -33,6 +39,21 @@ class TrainingDivergedError(RuntimeError):
 def kl_weight(epoch: int, warmup_epochs: int) -> float:
     """Deterministic warm-up β for (0-based) ``epoch``: linear from 0 to 1 over ``warmup_epochs``."""
     return 1.0 if warmup_epochs <= 0 else min(1.0, epoch / warmup_epochs)
+
+
+def learning_rate(epoch: int, settings: TrainSettings) -> float:
+    """The learning rate of (0-based) ``epoch`` under ``settings``' schedule and fine-tuning phase."""
+    if epoch >= settings.epochs:  # fine-tuning: continued training at a lower rate
+        return settings.lr * settings.finetune_lr_factor
+    if settings.lr_schedule == "exponential":
+        return settings.lr * settings.lr_decay**epoch
+    if settings.lr_schedule == "burda":
+        stage, end = 0, 1
+        while epoch >= end and stage < BURDA_STAGES - 1:  # stage i ends after 3^0 + … + 3^i epochs
+            stage += 1
+            end += 3**stage
+        return settings.lr * 10 ** (-stage / 7)
+    return settings.lr
 
 
 def objective(model: LatentVariableModel, x: Tensor, beta: float, iw_samples: int) -> Tensor:
@@ -55,6 +76,19 @@ def mean_elbo(model: LatentVariableModel, x: Tensor, batch_size: int) -> float:
     with training_mode(model, False):
         total = sum(model.elbo_terms(xb).elbo.sum() for xb in x.split(batch_size))
     return float(total) / len(x)
+
+
+def validate(model: LatentVariableModel, x: Tensor, settings: TrainSettings) -> dict[str, float]:
+    """The validation metrics of one epoch: the ELBO, and with ``selection: iw`` the K-sample bound too.
+
+    The importance-weighted bound draws K samples for ``eval_batch_size // K`` examples at a time, so that it
+    needs no more memory than the ELBO pass.
+    """
+    metrics = {"valid_elbo": mean_elbo(model, x, settings.eval_batch_size)}
+    if settings.selection == "iw":
+        k = settings.selection_k
+        metrics["valid_iw"] = -iw_log_likelihood(model, x, k, k, max(1, settings.eval_batch_size // k)).nll
+    return metrics
 
 
 def train_epoch(
@@ -86,7 +120,7 @@ class Progress:
     epoch: int = 0  # epochs completed
     metrics: list[dict[str, float]] = field(default_factory=list)
     elapsed: float = 0.0  # training seconds so far
-    best: dict[str, Any] = field(default_factory=lambda: {"elbo": -math.inf, "epoch": -1, "state": None})
+    best: dict[str, Any] = field(default_factory=lambda: {"value": -math.inf, "epoch": -1, "state": None})
 
 
 def _rng_state(generator: torch.Generator) -> dict[str, Tensor]:
@@ -145,7 +179,7 @@ def train(
     """Train ``model`` on ``data`` (already on the model's device) and load the best-on-validation weights.
 
     Resumes from ``checkpoint_path`` when it holds a checkpoint of this very run (same settings and seed).
-    Returns ``{"metrics": [per-epoch dicts], "best_epoch", "train_seconds"}``.
+    Returns ``{"metrics": [per-epoch dicts], "best_epoch", "train_seconds", "selection"}``.
     """
     device = model.device
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -156,10 +190,15 @@ def train(
 
     n = len(data.train)
     interactive = sys.stderr.isatty()
-    epochs = tqdm(range(progress.epoch, settings.epochs), desc=name, disable=not interactive,
-                  initial=progress.epoch, total=settings.epochs)
+    selected = "valid_iw" if settings.selection == "iw" else "valid_elbo"
+    total_epochs = settings.total_epochs
+    epochs = tqdm(range(progress.epoch, total_epochs), desc=name, disable=not interactive,
+                  initial=progress.epoch, total=total_epochs)
     for epoch in epochs:
         t0 = time.perf_counter()
+        lr = learning_rate(epoch, settings)
+        for group in optimiser.param_groups:
+            group["lr"] = lr
         beta = kl_weight(epoch, settings.kl_warmup_epochs)
         x_epoch = data.binarised_train(generator)
         order = torch.randperm(n, generator=generator, device=device)
@@ -169,20 +208,22 @@ def train(
                 f"{name}, seed {seed}: training objective is {train_objective} at epoch {epoch + 1}. "
                 f"Lower train.lr, set train.grad_clip or a KL warm-up for this model, then rerun."
             )
-        valid = mean_elbo(model, data.valid, settings.eval_batch_size)
+        valid = validate(model, data.valid, settings)
         progress.elapsed += time.perf_counter() - t0
         progress.epoch = epoch + 1
-        if valid > progress.best["elbo"]:
-            progress.best = {"elbo": valid, "epoch": epoch + 1, "state": copy.deepcopy(model.state_dict())}
-        progress.metrics.append({"epoch": epoch + 1, "train_elbo": train_objective, "valid_elbo": valid,
-                                 "beta": beta, "seconds": progress.elapsed})
-        message = f"epoch {epoch + 1}/{settings.epochs} train {train_objective:.2f} valid elbo {valid:.2f}"
+        if valid[selected] > progress.best["value"]:
+            progress.best = {"value": valid[selected], "epoch": epoch + 1, "state": copy.deepcopy(model.state_dict())}
+        progress.metrics.append({"epoch": epoch + 1, "train_elbo": train_objective, **valid,
+                                 "beta": beta, "lr": lr, "seconds": progress.elapsed})
+        message = (f"epoch {epoch + 1}/{total_epochs} train {train_objective:.2f} "
+                   + " ".join(f"{key.replace('_', ' ')} {value:.2f}" for key, value in valid.items()))
         if interactive:
             epochs.set_postfix_str(message.split(" ", 2)[2])
-        elif (epoch + 1) % settings.log_every == 0 or epoch + 1 == settings.epochs:
+        elif (epoch + 1) % settings.log_every == 0 or epoch + 1 == total_epochs:
             log(f"{name}: {message} ({progress.elapsed:.1f} s)")
-        if (epoch + 1) % settings.checkpoint_every == 0 and epoch + 1 < settings.epochs:
+        if (epoch + 1) % settings.checkpoint_every == 0 and epoch + 1 < total_epochs:
             save_training_checkpoint(checkpoint_path, fingerprint, progress, model, optimiser, generator)
     if progress.best["state"] is not None:
         model.load_state_dict(progress.best["state"])
-    return {"metrics": progress.metrics, "best_epoch": progress.best["epoch"], "train_seconds": progress.elapsed}
+    return {"metrics": progress.metrics, "best_epoch": progress.best["epoch"], "train_seconds": progress.elapsed,
+            "selection": {"metric": selected, "k": settings.selection_k if settings.selection == "iw" else 1}}

@@ -5,11 +5,7 @@ import torch
 
 from srvae.distributions import SCALE_FLOOR, inverse_positive, positive
 from srvae.nets.mlp import ConditionalMLP
-from srvae.sere.stochastic_layers import (
-    AmortisedGaussian,
-    ResidualBernoulli,
-    ResidualGaussianPosterior,
-)
+from srvae.sere.stochastic_layers import AmortisedGaussian, ResidualBernoulli, ResidualGaussianPosterior
 
 K, B, N, H = 3, 4, 5, 6
 

@@ -11,13 +11,7 @@ import pytest
 
 from srvae.study.aggregate import RunResultError, aggregate
 from srvae.study.config import ReportSettings
-from srvae.study.report import (
-    MARKDOWN,
-    ReportError,
-    _mean_sd,
-    _setting_warnings,
-    render_report,
-)
+from srvae.study.report import MARKDOWN, ReportError, _mean_sd, _setting_warnings, render_report
 from srvae.study.reported import ReportedValueError, check_reported_ids, load_reported
 
 from ..conftest import REPO
@@ -43,9 +37,16 @@ STUDY = {
 }
 
 
+#: every image's difficulty, common to all models and seeds (the same test images), with mean zero
+DIFFICULTY = np.random.default_rng(42).normal(0.0, 10.0, 500)
+DIFFICULTY -= DIFFICULTY.mean()
+
+
 def _write_run(root, dataset, model, seed, layers, nll):
     run = root / dataset / model / f"seed{seed}"
     run.mkdir(parents=True)
+    noise = np.random.default_rng(seed).normal(0.0, 1.0, len(DIFFICULTY))
+    np.save(run / "log_px.npy", -(nll + DIFFICULTY + noise - noise.mean()))  # its mean is -nll
     train = {"dataset": dataset, "model": model, "class": model, "seed": seed,
              "num_parameters": 1000 * layers + 7, "epochs": EPOCHS, "best_epoch": EPOCHS,
              "train_seconds": 10.0 + seed, "seconds_per_epoch": (10.0 + seed) / EPOCHS,
@@ -79,7 +80,7 @@ def runs(tmp_path_factory):
 @pytest.fixture(scope="module")
 def report(runs, tmp_path_factory):
     results, dirs, _ = runs
-    aggregate(dirs, results)
+    aggregate(dirs, results, pairs=[("sere_vae", "vae")])
     out = tmp_path_factory.mktemp("reports")
     render_report(results, ReportSettings(title="Test study", reported_file=str(REPORTED_FILE)), STUDY, out)
     return out
@@ -96,7 +97,7 @@ def test_aggregate_writes_one_row_per_run_epoch_and_layer(runs, report):
     assert len(kl) == len(SEEDS) * sum(layers for _, _, layers, _ in MODELS.values())
 
 
-def test_markdown_table_has_mean_sd_reported_and_delta(runs, report):
+def test_markdown_table_has_mean_sd_se_and_reported_without_delta_off_protocol(runs, report):
     _, _, nlls = runs
     text = (report / "tables.md").read_text()
     reported = load_reported(REPORTED_FILE)
@@ -105,11 +106,38 @@ def test_markdown_table_has_mean_sd_reported_and_delta(runs, report):
         mean, sd = nlls[name].mean(), nlls[name].std(ddof=1)
         paper = -reported[rid]["log_px"]
         cell = f"{mean:.2f} ± {sd:.2f}"
-        row = next(line for line in text.splitlines() if line.startswith(f"| {label} | 3 |"))
+        row = next(line for line in text.splitlines() if line.startswith(f"| {label} | 3 (0, 1, 2) |"))
         assert (f"**{cell}**" if name == best else f"| {cell} |") in row
-        assert f"| {paper:.2f} | {mean - paper:+.2f} |" in row
+        assert f"| {cell} | 0.30 |" in row or f"| **{cell}** | 0.30 |" in row  # the runs' test-set SE
+        k = reported[rid]["protocol"]["k"]
+        assert f"| {paper:.2f} | K = {k:,}, dynamic | — |" in row  # 5,000 digits: no Δ against the paper
     assert "not the paper's setting" in text and "5,000-digit CPU study" in text
     assert "figures/mnist5k_kl_per_layer.png" in text
+
+
+def test_delta_only_where_the_published_protocol_is_the_studys(runs, tmp_path):
+    results, _, nlls = runs
+    full = {**STUDY, "datasets": {"mnist5k": {**STUDY["datasets"]["mnist5k"],
+                                              "split": {"train": 59_600, "valid": 400, "test": 10_000}}}}
+    render_report(results, ReportSettings(reported_file=str(REPORTED_FILE)), full, tmp_path)
+    text = (tmp_path / "tables.md").read_text()
+    sere, vae = (next(line for line in text.splitlines() if line.startswith(f"| {MODELS[m][0]} |"))
+                 for m in ("sere_vae", "vae"))
+    assert f"| 81.17 | K = 1,000, dynamic | {nlls['sere_vae'].mean() - 81.17:+.2f} |" in sere  # K = 1000: Δ
+    assert "| 86.76 | K = 5,000, dynamic | — |" in vae  # Burda et al.'s K = 5000: no Δ
+
+
+def test_paired_comparison_is_reported_with_its_standard_error(runs, report):
+    results, _, nlls = runs
+    comparisons = pd.read_csv(results / "comparisons.csv")
+    assert len(comparisons) == 1
+    c = comparisons.iloc[0]
+    assert (c["model_a"], c["model_b"], c["seeds"], c["images"]) == ("sere_vae", "vae", "0 1 2", 500)
+    assert c["delta_nll"] == pytest.approx(nlls["sere_vae"].mean() - nlls["vae"].mean())
+    assert 0 < c["se"] < 1 and c["significant"]  # about 3 nats apart, seeds spread by 0.5
+    text = (report / "tables.md").read_text()
+    row = next(line for line in text.splitlines() if " − Mean-field VAE |" in line)
+    assert f"| {c['delta_nll']:+.2f} ± {c['se']:.2f} | 3 (0, 1, 2) |" in row and row.endswith("| yes |")
 
 
 def test_latex_uses_booktabs_and_escapes_names(report):

@@ -3,11 +3,15 @@
 
 rule aggregate:
     input:
-        [f"{run}/{name}" for run in RUN_DIRS for name in ("train.json", "metrics.csv", "eval.json", "speed.json")],
+        [f"{run}/{name}" for run in RUN_DIRS
+         for name in ("train.json", "metrics.csv", "eval.json", "log_px.npy", "speed.json")],
     output:
         f"{RESULTS}/summary.csv",
         f"{RESULTS}/curves.csv",
         f"{RESULTS}/kl_per_layer.csv",
+        f"{RESULTS}/comparisons.csv",
+    params:
+        pairs=json.dumps(CFG.comparisons()),  # a change of the compared pairs re-aggregates, reruns nothing
     log:
         "logs/aggregate.log",
     shell:

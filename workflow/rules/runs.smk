@@ -28,6 +28,7 @@ rule evaluate:
         rules.train.output.model,
     output:
         f"{RUN}/eval.json",
+        f"{RUN}/log_px.npy",
     params:
         spec=lambda wc: run_spec(wc, "evaluate"),
     log:
