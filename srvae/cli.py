@@ -20,7 +20,9 @@ import sys
 
 import torch
 
-from .infra.gpu_slots import GPUSlotTimeout, acquire_gpu
+from .infra.atomic_io import DiskFullError
+from .infra.gpu_slots import GPUSlotError, acquire_gpu
+from .infra.locks import LockedError, exclusive
 from .models.registry import MODELS
 from .study import steps
 from .study.aggregate import RunResultError
@@ -32,7 +34,7 @@ from .study.train import TrainingDivergedError
 
 #: errors caused by input or circumstances, not bugs: reported in one line, exit status 2
 USER_ERRORS = (ConfigError, DataError, DataUnavailableError, ChecksumError, IDXFormatError,
-               TrainingDivergedError, GPUSlotTimeout, RunResultError, ReportError)
+               TrainingDivergedError, GPUSlotError, RunResultError, ReportError, DiskFullError, LockedError)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -69,9 +71,12 @@ def _run_step(args: argparse.Namespace, cfg: StudyConfig) -> None:
     if args.model not in cfg.models:
         raise ConfigError(f"--model {args.model!r} is not in the config; defined: {', '.join(cfg.models)}")
     step = {"train": steps.train_run, "evaluate": steps.evaluate_run, "speed": steps.speed_run}[args.command]
-    # Take a GPU slot before anything initialises CUDA; held (by this process) until the step ends.
-    with acquire_gpu(slots=args.gpu_slots) if cfg.device != "cpu" else contextlib.nullcontext():
-        step(cfg, args.dataset, args.model, args.seed)
+    run = cfg.run_dir(args.dataset, args.model, args.seed)
+    # One process per step of a run (a killed Snakemake's orphaned job and its rerun would clobber each other's
+    # checkpoint); then a GPU slot, taken before anything initialises CUDA. Both held until the step ends.
+    with exclusive(run / f".{args.command}.lock", f"{args.command} for {run}"):
+        with acquire_gpu(slots=args.gpu_slots) if cfg.device != "cpu" else contextlib.nullcontext():
+            step(cfg, args.dataset, args.model, args.seed)
 
 
 def main(argv: list[str] | None = None) -> int:

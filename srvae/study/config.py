@@ -30,6 +30,9 @@ from srvae.models.registry import MODELS, make_config
 
 from .reported import ReportedValueError, check_reported_ids
 
+#: a dataset or model name: it becomes a folder name and a Snakemake wildcard, so no path or shell syntax
+NAME_REGEX = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
+Name = Annotated[str, Field(pattern=f"^{NAME_REGEX}$")]
 PositiveInt = Annotated[int, Field(ge=1)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -48,6 +51,13 @@ def _unknown_keys_message(unknown: Iterable[str], valid: Iterable[str]) -> str:
         hint = difflib.get_close_matches(key, valid, n=1)
         parts.append(f"unknown key {key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
     return f"{'; '.join(parts)}; valid keys: {', '.join(valid)}"
+
+
+def _unique(values: list) -> list:
+    repeated = sorted({str(v) for v in values if values.count(v) > 1})
+    if repeated:
+        raise ValueError(f"listed more than once: {', '.join(repeated)} (each would count twice)")
+    return values
 
 
 def _admits_none(field: pydantic.fields.FieldInfo) -> bool:
@@ -197,22 +207,25 @@ class ModelEntry(Settings):
 class StudySelection(Settings):
     """Which datasets and models run (``study:``)."""
 
-    datasets: list[str] = Field(min_length=1)
-    models: list[str] = Field(min_length=1)
+    datasets: Annotated[list[Name], pydantic.AfterValidator(_unique)] = Field(min_length=1)
+    models: Annotated[list[Name], pydantic.AfterValidator(_unique)] = Field(min_length=1)
 
 
 class StudyConfig(Settings):
     """The whole study: what runs, with which settings, and where its outputs go."""
 
-    seeds: list[NonNegativeInt] = Field([0, 1, 2], min_length=1, description="one run per seed")
+    seeds: Annotated[list[NonNegativeInt], pydantic.AfterValidator(_unique)] = Field(
+        [0, 1, 2], min_length=1, description="one run per seed")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks CUDA when available")
     tf32: bool = Field(True, description="on CUDA, float32 matrix products in TensorFloat-32")
     threads: PositiveInt = Field(1, description="CPU threads per job")
-    results_dir: str = "results"
-    reports_dir: str = "reports"
+    results_dir: str = Field("results", description="per-run outputs and the aggregated tables")
+    reports_dir: str = Field("reports", description="the rendered tables and figures")
+    allow_outside_workdir: bool = Field(False, description="let results_dir and reports_dir lie outside the "
+                                        "working directory")
     study: StudySelection
-    datasets: dict[str, DatasetSettings] = Field(min_length=1)
-    models: dict[str, ModelEntry] = Field(min_length=1)
+    datasets: dict[Name, DatasetSettings] = Field(min_length=1)
+    models: dict[Name, ModelEntry] = Field(min_length=1)
     train: TrainSettings = TrainSettings()
     evaluate: EvaluateSettings = EvaluateSettings()
     speed: SpeedSettings = SpeedSettings()
@@ -235,6 +248,13 @@ class StudyConfig(Settings):
                     raise ValueError(f"study.{kind}: {name!r} is not defined under {kind}:"
                                      + (f" (did you mean {hint[0]!r}?)" if hint else "")
                                      + f"; defined: {', '.join(defined)}")
+        if not self.allow_outside_workdir:
+            here = Path.cwd().resolve()
+            for key in ("results_dir", "reports_dir"):
+                where = (here / getattr(self, key)).resolve()
+                if where != here and here not in where.parents:
+                    raise ValueError(f"{key}: {getattr(self, key)!r} lies outside the working directory {here}; "
+                                     f"use a path inside it, or set allow_outside_workdir: true")
         for pair in self.report.comparisons or ():
             unknown = [name for name in pair if name not in self.study.models]
             if unknown or pair[0] == pair[1]:
@@ -280,6 +300,9 @@ def _explain(error: dict[str, Any]) -> str:
         what = f"{value!r} is not one of {ctx['expected'].replace(' or ', ', ')}"
     elif kind == "missing":
         what = "required key missing"
+    elif kind == "string_pattern_mismatch":
+        what = (f"{value!r} is not a valid name: use letters, digits, '_', '.' and '-', starting with a letter "
+                f"or digit, at most 64 characters (names become folder names and workflow wildcards)")
     else:
         what = f"{error['msg']} (got {value!r})"
     return f"{where}: {what}" if where else what
@@ -312,32 +335,56 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (plain YAML keeps the last silently)."""
+
+
+def _mapping_without_repeats(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"key {key!r} appears twice in one mapping",
+                                                    key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_repeats)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """One YAML config file as a dict; a missing file, bad YAML or a repeated key is a :class:`ConfigError`."""
+    try:
+        data = yaml.load(Path(path).read_text(), Loader=_StrictLoader)  # noqa: S506 - a SafeLoader
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return data
+
+
 def load_config(paths: Iterable[str | Path]) -> StudyConfig:
     """Read, merge (later files win) and validate the YAML config files ``paths``."""
     raw: dict[str, Any] = {}
     for path in paths:
-        try:
-            data = yaml.safe_load(Path(path).read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} not found") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"config file {path} must hold a mapping at the top level")
-        raw = merge(raw, data)
+        raw = merge(raw, read_config_file(path))
     return validate_config(raw)
 
 
-def write_resolved(cfg: StudyConfig, directory: str | Path) -> str:
-    """Write the validated config into ``directory`` under a name from its content; return the path.
+def resolved_path(cfg: StudyConfig, directory: str | Path) -> Path:
+    """Where :func:`write_resolved` puts ``cfg``: a name from its content, so that studies with different
+    configs sharing a results folder never read each other's."""
+    return Path(directory) / f"{hashlib.sha256(cfg.to_yaml().encode()).hexdigest()[:16]}.yaml"
 
-    Named by content, so that studies with different configs sharing a results folder never read each
-    other's, and an unchanged config is never rewritten.
-    """
-    text = cfg.to_yaml()
-    path = Path(directory) / f"{hashlib.sha256(text.encode()).hexdigest()[:16]}.yaml"
+
+def write_resolved(cfg: StudyConfig, directory: str | Path) -> str:
+    """Write the validated config to :func:`resolved_path` (once: an unchanged config is never rewritten)."""
+    path = resolved_path(cfg, directory)
     if not path.exists():
-        write_text(path, text)
+        write_text(path, cfg.to_yaml())
     return str(path)
 
 

@@ -13,7 +13,7 @@ would change from run to run.
 
 from __future__ import annotations
 
-import os
+import io
 from pathlib import Path
 
 import matplotlib
@@ -24,22 +24,25 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from srvae.infra.atomic_io import write_bytes  # noqa: E402
+
 FORMATS = ("png", "pdf")
 _WIDTH_PER_MODEL, _MIN_WIDTH, _HEIGHT, _ROW_HEIGHT = 1.0, 4.0, 3.0, 0.45  # inches
 
 
 def save_figure(fig: plt.Figure, stem: Path) -> list[Path]:
     """Save ``fig`` as ``stem.png`` and ``stem.pdf`` (atomically, byte-stable PDF) and close it."""
-    stem.parent.mkdir(parents=True, exist_ok=True)
     paths = []
-    for fmt in FORMATS:
-        path = stem.with_name(f"{stem.name}.{fmt}")
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        metadata = {"CreationDate": None} if fmt == "pdf" else None  # no timestamp: same bytes each time
-        fig.savefig(tmp, format=fmt, metadata=metadata, bbox_inches="tight", dpi=200)
-        os.replace(tmp, path)
-        paths.append(path)
-    plt.close(fig)
+    try:
+        for fmt in FORMATS:
+            path = stem.with_name(f"{stem.name}.{fmt}")
+            buffer = io.BytesIO()
+            metadata = {"CreationDate": None} if fmt == "pdf" else None  # no timestamp: same bytes each time
+            fig.savefig(buffer, format=fmt, metadata=metadata, bbox_inches="tight", dpi=200)
+            write_bytes(path, buffer.getvalue())
+            paths.append(path)
+    finally:
+        plt.close(fig)
     return paths
 
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Callable
 
 import jinja2
+import numpy as np
 import pandas as pd
 
 from srvae.infra.atomic_io import write_text
@@ -43,7 +44,12 @@ from .reported import check_reported_ids, load_reported
 
 #: the Jinja2 templates, package data of ``srvae.study``
 TEMPLATES_DIR = Path(__file__).with_name("templates")
-STUDY_KEYS = ("datasets", "training", "k", "models")
+STUDY_KEYS = ("datasets", "training", "k", "models", "seeds")
+#: summary columns that may be empty: the convergence check with a larger K runs on chosen seeds only
+OPTIONAL_COLUMNS = ["k_check", "nll_check"]
+#: the summary's text columns; every other column must hold finite numbers
+TEXT_COLUMNS = ("dataset", "model", "class", "device", "device_name", "eval_device_name", "sampling_device",
+                "sampling_device_name", "run_dir")
 #: the paper's data: all of MNIST's training digits (train + validation slice) and its test set
 PAPER_TRAIN_DIGITS, PAPER_TEST_DIGITS = 60_000, 10_000
 DEVICE_KIND = {"cpu": "CPU", "cuda": "GPU", "mps": "Apple GPU"}
@@ -208,23 +214,34 @@ def _reported_rows(models: dict, reported: dict, m: Markup) -> list[dict]:
 # --- checks --------------------------------------------------------------------------------------
 
 def _check(summary: pd.DataFrame, study: dict) -> None:
-    """Every configured dataset × model has runs, none is foreign to the config, all used the config's K."""
+    """The summary holds exactly the configured (dataset, model, class, seed) runs, once each, every numeric
+    cell finite, all evaluated with the config's K: a table never shows a number it should not."""
     missing_keys = [k for k in STUDY_KEYS if k not in study]
     if missing_keys:
         raise ReportError(f"study description lacks key(s) {missing_keys}")
     labels = [spec["label"] for spec in study["models"].values()]
     if len(set(labels)) != len(labels):
         raise ReportError(f"model labels must be unique, got {labels}")
-    configured = {(d, name, spec["class"]) for d in study["datasets"]
-                  for name, spec in study["models"].items()}
-    found = set(summary[["dataset", "model", "class"]].itertuples(index=False, name=None))
+    configured = {(d, name, spec["class"], seed) for d in study["datasets"]
+                  for name, spec in study["models"].items() for seed in study["seeds"]}
+    rows = list(summary[["dataset", "model", "class", "seed"]].itertuples(index=False, name=None))
+    found = set(rows)
     absent, foreign = sorted(configured - found), sorted(found - configured)
+    repeated = sorted({r for r in rows if rows.count(r) > 1})
     if absent:
-        raise ReportError(f"{SUMMARY_FILE} has no runs for (dataset, model, class) {absent}: run the "
+        raise ReportError(f"{SUMMARY_FILE} has no runs for (dataset, model, class, seed) {absent}: run the "
                           f"workflow for them (training, evaluation, speed), then aggregate again")
-    if foreign:
-        raise ReportError(f"{SUMMARY_FILE} has runs the config does not list {foreign}: it is stale; "
-                          f"aggregate again")
+    if foreign or repeated:
+        raise ReportError(f"{SUMMARY_FILE} has runs the config does not list {foreign} or lists twice "
+                          f"{repeated}: it is stale; aggregate again")
+    bad = []
+    for col in summary.columns.difference(OPTIONAL_COLUMNS):
+        values = summary[col]
+        broken = values.isna() if col in TEXT_COLUMNS else ~np.isfinite(pd.to_numeric(values, errors="coerce"))
+        bad += [(col, r["dataset"], r["model"], r["seed"]) for _, r in summary[broken].iterrows()]
+    if bad:
+        raise ReportError(f"{SUMMARY_FILE} has missing or non-finite cells (column, dataset, model, seed) {bad}: "
+                          f"aggregate again (the aggregation checks every run's files)")
     ks = sorted(summary["k"].unique())
     if ks != [study["k"]]:
         raise ReportError(f"runs were evaluated with K = {ks}, the config says K = {study['k']}: "

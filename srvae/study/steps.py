@@ -35,7 +35,7 @@ from .datasets import BinarisedData, load_dataset
 from .evaluate import iw_log_likelihood, mean_kl_per_layer
 from .report import render_report
 from .speed import sampling_speed
-from .train import train
+from .train import TrainingDivergedError, train, trivial_bound
 
 #: the test split of the ``mnist`` source is the official 10,000-image test set
 OFFICIAL_MNIST = {"train_pool": 60_000, "test": 10_000}
@@ -70,7 +70,11 @@ def train_run(cfg: StudyConfig, dataset: str, model: str, seed: int) -> Path:
     settings = cfg.train_settings(model)
     torch.manual_seed(seed)  # weights and reparameterisation noise; data noise has its own generator
     net = build_model(entry.cls, entry.params, data.data_dim, data.train.mean(0)).to(device)
-    result = train(net, data, settings, seed, out / "checkpoint.pt", name=f"{dataset}/{model}/seed{seed}")
+    identity = {"model": entry.model_dump(mode="json", by_alias=True, include={"cls", "params"}),
+                "dataset": cfg.datasets[dataset].model_dump(mode="json", exclude={"description"}),
+                "data_dim": data.data_dim}
+    result = train(net, data, settings, seed, out / "checkpoint.pt", name=f"{dataset}/{model}/seed{seed}",
+                   identity=identity)
     statistics_generator = torch.Generator(device=device).manual_seed(seed)
     net.refresh_statistics(data.binarised_train(statistics_generator).split(settings.eval_batch_size))
     save_checkpoint(out / "model.pt", {
@@ -111,8 +115,11 @@ def evaluate_run(cfg: StudyConfig, dataset: str, model: str, seed: int) -> dict[
     t0 = time.perf_counter()
     estimate = iw_log_likelihood(net, data.test, ev.k, ev.k_chunk, ev.batch_size)
     seconds = time.perf_counter() - t0
-    if not math.isfinite(estimate.nll):
-        raise RuntimeError(f"{out}: test NLL is {estimate.nll}; the trained model is broken, retrain this run")
+    if not math.isfinite(estimate.nll) or -estimate.nll < trivial_bound(data.data_dim):
+        raise TrainingDivergedError(
+            f"{dataset}/{model}/seed{seed}: the test NLL is {estimate.nll:.6g} nats, worse than ignoring the data "
+            f"({-trivial_bound(data.data_dim):.1f} nats): the trained model is broken; retrain this run "
+            f"(delete {out / 'model.pt'}) with a lower train.lr")
     check = {}
     if ev.check_k and seed in ev.check_seeds:  # does the estimate still move with a larger K?
         larger = iw_log_likelihood(net, data.test, ev.check_k, ev.k_chunk, ev.batch_size)
@@ -165,6 +172,7 @@ def describe(cfg: StudyConfig) -> dict[str, Any]:
         "training": {key: getattr(train, key) for key in ("epochs", "batch_size", "lr", "kl_warmup_epochs")}
         | {"per-model overrides": overrides or "none"},
         "k": cfg.evaluate.k,
+        "seeds": list(cfg.seeds),
         "models": {m: {"label": cfg.models[m].label, "reported": cfg.models[m].reported, "class": cfg.models[m].cls}
                    for m in cfg.study.models},
     }

@@ -33,12 +33,26 @@ BURDA_STAGES = 8
 
 
 class TrainingDivergedError(RuntimeError):
-    """The training objective became NaN or infinite."""
+    """Training diverged: its objective became NaN or infinite, or its bound is worse than ignoring the data."""
+
+
+def trivial_bound(data_dim: int) -> float:
+    """``−D ln 2`` nats: the log-likelihood of binary data under a model that gives every pixel probability ½.
+
+    Any trained model must do better; a bound below it (even a finite one) means training diverged.
+    """
+    return -data_dim * math.log(2.0)
 
 
 def kl_weight(epoch: int, warmup_epochs: int) -> float:
     """Deterministic warm-up β for (0-based) ``epoch``: linear from 0 to 1 over ``warmup_epochs``."""
     return 1.0 if warmup_epochs <= 0 else min(1.0, epoch / warmup_epochs)
+
+
+def _worse_than_ignoring(name: str, seed: int, bound: float, epoch: int, floor: float) -> str:
+    return (f"{name}, seed {seed}: the validation bound is {bound:.6g} nats at epoch {epoch}, worse than ignoring "
+            f"the data ({floor:.1f} nats = −D ln 2): training diverged. Lower train.lr, set train.grad_clip or a "
+            f"KL warm-up for this model, then rerun.")
 
 
 def learning_rate(epoch: int, settings: TrainSettings) -> float:
@@ -175,22 +189,27 @@ def train(
     checkpoint_path: Path,
     name: str = "model",
     log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr, flush=True),
+    identity: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` on ``data`` (already on the model's device) and load the best-on-validation weights.
 
-    Resumes from ``checkpoint_path`` when it holds a checkpoint of this very run (same settings and seed).
+    Resumes from ``checkpoint_path`` when it holds a checkpoint of this very run: the same settings, seed,
+    name and ``identity`` (everything else that defines the run: model class and hyper-parameters, dataset
+    entry, data dimension).
     Returns ``{"metrics": [per-epoch dicts], "best_epoch", "train_seconds", "selection"}``.
     """
     device = model.device
     generator = torch.Generator(device=device).manual_seed(seed)
     # foreach: one fused update over all tensors (PyTorch otherwise loops per tensor on CPU)
     optimiser = torch.optim.Adam(model.parameters(), lr=settings.lr, eps=settings.adam_eps, foreach=True)
-    fingerprint = {"settings": settings.model_dump(), "seed": seed, "name": name}
+    fingerprint = {"settings": settings.model_dump(), "seed": seed, "name": name, "identity": identity or {},
+                   "parameters": {k: list(v.shape) for k, v in model.state_dict().items()}}
     progress = resume(checkpoint_path, fingerprint, model, optimiser, generator, log, name)
 
     n = len(data.train)
     interactive = sys.stderr.isatty()
     selected = "valid_iw" if settings.selection == "iw" else "valid_elbo"
+    floor = trivial_bound(data.data_dim)
     total_epochs = settings.total_epochs
     epochs = tqdm(range(progress.epoch, total_epochs), desc=name, disable=not interactive,
                   initial=progress.epoch, total=total_epochs)
@@ -209,6 +228,8 @@ def train(
                 f"Lower train.lr, set train.grad_clip or a KL warm-up for this model, then rerun."
             )
         valid = validate(model, data.valid, settings)
+        if valid[selected] < floor < progress.best["value"]:  # it did better before: training diverged
+            raise TrainingDivergedError(_worse_than_ignoring(name, seed, valid[selected], epoch + 1, floor))
         progress.elapsed += time.perf_counter() - t0
         progress.epoch = epoch + 1
         if valid[selected] > progress.best["value"]:
@@ -223,6 +244,9 @@ def train(
             log(f"{name}: {message} ({progress.elapsed:.1f} s)")
         if (epoch + 1) % settings.checkpoint_every == 0 and epoch + 1 < total_epochs:
             save_training_checkpoint(checkpoint_path, fingerprint, progress, model, optimiser, generator)
+    if progress.best["value"] < floor:  # never better than a model that ignores the data
+        raise TrainingDivergedError(_worse_than_ignoring(name, seed, progress.best["value"], progress.best["epoch"],
+                                                         floor))
     if progress.best["state"] is not None:
         model.load_state_dict(progress.best["state"])
     return {"metrics": progress.metrics, "best_epoch": progress.best["epoch"], "train_seconds": progress.elapsed,

@@ -159,3 +159,42 @@ def test_config_readme_describes_every_key():
         for name, field in settings.model_fields.items():
             key = field.alias or name
             assert any(f"`{key}`" in cell for cell in first_cells), f"config/README.md does not describe {key}"
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda r: r["study"].update(models=["vae", "sere_vae", "vae"]), r"study.models: listed more than once: vae"),
+    (lambda r: r["study"].update(datasets=["mnist5k", "mnist5k"]), r"study.datasets: listed more than once"),
+    (lambda r: r.update(seeds=[0, 1, 1]), r"seeds: listed more than once: 1"),
+])
+def test_a_run_listed_twice_is_refused(mutate, message):
+    raw = base()
+    mutate(raw)
+    with pytest.raises(ConfigError, match=message):
+        validate_config(raw)
+
+
+def test_a_key_given_twice_in_a_file_is_refused(tmp_path):
+    """Plain YAML keeps the second of two `vae:` entries without a word."""
+    path = tmp_path / "twice.yaml"
+    path.write_text("models:\n  vae: {class: vae}\n  vae: {class: ladder_vae}\n")
+    with pytest.raises(ConfigError, match=r"key 'vae' appears twice"):
+        load_config([path])
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", "x; touch pwned", "$(id)", "", ".hidden", "a" * 65])
+def test_names_that_could_escape_results_or_run_as_shell_are_refused(name):
+    raw = base()
+    raw["models"][name] = raw["models"].pop("vae")
+    raw["study"]["models"] = [name if m == "vae" else m for m in raw["study"]["models"]]
+    with pytest.raises(ConfigError, match="is not a valid name"):
+        validate_config(raw)
+
+
+@pytest.mark.parametrize("key, value", [("results_dir", "/tmp/elsewhere"), ("reports_dir", "../up"),
+                                        ("results_dir", "results/../../up")])
+def test_outputs_stay_in_the_working_directory_unless_allowed(key, value, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    raw = {**base(), key: value, "report": {"reported_file": str(REPO / "workflow" / "reported.yaml")}}
+    with pytest.raises(ConfigError, match=f"{key}: .* lies outside the working directory .*allow_outside_workdir"):
+        validate_config(raw)
+    assert getattr(validate_config({**raw, "allow_outside_workdir": True}), key) == value

@@ -31,6 +31,7 @@ STUDY = {
                              "binarisation": "dynamic per epoch; test binarised once (seed 0)"}},
     "training": {"epochs": EPOCHS, "batch_size": 100, "lr": 1e-3},
     "k": 1000,
+    "seeds": list(SEEDS),
     "models": {name: {"label": label, "reported": rid, "class": name}
                for name, (label, rid, _, _) in MODELS.items()},
     "machine": {"CPU": "test CPU", "torch": "0.0"},
@@ -202,3 +203,24 @@ def test_reported_file_holds_the_papers_numbers():
     assert reported["burda2016/vae-1layer"]["log_px"] == -86.76
     assert reported["burda2016/vae-2layer"]["log_px"] == -85.33
     assert all(rid.startswith(("sere2020/table", "burda2016/")) for rid in reported)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda s: s.assign(nll=s["nll"].where(s.index != 0, np.nan)), r"non-finite cells .*\('nll', 'mnist5k', '?\w+'?, 0\)"),
+    (lambda s: s.assign(elbo=s["elbo"].astype(object).where(s.index != 1, "oops")), r"non-finite cells .*'elbo'"),
+    (lambda s: s[s["seed"] != 2], r"no runs for \(dataset, model, class, seed\) .*2\)"),
+    (lambda s: pd.concat([s, s.iloc[[0]]]), r"lists twice"),
+    (lambda s: s.assign(device_name=s["device_name"].where(s.index != 0, None)), r"'device_name'"),
+])
+def test_report_refuses_a_damaged_summary(runs, report, tmp_path, damage, message):
+    """A NaN, a missing seed, a repeated run or a missing text cell never becomes a table."""
+    import shutil
+
+    results, _, _ = runs
+    damaged = tmp_path / "results"
+    shutil.copytree(results, damaged)
+    summary = pd.read_csv(damaged / "summary.csv")
+    damage(summary).to_csv(damaged / "summary.csv", index=False)
+    with pytest.raises(ReportError, match=message):
+        render_report(damaged, ReportSettings(reported_file=str(REPORTED_FILE)), STUDY, tmp_path / "out")
+    assert not (tmp_path / "out" / "tables.md").exists()

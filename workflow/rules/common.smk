@@ -2,10 +2,12 @@
 import json
 import os
 
-from srvae.study.config import ConfigError, validate_config, write_resolved
+from srvae.study.config import NAME_REGEX, ConfigError, read_config_file, resolved_path, validate_config, write_resolved
 from srvae.study.report import TEMPLATES_DIR
 
 try:
+    for _path in workflow.configfiles:  # Snakemake's own YAML reader keeps a repeated key's last value silently
+        read_config_file(_path)
     CFG = validate_config(config)
 except ConfigError as e:
     raise WorkflowError(str(e)) from None
@@ -16,7 +18,8 @@ RUN = f"{RESULTS}/{{dataset}}/{{model}}/seed{{seed}}"
 LOG = "logs/{dataset}/{model}/seed{seed}"
 # Jobs read the validated config (every --configfile and --config merged) from this file, named through the
 # environment rather than the command line: editing one model's entry must not rerun every other job.
-os.environ.update(SRVAE_CONFIG=write_resolved(CFG, f"{RESULTS}/configs"))
+# It is written when the workflow starts (`onstart`, in the Snakefile), never by a dry run.
+os.environ.update(SRVAE_CONFIG=str(resolved_path(CFG, f"{RESULTS}/configs")))
 # `--resources gpu=N`: N GPU jobs may run at once; each takes its own GPU slot (shared when N > #GPUs).
 # Passed through the environment, not the command line, so that changing N reruns nothing.
 _gpu = workflow.global_resources.get("gpu")
@@ -28,8 +31,8 @@ REPORT_FILES = REPORT_TABLES + [f"{REPORTS}/figures"]
 
 wildcard_constraints:
     seed=r"\d+",
-    dataset=r"[^/]+",
-    model=r"[^/]+",
+    dataset=NAME_REGEX,
+    model=NAME_REGEX,
 
 
 def run_spec(wildcards, section):

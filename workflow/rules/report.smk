@@ -15,7 +15,7 @@ rule aggregate:
     log:
         "logs/aggregate.log",
     shell:
-        "srvae aggregate > {log} 2>&1"
+        "srvae aggregate > {log:q} 2>&1"
 
 
 rule report:
@@ -35,4 +35,4 @@ rule report:
     log:
         "logs/report.log",
     shell:
-        "srvae report > {log} 2>&1"
+        "srvae report > {log:q} 2>&1"

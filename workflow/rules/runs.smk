@@ -3,7 +3,7 @@
 
 STEP_CMD = (
     "srvae {step} --threads {threads}"
-    " --dataset {wildcards.dataset} --model {wildcards.model} --seed {wildcards.seed} > {log} 2>&1"
+    " --dataset {wildcards.dataset:q} --model {wildcards.model:q} --seed {wildcards.seed:q} > {log:q} 2>&1"
 )
 
 
