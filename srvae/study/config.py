@@ -146,7 +146,7 @@ class ReportSettings(Settings):
     decimals: NonNegativeInt = Field(2, description="decimals of NLL, ELBO and Δ")
     comparisons: list[tuple[str, str]] | None = Field(
         None, description="pairs [A, B] of study models whose paired test-NLL gap A − B is reported with its "
-        "standard error; null: the first study model against each of the others")
+        "standard error; null: in each paper table, its first study model against each of the others")
 
 
 class Split(Settings):
@@ -207,6 +207,8 @@ class ModelEntry(Settings):
     cls: str = Field(alias="class", description="registry name of the model class (srvae models lists them)")
     label: str | None = Field(None, description="name in tables and figures (default: the entry's name)")
     reported: str | None = Field(None, description="id of the published number in the reported-values file")
+    table: Literal["table1", "table2", "table3"] = Field(
+        "table1", description="the paper's table the model belongs to: the report has a section per table")
     params: dict[str, Any] = Field({}, description="the model's hyper-parameters (its Config dataclass)")
     train: dict[str, Any] = Field({}, description="overrides of the global train settings for this model")
 
@@ -287,11 +289,14 @@ class StudyConfig(Settings):
         return self
 
     def comparisons(self) -> list[tuple[str, str]]:
-        """The pairs of models whose paired gap the report shows (default: the first model against the others)."""
+        """The pairs of models whose paired gap the report shows (default: in each paper table, its first
+        study model against each of the others)."""
         if self.report.comparisons is not None:
             return list(self.report.comparisons)
-        first, *others = self.study.models
-        return [(first, other) for other in others]
+        tables: dict[str, list[str]] = {}
+        for name in self.study.models:
+            tables.setdefault(self.models[name].table, []).append(name)
+        return [(first, other) for first, *others in tables.values() for other in others]
 
     def train_settings(self, model: str) -> TrainSettings:
         """Global ``train:`` settings overridden by the model's own ``train:`` entry."""

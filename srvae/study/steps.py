@@ -173,7 +173,8 @@ def describe(cfg: StudyConfig) -> dict[str, Any]:
         | {"per-model overrides": overrides or "none"},
         "k": cfg.evaluate.k,
         "seeds": list(cfg.seeds),
-        "models": {m: {"label": cfg.models[m].label, "reported": cfg.models[m].reported, "class": cfg.models[m].cls}
+        "models": {m: {"label": cfg.models[m].label, "reported": cfg.models[m].reported, "class": cfg.models[m].cls,
+                       "table": cfg.models[m].table}
                    for m in cfg.study.models},
     }
 

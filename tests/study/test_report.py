@@ -32,7 +32,7 @@ STUDY = {
     "training": {"epochs": EPOCHS, "batch_size": 100, "lr": 1e-3},
     "k": 1000,
     "seeds": list(SEEDS),
-    "models": {name: {"label": label, "reported": rid, "class": name}
+    "models": {name: {"label": label, "reported": rid, "class": name, "table": "table1"}
                for name, (label, rid, _, _) in MODELS.items()},
     "machine": {"CPU": "test CPU", "torch": "0.0"},
 }
@@ -186,7 +186,8 @@ def test_unknown_reported_id_lists_valid_ids(runs, tmp_path):
 
 def test_model_without_runs_fails_the_report(runs, tmp_path):
     results, _, _ = runs
-    study = {**STUDY, "models": {**STUDY["models"], "iaf": {"label": "IAF", "reported": None, "class": "iaf"}}}
+    study = {**STUDY, "models": {**STUDY["models"], "iaf": {"label": "IAF", "reported": None, "class": "iaf",
+                                                           "table": "table1"}}}
     with pytest.raises(ReportError, match=r"no runs for .*'iaf'"):
         render_report(results, ReportSettings(reported_file=str(REPORTED_FILE)), study, tmp_path)
 
@@ -224,3 +225,15 @@ def test_report_refuses_a_damaged_summary(runs, report, tmp_path, damage, messag
     with pytest.raises(ReportError, match=message):
         render_report(damaged, ReportSettings(reported_file=str(REPORTED_FILE)), STUDY, tmp_path / "out")
     assert not (tmp_path / "out" / "tables.md").exists()
+
+
+def test_a_section_per_paper_table_and_cross_table_comparisons_apart(runs, report, tmp_path):
+    assert "### Table 1: MLP layers" in (report / "tables.md").read_text()
+    results, _, _ = runs
+    split = {**STUDY, "models": {**STUDY["models"], "vae": {**STUDY["models"]["vae"], "table": "table2"}}}
+    render_report(results, ReportSettings(reported_file=str(REPORTED_FILE)), split, tmp_path)
+    text = (tmp_path / "tables.md").read_text()
+    table1, table2 = text.split("### Table 1: MLP layers")[1].split("### Table 2: ResNet layers")
+    assert "SeRe" in table1 and "Mean-field VAE |" not in table1 and "| Mean-field VAE |" in table2
+    across = text.split("### Paired comparisons across tables")[1]
+    assert " − Mean-field VAE |" in across  # the pair spans two tables: shown apart, not dropped
