@@ -27,6 +27,10 @@ class DiskFullError(OSError):
     """No space (or quota) left while writing an output file."""
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, corrupt or from another version; the message says what to do."""
+
+
 def grant_umask_mode(fd: int) -> None:
     """Give a file made by ``tempfile.mkstemp`` (always 0600) the mode the umask grants, as ``open`` would."""
     mask = os.umask(0)
@@ -81,10 +85,12 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint written by :func:`save_checkpoint`, tensors and plain data only."""
+    if not Path(path).is_file():
+        raise CheckpointError(f"no checkpoint at {path}: train this run first (the workflow's training step)")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        raise RuntimeError(
+        raise CheckpointError(
             f"cannot read checkpoint {path}: {e}. It may be corrupt or from another version; "
             f"delete it to start this run afresh."
         ) from e

@@ -53,7 +53,7 @@ REQUIRED = {
     },
     "speed.json": {
         "text": ("device", "device_name"),
-        "number": ("samples_per_s", "seconds_median", "n_samples", "repeats"),
+        "number": ("samples_per_s", "seconds_median", "relative_spread", "n_samples", "repeats"),
     },
 }
 
@@ -176,6 +176,7 @@ def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame, np.ndarra
         "device": train["device"], "device_name": train["device_name"],
         "eval_seconds": evaluation["eval_seconds"], "eval_device_name": evaluation["device_name"],
         "samples_per_s": speed["samples_per_s"], "sampling_seconds_median": speed["seconds_median"],
+        "sampling_spread": speed["relative_spread"],
         "sampling_n_samples": speed["n_samples"], "sampling_repeats": speed["repeats"],
         "sampling_device": speed["device"], "sampling_device_name": speed["device_name"],
         "run_dir": str(run_dir),

@@ -53,6 +53,8 @@ TEXT_COLUMNS = ("dataset", "model", "class", "device", "device_name", "eval_devi
 #: the paper's data: all of MNIST's training digits (train + validation slice) and its test set
 PAPER_TRAIN_DIGITS, PAPER_TEST_DIGITS = 60_000, 10_000
 DEVICE_KIND = {"cpu": "CPU", "cuda": "GPU", "mps": "Apple GPU"}
+#: a sampling speed whose repeats (interquartile range / median) or seeds (sd / mean) spread by more is noise
+NOISE = 0.10
 #: the SeRe-VAE paper's tables, in the order the report shows them
 TABLE_TITLES = {"table1": "Table 1: MLP layers", "table2": "Table 2: ResNet layers", "table3": "Table 3: flows"}
 
@@ -83,10 +85,12 @@ class Markup:
     plus: str
     bold: Callable[[str], str]
     escape: Callable[[str], str]
+    dagger: str  # marks a noisy measurement
+    ddagger: str  # marks a number that is not comparable (see the table's note)
 
 
-MARKDOWN = Markup(" ± ", "—", "-", "+", lambda s: f"**{s}**", lambda s: str(s).replace("|", r"\|"))
-LATEX = Markup(r" $\pm$ ", "---", "$-$", "$+$", lambda s: rf"\textbf{{{s}}}", latex_escape)
+MARKDOWN = Markup(" ± ", "—", "-", "+", lambda s: f"**{s}**", lambda s: str(s).replace("|", r"\|"), "†", "‡")
+LATEX = Markup(r" $\pm$ ", "---", "$-$", "$+$", lambda s: rf"\textbf{{{s}}}", latex_escape, r"\dag{}", r"\ddag{}")
 
 
 def _num(x: float, decimals: int, m: Markup, signed: bool = False) -> str:
@@ -142,7 +146,7 @@ def _nll_rows(runs: pd.DataFrame, models: dict, reported: dict, k: int, full_mni
             "nll": m.bold(cell) if round(nll, decimals) == best else cell,
             "se": _num(g["nll_sem"].mean(), decimals, m),
             "reported": m.missing, "protocol": m.missing, "delta": m.missing,
-            "elbo": _mean_sd(g["elbo"], m, decimals),
+            "elbo": _mean_sd(g["elbo"], m, decimals) + (" " + m.ddagger if models[name]["iw_samples"] > 1 else ""),
             "params": f"{int(g['num_parameters'].iloc[0]):,}",
         }
         if rid:
@@ -169,23 +173,39 @@ def _comparison_rows(comparisons: pd.DataFrame, models: dict, decimals: int, m: 
     return rows
 
 
-def _speed_rows(runs: pd.DataFrame, models: dict, m: Markup) -> list[dict]:
-    """One row per model and device pair: sampling and training throughput, mean ± sd over seeds."""
+def noisy(samples_per_s: pd.Series, spreads: pd.Series) -> bool:
+    """Whether a sampling speed is too noisy to rank: a run's repeats, or the seeds, spread by over 10%."""
+    across_seeds = samples_per_s.std(ddof=1) / samples_per_s.mean() if len(samples_per_s) > 1 else 0.0
+    return bool(spreads.max() > NOISE or across_seeds > NOISE)
+
+
+def _speed_rows(runs: pd.DataFrame, models: dict, m: Markup) -> tuple[list[dict], bool]:
+    """One row per model and device pair: sampling and training throughput, mean ± sd over seeds; and whether
+    the rows' devices differ (then the table names them per row, else the header does).
+
+    The fastest sampler is bold only if its measurement is not noisy (:func:`noisy`); a noisy one is marked †.
+    """
     keys = ["model", "device_name", "sampling_device_name"]
-    best = runs.groupby(keys)["samples_per_s"].mean().max()
+    groups = [(name, train_dev, sample_dev, g) for name in models
+              for (_, train_dev, sample_dev), g in runs[runs["model"] == name].groupby(keys)]
+    flagged = {id(g): noisy(g["samples_per_s"], g["sampling_spread"]) for *_, g in groups}
+    clean = [g["samples_per_s"].mean() for *_, g in groups if not flagged[id(g)]]
+    best = max(clean, default=None)
     rows = []
-    for name in models:
-        for (_, train_dev, sample_dev), g in runs[runs["model"] == name].groupby(keys):
-            cell = _mean_sd(g["samples_per_s"], m)
-            rows.append({
-                "label": m.escape(models[name]["label"]),
-                "sampling_device": m.escape(sample_dev), "train_device": m.escape(train_dev),
-                "seeds": str(len(g)),
-                "samples_per_s": m.bold(cell) if g["samples_per_s"].mean() == best else cell,
-                "train_images_per_s": _mean_sd(g["train_images_per_s"], m),
-                "seconds_per_epoch": _mean_sd(g["seconds_per_epoch"], m),
-            })
-    return rows
+    for name, train_dev, sample_dev, g in groups:
+        cell = _mean_sd(g["samples_per_s"], m)
+        if flagged[id(g)]:
+            cell += " " + m.dagger
+        elif g["samples_per_s"].mean() == best:
+            cell = m.bold(cell)
+        rows.append({
+            "label": m.escape(models[name]["label"]),
+            "sampling_device": m.escape(sample_dev), "train_device": m.escape(train_dev),
+            "seeds": str(len(g)), "samples_per_s": cell,
+            "train_images_per_s": _mean_sd(g["train_images_per_s"], m),
+            "seconds_per_epoch": _mean_sd(g["seconds_per_epoch"], m),
+        })
+    return rows, len({(t, s) for _, t, s, _ in groups}) > 1
 
 
 def _k_check_rows(runs: pd.DataFrame, models: dict, decimals: int, m: Markup) -> list[dict]:
@@ -276,7 +296,8 @@ def _general_facts(summary: pd.DataFrame, study: dict) -> dict[str, str]:
 
     machine = study["machine"] if "machine" in study else machine_info()
     return {
-        "Training budget": ", ".join(f"{k} = {v}" for k, v in study["training"].items()),
+        "Training budget": study["training"]["budget"]
+        + (f" (except {study['training']['exceptions']})" if study["training"]["exceptions"] else ""),
         "Evaluation": f"importance-weighted NLL with K = {study['k']} samples per test example",
         "Devices of the runs": f"training: {devices('device_name')}; evaluation: "
                                f"{devices('eval_device_name')}; sampling: {devices('sampling_device_name')}",
@@ -302,7 +323,7 @@ def _dataset_section(runs: pd.DataFrame, comparisons: pd.DataFrame, name: str, d
         tables.append({"title": m.escape(title),
                        "nll_rows": _nll_rows(runs, members, reported, k, is_full_mnist(split), decimals, m),
                        "comparison_rows": _comparison_rows(pairs, models, decimals, m),
-                       "speed_rows": _speed_rows(runs, members, m),
+                       **dict(zip(("speed_rows", "speed_devices"), _speed_rows(runs, members, m))),
                        "k_check_rows": _k_check_rows(runs, members, decimals, m)})
     table_of = {name: spec["table"] for name, spec in models.items()}
     across = comparisons[comparisons["model_a"].map(table_of) != comparisons["model_b"].map(table_of)]

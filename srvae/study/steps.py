@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -30,9 +31,10 @@ from srvae.models import LatentVariableModel
 from srvae.models.registry import build_model
 
 from .aggregate import aggregate
-from .config import ConfigError, DatasetSettings, StudyConfig
+from .config import ConfigError, DatasetSettings, StudyConfig, TrainSettings
 from .datasets import BinarisedData, load_dataset
 from .evaluate import iw_log_likelihood, mean_kl_per_layer
+from .progress import duration, eta, write_status
 from .report import render_report
 from .speed import sampling_speed
 from .train import TrainingDivergedError, train, trivial_bound
@@ -73,8 +75,9 @@ def train_run(cfg: StudyConfig, dataset: str, model: str, seed: int) -> Path:
     identity = {"model": entry.model_dump(mode="json", by_alias=True, include={"cls", "params"}),
                 "dataset": cfg.datasets[dataset].model_dump(mode="json", exclude={"description"}),
                 "data_dim": data.data_dim}
+    write_status(out, "train", "running", detail="starting")
     result = train(net, data, settings, seed, out / "checkpoint.pt", name=f"{dataset}/{model}/seed{seed}",
-                   identity=identity)
+                   identity=identity, on_epoch=lambda message: write_status(out, "train", "running", detail=message))
     statistics_generator = torch.Generator(device=device).manual_seed(seed)
     net.refresh_statistics(data.binarised_train(statistics_generator).split(settings.eval_batch_size))
     save_checkpoint(out / "model.pt", {
@@ -93,6 +96,7 @@ def train_run(cfg: StudyConfig, dataset: str, model: str, seed: int) -> Path:
         "hyperparameters": dataclasses.asdict(net.cfg), "train_settings": settings.model_dump(),
     })
     (out / "checkpoint.pt").unlink(missing_ok=True)
+    write_status(out, "train", "done", detail=f"{epochs} epochs in {duration(result['train_seconds'])}")
     return out
 
 
@@ -113,7 +117,21 @@ def evaluate_run(cfg: StudyConfig, dataset: str, model: str, seed: int) -> dict[
     ev = cfg.evaluate
     torch.manual_seed(seed)
     t0 = time.perf_counter()
-    estimate = iw_log_likelihood(net, data.test, ev.k, ev.k_chunk, ev.batch_size)
+    name = f"{dataset}/{model}/seed{seed}"
+    logged_tenths = 0
+
+    def progress(done: int, total: int) -> None:  # the status file after every batch, a log line per tenth
+        nonlocal logged_tenths
+        elapsed = time.perf_counter() - t0
+        message = (f"{done:,}/{total:,} test images, K = {ev.k}, {duration(elapsed)}, "
+                   f"ETA {duration(eta(done, total, elapsed))}")
+        write_status(out, "evaluate", "running", detail=message)
+        if done * 10 // total > logged_tenths:
+            logged_tenths = done * 10 // total
+            print(f"{name}: evaluating {message}", file=sys.stderr, flush=True)
+
+    write_status(out, "evaluate", "running", detail="starting")
+    estimate = iw_log_likelihood(net, data.test, ev.k, ev.k_chunk, ev.batch_size, progress)
     seconds = time.perf_counter() - t0
     if not math.isfinite(estimate.nll) or -estimate.nll < trivial_bound(data.data_dim):
         raise TrainingDivergedError(
@@ -131,6 +149,9 @@ def evaluate_run(cfg: StudyConfig, dataset: str, model: str, seed: int) -> dict[
     }
     write_array(out / "log_px.npy", estimate.log_px.double().numpy())
     write_json(out / "eval.json", result)
+    print(f"{name}: test NLL {estimate.nll:.2f} ± {estimate.nll_sem:.2f} (K = {ev.k}) in {duration(seconds)}",
+          file=sys.stderr, flush=True)
+    write_status(out, "evaluate", "done", detail=f"test NLL {estimate.nll:.2f}")
     return result
 
 
@@ -140,8 +161,12 @@ def speed_run(cfg: StudyConfig, dataset: str, model: str, seed: int) -> dict[str
     net = load_trained(out, pick_device(cfg, allow_tf32=cfg.tf32))
     sp = cfg.speed
     torch.manual_seed(seed)
+    write_status(out, "speed", "running", detail=f"{sp.repeats} × {sp.n_samples:,} samples")
     result = sampling_speed(net, sp.n_samples, sp.repeats, sp.warmup)
     write_json(out / "speed.json", result)
+    print(f"{dataset}/{model}/seed{seed}: {result['samples_per_s']:,.0f} samples/s on {result['device_name']}",
+          file=sys.stderr, flush=True)
+    write_status(out, "speed", "done", detail=f"{result['samples_per_s']:,.0f} samples/s")
     return result
 
 
@@ -165,18 +190,38 @@ def describe(cfg: StudyConfig) -> dict[str, Any]:
             "binarisation": "dynamic: training images re-binarised every epoch; validation and test "
                             f"binarised once (seed {ds.binarisation_seed})",
         }
-    train = cfg.train
-    overrides = ", ".join(f"{m}: {cfg.models[m].train}" for m in cfg.study.models if cfg.models[m].train)
+    own: dict[str, list[str]] = {}  # budget text → labels of the models that train with it, if not the global one
+    for m in cfg.study.models:
+        text = budget(cfg.train_settings(m))
+        if text != budget(cfg.train):
+            own.setdefault(text, []).append(cfg.models[m].label)
     return {
         "datasets": datasets,
-        "training": {key: getattr(train, key) for key in ("epochs", "batch_size", "lr", "kl_warmup_epochs")}
-        | {"per-model overrides": overrides or "none"},
+        "training": {"budget": budget(cfg.train),
+                     "exceptions": "; ".join(f"{', '.join(labels)}: {text}" for text, labels in own.items())},
         "k": cfg.evaluate.k,
         "seeds": list(cfg.seeds),
         "models": {m: {"label": cfg.models[m].label, "reported": cfg.models[m].reported, "class": cfg.models[m].cls,
-                       "table": cfg.models[m].table}
+                       "table": cfg.models[m].table, "iw_samples": cfg.train_settings(m).iw_samples}
                    for m in cfg.study.models},
     }
+
+
+def budget(s: TrainSettings) -> str:
+    """A training budget as a person writes it: "30 epochs, batch 100, Adam lr 0.002, KL warm-up over 5 epochs"."""
+    schedule = {"constant": "", "exponential": f" decaying ×{s.lr_decay:g} per epoch",
+                "burda": " in Burda et al.'s 8 stages (÷10^(1/7) each)"}[s.lr_schedule]
+    parts = [f"{s.epochs:,} epochs" + (f" + {s.finetune_epochs:,} fine-tuning at ×{s.finetune_lr_factor:g} lr"
+                                       if s.finetune_epochs else ""),
+             f"batch {s.batch_size}", f"Adam lr {s.lr:g}{schedule}"]
+    if s.kl_warmup_epochs:
+        parts.append(f"KL warm-up over {s.kl_warmup_epochs} epochs")
+    if s.grad_clip is not None:
+        parts.append(f"gradient norm ≤ {s.grad_clip:g}")
+    if s.iw_samples > 1:
+        parts.append(f"trained on the {s.iw_samples}-sample importance-weighted bound")
+    parts.append(f"selected on the validation {'IW bound (K = %d)' % s.selection_k if s.selection == 'iw' else 'ELBO'}")
+    return ", ".join(parts)
 
 
 def aggregate_study(cfg: StudyConfig) -> None:

