@@ -25,6 +25,7 @@ shipped with the package) only lay them out.
 
 from __future__ import annotations
 
+import html
 import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -335,6 +336,24 @@ def _dataset_section(runs: pd.DataFrame, comparisons: pd.DataFrame, name: str, d
 
 # --- the report ----------------------------------------------------------------------------------
 
+_HTML = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>body {{ font-family: sans-serif; max-width: 80em; margin: 2em auto; }}
+table {{ border-collapse: collapse; margin: 1em 0; }} th, td {{ border-bottom: 1px solid #ccc; padding: 0.25em 0.6em; }}
+img {{ max-width: 100%; }} blockquote {{ background: #fff3cd; margin: 1em 0; padding: 0.5em 1em; }}</style>
+</head><body>
+{body}
+</body></html>
+"""
+
+
+def html_page(tables_md: str, title: str) -> str:
+    """The Markdown tables as a standalone HTML page (figures linked, as in the Markdown)."""
+    import markdown
+
+    return _HTML.format(title=html.escape(title), body=markdown.markdown(tables_md, extensions=["tables"]))
+
+
 def _environments(templates_dir: Path) -> tuple[jinja2.Environment, jinja2.Environment]:
     loader = jinja2.FileSystemLoader(str(templates_dir))
     common = dict(loader=loader, undefined=jinja2.StrictUndefined, autoescape=False,
@@ -346,20 +365,32 @@ def _environments(templates_dir: Path) -> tuple[jinja2.Environment, jinja2.Envir
     return jinja2.Environment(**common), latex
 
 
-def _figures(summary, curves, kl, dataset: str, labels: dict, fig_dir: Path) -> list[dict]:
-    """Draw one dataset's figures; their titles and paths relative to the report."""
+def _published_same_protocol(models: dict, reported: dict, k: int, ds: dict) -> dict[str, float]:
+    """Label → published NLL of the models whose published number was estimated as this dataset's runs are."""
+    return {spec["label"]: -reported[spec["reported"]]["log_px"] for spec in models.values()
+            if spec["reported"] and same_protocol(reported[spec["reported"]]["protocol"], k, is_full_mnist(ds["split"]))}
+
+
+def _figures(summary, curves, kl, dataset: str, labels: dict, published: dict[str, float],
+             fig_dir: Path) -> list[dict]:
+    """Draw one dataset's figures; their titles and paths relative to the report. ``published``: label → the
+    published NLL, for the models whose published number was estimated as here."""
+    from functools import partial
+
     from . import figures  # seaborn takes seconds to import: only the report step pays for it
 
     colours = figures.palette(list(labels.values()))
     rows = {name: df[df["dataset"] == dataset].assign(label=lambda d: d["model"].map(labels))
             for name, df in (("summary", summary), ("curves", curves), ("kl", kl))}
     layered = [labels[mo] for mo, n in rows["summary"].groupby("model")["layers"].max().items() if n > 1]
-    plots = [("nll_per_model", "Test NLL per model (mean ± sd over seeds; dots: seeds)",
-              figures.nll_per_model, rows["summary"], colours),
-             ("training_curves", "Validation ELBO during training (mean ± sd over seeds)",
-              figures.training_curves, rows["curves"], colours)]
+    plots = [("nll_per_model", "Test NLL per model, best first (mean ± sd over seeds; dots: seeds"
+              + ("; squares: published, same protocol" if published else "") + ")",
+              partial(figures.nll_per_model, published=published), rows["summary"], colours),
+             ("training_curves", "Validation ELBO during training, whole run and second half (mean ± sd over "
+              "seeds)", figures.training_curves, rows["curves"], colours)]
     if layered:
-        plots.append(("kl_per_layer", "Mean test KL per stochastic layer (≈ 0: a collapsed layer)",
+        plots.append(("kl_per_layer", "Mean test KL per stochastic layer (×: a collapsed layer, KL < "
+                      f"{figures.COLLAPSED:g} nats)",
                       figures.kl_per_layer, rows["kl"][rows["kl"]["label"].isin(layered)],
                       {lab: c for lab, c in colours.items() if lab in layered}))
     out = []
@@ -385,7 +416,9 @@ def render_report(results_dir: Path, settings: ReportSettings, study: dict, out_
     check_reported_ids([spec["reported"] for spec in models.values()], reported_file)
     reported = load_reported(reported_file)
     labels = {name: spec["label"] for name, spec in models.items()}
-    figs = {d: _figures(summary, curves, kl, d, labels, out_dir / "figures") for d in study["datasets"]}
+    figs = {d: _figures(summary, curves, kl, d, labels, _published_same_protocol(models, reported, study["k"], ds),
+                        out_dir / "figures")
+            for d, ds in study["datasets"].items()}
 
     meta = {"title": settings.title, "commit": git_commit(Path.cwd()), "n_runs": len(summary), "k": study["k"],
             "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
@@ -400,5 +433,7 @@ def render_report(results_dir: Path, settings: ReportSettings, study: dict, out_
                 "datasets": sections, "reported": _reported_rows(models, reported, m)}
 
     markdown_env, latex_env = _environments(Path(templates_dir))
-    write_text(out_dir / "tables.md", markdown_env.get_template("tables.md.j2").render(context(MARKDOWN)))
+    tables_md = markdown_env.get_template("tables.md.j2").render(context(MARKDOWN))
+    write_text(out_dir / "tables.md", tables_md)
+    write_text(out_dir / "tables.html", html_page(tables_md, meta["title"]))
     write_text(out_dir / "tables.tex", latex_env.get_template("tables.tex.j2").render(context(LATEX)))

@@ -27,7 +27,7 @@ if isinstance(getattr(_gpu, "value", _gpu), int):
     os.environ.update(SRVAE_GPU_SLOTS=str(getattr(_gpu, "value", _gpu)))
 RUN_DIRS = [str(CFG.run_dir(*run)) for run in CFG.runs()]
 REPORT_TABLES = [f"{REPORTS}/tables.md", f"{REPORTS}/tables.tex"]
-REPORT_FILES = REPORT_TABLES + [f"{REPORTS}/figures"]
+REPORT_FILES = [*REPORT_TABLES, f"{REPORTS}/tables.html", f"{REPORTS}/figures"]
 
 wildcard_constraints:
     seed=r"\d+",
