@@ -33,10 +33,10 @@ def test_training_follows_tf32_and_evaluation_scores_the_test_split_in_float32(t
     seen = {}
     real_estimate = steps.iw_log_likelihood
 
-    def spy(model, x, k, k_chunk, batch_size):
+    def spy(model, x, k, k_chunk, batch_size, progress=None):
         seen["x"], seen["k"] = x.clone(), k
         seen["tf32"] = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-        return real_estimate(model, x, k, k_chunk, batch_size)
+        return real_estimate(model, x, k, k_chunk, batch_size, progress)
 
     monkeypatch.setattr(steps, "iw_log_likelihood", spy)
     result = steps.evaluate_run(cfg, "tiny", "vae", 0)
