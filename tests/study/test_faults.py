@@ -2,39 +2,26 @@
 that diverges but stays finite, a truncated metrics file."""
 
 import pytest
-import torch
 
 import srvae.study.steps as steps
 import srvae.study.train as loop
-from srvae.models.registry import build_model
 from srvae.study.aggregate import RunResultError, aggregate
 from srvae.study.config import TrainSettings, validate_config
 from srvae.study.train import TrainingDivergedError, train
 
-from ..conftest import tiny_config, tiny_dataset
-
-
-@pytest.fixture(scope="module")
-def tiny_data():
-    return tiny_dataset()
-
-
-def _model():
-    torch.manual_seed(0)
-    # decoder started at the data's pixel means (as the study does): better than ignoring the data from the start
-    return build_model("vae", {"latents": 4, "hidden": [16]}, 784, data_mean=torch.full((784,), 0.13))
+from ..conftest import small_vae, tiny_config
 
 
 def test_checkpoint_resumes_only_the_run_that_wrote_it(tiny_data, tmp_path):
     settings = TrainSettings(epochs=3, batch_size=100, checkpoint_every=1)
     identity = {"model": {"class": "vae", "params": {"activation": "tanh"}}, "dataset": {"split_seed": 0}}
-    train(_model(), tiny_data, settings, 0, tmp_path / "c.pt", identity=identity, log=lambda m: None)
+    train(small_vae(), tiny_data, settings, 0, tmp_path / "c.pt", identity=identity, log=lambda m: None)
     assert (tmp_path / "c.pt").exists()  # written after epochs 1 and 2
     for other, expected in ((identity, "resuming from"),
                             ({**identity, "model": {"class": "vae", "params": {"activation": "relu"}}}, "ignoring"),
                             ({**identity, "dataset": {"split_seed": 1}}, "ignoring")):
         said = []
-        train(_model(), tiny_data, settings, 0, tmp_path / "c.pt", identity=other, log=said.append)
+        train(small_vae(), tiny_data, settings, 0, tmp_path / "c.pt", identity=other, log=said.append)
         assert any(expected in line for line in said), (other, said)
 
 
@@ -63,7 +50,7 @@ def test_a_finite_but_diverged_run_fails_naming_run_and_epoch(tiny_data, tmp_pat
     monkeypatch.setattr(loop, "validate", lambda model, x, settings: {"valid_elbo": next(bounds)})
     with pytest.raises(TrainingDivergedError, match=r"tiny/vae/seed3, seed 3: the validation bound is -1\.6e\+07 "
                                                     r"nats at epoch 3, worse than ignoring the data \(-543\.4 nats"):
-        train(_model(), tiny_data, TrainSettings(epochs=4, batch_size=100), 3, tmp_path / "c.pt",
+        train(small_vae(), tiny_data, TrainSettings(epochs=4, batch_size=100), 3, tmp_path / "c.pt",
               name="tiny/vae/seed3", log=lambda m: None)
 
 
@@ -72,7 +59,7 @@ def test_a_run_that_never_beats_ignoring_the_data_fails(tiny_data, tmp_path, mon
     bounds = iter([-900.0, -700.0, -600.0])
     monkeypatch.setattr(loop, "validate", lambda model, x, settings: {"valid_elbo": next(bounds)})
     with pytest.raises(TrainingDivergedError, match=r"the validation bound is -600 nats at epoch 3"):
-        train(_model(), tiny_data, TrainSettings(epochs=3, batch_size=100), 0, tmp_path / "c.pt", log=lambda m: None)
+        train(small_vae(), tiny_data, TrainSettings(epochs=3, batch_size=100), 0, tmp_path / "c.pt", log=lambda m: None)
 
 
 def test_a_test_nll_worse_than_ignoring_the_data_is_refused(tmp_path, monkeypatch):

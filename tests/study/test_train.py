@@ -10,20 +10,10 @@ import pytest
 import torch
 import yaml
 
-from srvae.models.registry import build_model
 from srvae.study.config import TrainSettings
 from srvae.study.train import TrainingDivergedError, kl_weight, objective, train
 
-from ..conftest import tiny_config, tiny_dataset
-
-
-@pytest.fixture(scope="module")
-def tiny_data():
-    return tiny_dataset()
-
-
-def small_vae():
-    return build_model("vae", {"latents": 4, "hidden": [16]}, 784)
+from ..conftest import small_vae, tiny_config
 
 
 def test_kl_warmup_is_linear_from_zero_to_one():

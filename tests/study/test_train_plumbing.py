@@ -9,11 +9,10 @@ import torch
 import srvae.study.train as loop
 from srvae.models import LatentVariableModel, Scores
 from srvae.models.base import ElboTerms
-from srvae.models.registry import build_model
 from srvae.study.config import TrainSettings
 from srvae.study.train import BURDA_STAGES, learning_rate, objective, train
 
-from ..conftest import tiny_dataset
+from ..conftest import small_vae
 
 B = 6
 
@@ -45,17 +44,6 @@ def test_objective_subtracts_the_weighted_kl(beta):
     torch.testing.assert_close(objective(FixedTerms(), x, beta, 1), torch.full((B,), -10 - beta * 4))
     # IW bound: log mean_k exp(log p(x|z) + β (log p(z) − log q(z|x))) = −10 + β (−3 + 1) for equal weights
     torch.testing.assert_close(objective(FixedTerms(), x, beta, 5), torch.full((B,), -10 + beta * -2))
-
-
-@pytest.fixture(scope="module")
-def tiny_data():
-    return tiny_dataset()
-
-
-def small_vae():
-    torch.manual_seed(0)
-    # decoder started at the data's pixel means (as the study does): better than ignoring the data from the start
-    return build_model("vae", {"latents": 4, "hidden": [16]}, 784, data_mean=torch.full((784,), 0.13))
 
 
 def quiet(msg: str) -> None:
