@@ -63,7 +63,8 @@ class MAF(LatentVariableModel):
 
     @torch.no_grad()
     def sample(self, n: int) -> Tensor:
-        x, _ = self.flow.inverse(torch.randn(n, self.data_dim, device=self.device))
+        weight = next(self.parameters())
+        x, _ = self.flow.inverse(torch.randn(n, self.data_dim, device=weight.device, dtype=weight.dtype))
         return x
 
     def refresh_statistics(self, batches: Iterable[Tensor]) -> None:

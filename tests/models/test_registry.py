@@ -15,7 +15,7 @@ PARAMETERS = {
     "ladder_vae_table1": 1_862_904, "iw_ladder_vae_table1": 1_862_904, "iaf_vae_table1": 1_950_204,
     "sere_maf": 936_929, "maf5": 768_640, "maf10": 1_537_280,
     "maf5_mnist": 17_311_040, "maf10_mnist": 34_622_080, "maf5_cifar10": 45_092_160, "maf10_cifar10": 90_184_320,
-    "maf_table3": 34_622_080, "sere_maf_table3": 33_395_233,
+    "maf_table3": 34_622_080, "sere_maf_table3": 33_395_233, "sere_maf_mnist": 33_395_233,
 }
 #: the Table 3 entries that config/table3.yaml runs on CIFAR-10 (3,072 dimensions)
 CIFAR10_PARAMETERS = {

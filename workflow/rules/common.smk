@@ -37,10 +37,7 @@ wildcard_constraints:
 
 def run_spec(wildcards, section):
     """What a step of one run depends on, as a params value: a change reruns only the runs it touches."""
-    spec = {"dataset": CFG.datasets[wildcards.dataset], "model": CFG.models[wildcards.model]}
-    if section == "train":
-        spec["train"] = CFG.train_settings(wildcards.model)
-    else:
-        spec[section] = getattr(CFG, section)
+    spec = {"dataset": CFG.datasets[wildcards.dataset], "model": CFG.models[wildcards.model],
+            section: getattr(CFG, f"{section}_settings")(wildcards.model)}
     return json.dumps({key: value.model_dump(mode="json", by_alias=True) for key, value in spec.items()},
                       sort_keys=True)
