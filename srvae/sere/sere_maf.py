@@ -81,7 +81,8 @@ class FlowDataLayer(nn.Module):
         return LowRankMultivariateNormal(mean, w.unsqueeze(-1), positive(pre_var), validate_args=False)
 
     def log_prob(self, block: Tensor, z: Tensor, x_prev: Tensor | None = None) -> Tensor:
-        """``log p(x_l | z_l, x_{l-1})`` of the observed block ``[B, D_l]`` under ``k`` codes ``[k, B, N]``: ``[k, B]``."""
+        """``log p(x_l | z_l, x_{l-1})`` of the observed block ``[B, D_l]`` under ``k`` codes ``[k, B, N]``:
+        ``[k, B]``."""
         u, logabsdet = self.flow(block, z)
         return self.base(z, x_prev).log_prob(u) + logabsdet
 

@@ -356,8 +356,9 @@ class StudyConfig(Settings):
                                  f"(transform {self.datasets[name].transform}), but class {entry.cls} models "
                                  f"{entry.data_kind} data")
         if not any(self.runs_on(model, dataset) for dataset in self.study.datasets):
+            kinds = ", ".join(f"{d}: {self.datasets[d].data_kind}" for d in self.study.datasets)
             raise ValueError(f"study.models: {model!r} (class {entry.cls}, {entry.data_kind} data) runs on no dataset "
-                             f"of study.datasets ({', '.join(f'{d}: {self.datasets[d].data_kind}' for d in self.study.datasets)})"
+                             f"of study.datasets ({kinds})"
                              + (f" among its own datasets {entry.datasets}" if entry.datasets is not None else "")
                              + ": add a dataset of its kind, or remove the model")
 

@@ -162,8 +162,8 @@ def _load_mnist(ds: DatasetSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 def _load_cifar10(ds: DatasetSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
     return read_cifar10(fetch_cifar10(
-        resolve_cache_dir(ds.cache_dir), mirrors=ds.mirrors or CIFAR10_MIRRORS, allow_insecure=ds.allow_insecure_mirrors,
-        deadline=ds.fetch_deadline_s))
+        resolve_cache_dir(ds.cache_dir), mirrors=ds.mirrors or CIFAR10_MIRRORS,
+        allow_insecure=ds.allow_insecure_mirrors, deadline=ds.fetch_deadline_s))
 
 
 #: ``source`` → loader returning (train images, train labels, test images or None, test labels or None), 0..255

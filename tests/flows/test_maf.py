@@ -28,7 +28,8 @@ def linear_gaussian_maf(a: float, c: float, b: torch.Tensor, log_scale: torch.Te
 
 def test_maf_log_likelihood_is_that_of_the_gaussian_it_defines():
     a, c = 0.8, -1.5
-    b, log_scale = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64), torch.tensor([0.3, -0.7, 0.1], dtype=torch.float64)
+    b = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64)
+    log_scale = torch.tensor([0.3, -0.7, 0.1], dtype=torch.float64)
     model = linear_gaussian_maf(a, c, b, log_scale).eval()
     # x = A x + b + S u  ⇒  x = M (b + S u), M = (I − A)⁻¹: mean M b, covariance M S² Mᵀ
     A = torch.tensor([[0.0, 0, 0], [a, 0, 0], [0, c, 0]], dtype=torch.float64)

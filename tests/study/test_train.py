@@ -111,5 +111,5 @@ def test_weight_decay_is_an_l2_penalty_on_the_parameters(tiny_data, tmp_path, mo
         model = small_vae()
         train(model, tiny_data, TrainSettings(epochs=1, batch_size=100, lr=1e-2, weight_decay=decay), 0,
               tmp_path / f"c{decay}.pt", log=lambda m: None)
-        norms[decay] = float(model.encoder[0].weight.norm())
+        norms[decay] = float(model.encoder[0].weight.detach().norm())
     assert norms[10.0] < 0.5 * norms[0.0]
