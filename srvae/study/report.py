@@ -15,8 +15,9 @@ shipped with the package) only lay them out.
                         "preprocessing": "dynamic binarisation, re-sampled every epoch; test binarised once",
                         "transform": "binarise",     # or dequantise_logit (Table 3), with its
                         "logit_lambda": 1e-6, "hflip": False,  # λ and flips
-                        "paper_data": "mnist",       # the data set the source stands for (mnist, cifar10)
-                        "full": False,               # whether it is that data set's whole official split
+                        "paper_data": "mnist",       # the data set the source stands for (mnist, cifar10),
+                        "paper_split": {"train": 60000, "test": 10000},  # its official sizes,
+                        "full": False,               # and whether this is all of it
                         "models": ["vae"]},          # the study models that run on it
         },
         "training": {"epochs": 50, "batch_size": 100, "lr": 1e-3},  # budget, printed as given
@@ -57,8 +58,7 @@ OPTIONAL_COLUMNS = ["k_check", "nll_check", "bits_per_dim"]
 #: the summary's text columns; every other column must hold finite numbers
 TEXT_COLUMNS = ("dataset", "model", "class", "device", "device_name", "eval_device_name", "sampling_device",
                 "sampling_device_name", "run_dir")
-#: the papers' data: all training images (train + validation) and the test set of each data set
-PAPER_SPLITS = {"mnist": (60_000, 10_000), "cifar10": (50_000, 10_000)}
+#: the papers' data sets by their names in the report
 PAPER_DATA_NAMES = {"mnist": "MNIST", "cifar10": "CIFAR-10"}
 DEVICE_KIND = {"cpu": "CPU", "cuda": "GPU", "mps": "Apple GPU"}
 #: the SeRe-VAE paper's tables, in the order the report shows them
@@ -316,12 +316,11 @@ def _setting_warnings(ds: dict, device_kinds: list[str]) -> list[str]:
     """A warning unless the dataset is the paper's whole data (the source's official splits)."""
     if ds["full"]:
         return []
-    split = ds["split"]
+    split, paper = ds["split"], ds["paper_split"]
     n_images = split["train"] + split["valid"] + split["test"]
-    pool, test = PAPER_SPLITS[ds["paper_data"]]
     return [f"This is a {n_images:,}-image {'/'.join(device_kinds)} study, not the paper's setting "
-            f"({PAPER_DATA_NAMES[ds['paper_data']]}: {pool:,} training and {test:,} test images): numbers are not "
-            f"comparable to the reported ones in absolute terms; compare the models with each other."]
+            f"({PAPER_DATA_NAMES[ds['paper_data']]}: {paper['train']:,} training and {paper['test']:,} test images): "
+            f"numbers are not comparable to the reported ones in absolute terms; compare the models with each other."]
 
 
 def _items(pairs: dict, m: Markup) -> list[dict]:

@@ -180,20 +180,19 @@ def describe(cfg: StudyConfig) -> dict[str, Any]:
     datasets = {}
     for name in cfg.study.datasets:
         ds = cfg.datasets[name]
-        split = _split(ds)
         pool, test = OFFICIAL_SPLITS[PAPER_DATA[ds.source]]
         datasets[name] = {
             "name": ds.description or name,
             "source": ds.source,
-            "split": split,
+            "split": _split(ds),
             "preprocessing": _preprocessing(ds),
             "transform": ds.transform,
             "logit_lambda": ds.logit_lambda,
             "hflip": ds.hflip,
             "paper_data": PAPER_DATA[ds.source],
-            # the paper's data: the source's whole official pool and test set (flips aside)
-            "full": ds.source in OFFICIAL_SPLITS and (split["train"] // (2 if ds.hflip else 1) + split["valid"],
-                                                      split["test"]) == (pool, test),
+            "paper_split": {"train": pool, "test": test},
+            # the paper's data: the whole official training pool (train + validation) and test set
+            "full": ds.source in OFFICIAL_SPLITS and ds.split.train in (None, pool - ds.split.valid),
             "models": cfg.models_on(name),
         }
     train = cfg.train

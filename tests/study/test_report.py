@@ -30,7 +30,7 @@ STUDY = {
                              "split": {"train": 4100, "valid": 400, "test": 500},
                              "preprocessing": "dynamic per epoch; test binarised once (seed 0)",
                              "transform": "binarise", "logit_lambda": 1e-6, "hflip": False, "paper_data": "mnist",
-                             "full": False, "models": list(MODELS)}},
+                             "paper_split": {"train": 60_000, "test": 10_000}, "full": False, "models": list(MODELS)}},
     "training": {"epochs": EPOCHS, "batch_size": 100, "lr": 1e-3},
     "k": 1000,
     "seeds": list(SEEDS),
@@ -197,7 +197,7 @@ def test_model_without_runs_fails_the_report(runs, tmp_path):
 
 def test_single_seed_has_no_sd_and_paper_split_has_no_warning():
     assert _mean_sd(pd.Series([81.234]), MARKDOWN, 2) == "81.23 ± —"
-    full = {"split": {"train": 59_600, "valid": 400, "test": 10_000}, "paper_data": "mnist", "full": True}
+    full = {**STUDY["datasets"]["mnist5k"], "split": {"train": 59_600, "valid": 400, "test": 10_000}, "full": True}
     assert _setting_warnings(full, ["GPU"]) == []
     assert _setting_warnings({**STUDY["datasets"]["mnist5k"]}, ["CPU"])
 
@@ -271,7 +271,8 @@ def _table3_study(**dataset):
     return {**STUDY, "datasets": {"cifar": {
         "name": "CIFAR-10", "source": "cifar10", "split": {"train": 45_000, "valid": 5_000, "test": 10_000},
         "preprocessing": "dequantised once, logit λ = 0.05", "transform": "dequantise_logit", "logit_lambda": 0.05,
-        "hflip": False, "paper_data": "cifar10", "full": True, "models": list(TABLE3), **dataset}},
+        "hflip": False, "paper_data": "cifar10", "paper_split": {"train": 50_000, "test": 10_000}, "full": True,
+        "models": list(TABLE3), **dataset}},
         "models": {name: {"label": label, "reported": rid, "class": cls, "table": "table3", "k": 1000, "exact": exact}
                    for name, (label, rid, cls, exact, _) in TABLE3.items()}}
 
