@@ -76,6 +76,10 @@ def _run_step(args: argparse.Namespace, cfg: StudyConfig) -> None:
         raise ConfigError(f"--dataset {args.dataset!r} is not in the config; defined: {', '.join(cfg.datasets)}")
     if args.model not in cfg.models:
         raise ConfigError(f"--model {args.model!r} is not in the config; defined: {', '.join(cfg.models)}")
+    if not cfg.runs_on(args.model, args.dataset):
+        raise ConfigError(f"--model {args.model!r} does not run on --dataset {args.dataset!r}: the dataset holds "
+                          f"{cfg.datasets[args.dataset].data_kind} data, the model {cfg.models[args.model].data_kind} "
+                          f"data, and the model's datasets are {cfg.models[args.model].datasets or 'any of its kind'}")
     step = {"train": steps.train_run, "evaluate": steps.evaluate_run, "speed": steps.speed_run}[args.command]
     run = cfg.run_dir(args.dataset, args.model, args.seed)
     # One process per step of a run (a killed Snakemake's orphaned job and its rerun would clobber each other's

@@ -90,3 +90,12 @@ def test_a_step_already_running_for_the_same_run_is_refused_naming_its_pid(tmp_p
         holder.wait(timeout=10)
     # once the holder is gone, the step goes ahead
     assert main(["train", "--config", path, "--dataset", "tiny", "--model", "vae", "--seed", "0"]) == 0
+
+
+def test_a_model_on_data_of_another_kind_is_refused(tmp_path, capsys):
+    cfg = tiny_config(tmp_path)
+    cfg["models"]["maf"] = {"class": "maf", "table": "table3", "params": {"mades": 1, "hidden": [8]}}
+    path = _write(tmp_path, cfg)
+    assert main(["train", "--config", path, "--dataset", "tiny", "--model", "maf", "--seed", "0"]) == 2
+    assert "'maf' does not run on --dataset 'tiny': the dataset holds binary data, the model continuous" in \
+        capsys.readouterr().err

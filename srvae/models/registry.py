@@ -16,7 +16,9 @@ from torch import Tensor
 from baselines.dlgm import DLGM
 from baselines.iaf_vae import IAFVAE
 from baselines.ladder_vae import LadderVAE
+from baselines.maf import MAF
 from baselines.vae import VAE
+from srvae.sere.sere_maf import SeReMAF
 from srvae.sere.sere_vae import SeReVAE
 from srvae.sere.sr_iaf import SelfReflectiveIAF
 
@@ -30,6 +32,8 @@ MODELS: dict[str, type[LatentVariableModel]] = {
     "ladder_vae": LadderVAE,
     "iaf_vae": IAFVAE,
     "vae": VAE,
+    "maf": MAF,
+    "sere_maf": SeReMAF,
 }
 
 

@@ -17,10 +17,11 @@ Gaussians. Likelihood evaluation is teacher-forced (``δγ_l`` sees the *observe
 each generated block to the next layer.
 
 The parts that differ between SeRe-VAE and its ablations are the hooks :meth:`SeReVAE.context_dim`,
-:meth:`SeReVAE.make_prior`, :meth:`SeReVAE.make_bijector` and :meth:`SeReVAE.make_posterior`: the matched
-DLGM (``baselines/dlgm.py``) cuts the context; the Self-Reflective IAF (:mod:`srvae.sere.sr_iaf`) swaps the
-prior for a standard normal and the bijector for an IAF conditioned on ``z_{l-1}`` (any
-:class:`~srvae.flows.base.Bijector`).
+:meth:`SeReVAE.make_prior`, :meth:`SeReVAE.make_bijector`, :meth:`SeReVAE.make_posterior` and
+:meth:`SeReVAE.make_data_layer`: the matched DLGM (``baselines/dlgm.py``) cuts the context; the Self-Reflective
+IAF (:mod:`srvae.sere.sr_iaf`) swaps the prior for a standard normal and the bijector for an IAF conditioned on
+``z_{l-1}`` (any :class:`~srvae.flows.base.Bijector`); SeRe-MAF (:mod:`srvae.sere.sere_maf`) swaps the bijector
+for spline couplings and the Bernoulli data layers for conditional MAFs.
 
 Width defaults are this project's choice (the paper's appendix is not available; ``docs/decisions.md``):
 10 layers × 10 latents as Table 1; each layer's encoder of ``x`` two hidden layers of 200 units, one hidden
@@ -71,14 +72,14 @@ class Generator(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int) -> Tensor:
-        """Ancestral samples ``[n, D]``: each generated block (a Bernoulli draw) conditions the next layer."""
+        """Ancestral samples ``[n, D]``: each generated block (a draw of its data layer) conditions the next layer."""
         z = x_prev = None
         blocks = []
         for prior, bijector, data in zip(self.priors, self.bijectors, self.data):
             mean, std = prior(z)
             eps = reparameterise(mean.expand(n, mean.shape[-1]), std.expand(n, std.shape[-1]))
             z, _ = bijector(eps, z)
-            x_prev = torch.bernoulli(torch.sigmoid(data(z, x_prev)))
+            x_prev = data.sample(z, x_prev)
             blocks.append(x_prev)
         return self.partition.join(blocks)
 
@@ -103,18 +104,13 @@ class SeReVAE(LatentVariableModel):
     def __init__(self, cfg: SeReVAEConfig, data_dim: int, data_mean: Tensor | None = None) -> None:
         super().__init__(cfg, data_dim, data_mean)
         self.partition = BlockPartition(data_dim, cfg.layers)
-        sizes = self.partition.sizes
         means = self.partition.split(data_mean) if data_mean is not None else [None] * cfg.layers
         encoder_hidden = self.encoder_hidden(cfg, data_dim)
         evidence_dim = mlp_out_dim(data_dim, encoder_hidden)
         layers = range(cfg.layers)
 
         bijectors = nn.ModuleList(self.make_bijector(l) for l in layers)  # ONE per layer, held by both networks
-        data = nn.ModuleList(
-            ResidualBernoulli(cfg.latents, sizes[l], sizes[l - 1] if l else 0, cfg.data_hidden, cfg.activation,
-                              means[l])
-            for l in layers
-        )
+        data = nn.ModuleList(self.make_data_layer(l, means[l]) for l in layers)
         self.generator = Generator(self.partition, nn.ModuleList(self.make_prior(l) for l in layers), bijectors, data)
         self.inference = InferenceNetwork(
             nn.ModuleList(mlp(data_dim, encoder_hidden, None, cfg.activation) for _ in layers),
@@ -141,6 +137,13 @@ class SeReVAE(LatentVariableModel):
         """``f_l(·; z_{l-1})``, conditioned on the code of the layer above."""
         return AffineRankOneBijector(self.cfg.latents, self.context_dim(layer), self.cfg.bijector_hidden,
                                      self.cfg.activation)
+
+    def make_data_layer(self, layer: int, block_mean: Tensor | None) -> nn.Module:
+        """``p(x_l | z_l, x_{l-1})``: a module ``(z, x_prev) -> logits`` with ``sample(z, x_prev)``, started at the
+        block's training means ``block_mean``."""
+        sizes = self.partition.sizes
+        return ResidualBernoulli(self.cfg.latents, sizes[layer], sizes[layer - 1] if layer else 0, self.cfg.data_hidden,
+                                 self.cfg.activation, block_mean)
 
     def make_posterior(self, layer: int, evidence_dim: int) -> nn.Module:
         """``q(ε_l | z_{l-1}, x)``: a module ``(evidence, context, prior_raw) -> (mean, std)``."""

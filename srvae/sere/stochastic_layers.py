@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
+import torch
 from torch import Tensor, nn
 
 from srvae.distributions import inverse_positive, marginal_logits, mean_and_std
@@ -128,3 +129,7 @@ class ResidualBernoulli(nn.Module):
                 raise ValueError("this data layer has a residual term and needs the previous block")
             logits = logits + self.residual(x_prev, z)
         return logits
+
+    def sample(self, z: Tensor, x_prev: Tensor | None = None) -> Tensor:
+        """A Bernoulli draw of the block given ``z_l`` and the previous block."""
+        return torch.bernoulli(torch.sigmoid(self(z, x_prev)))

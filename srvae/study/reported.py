@@ -5,6 +5,8 @@ Transcribed from Apostolopoulou et al. 2020 (arXiv:2007.05166, Tables 1-3) and t
 it quotes from Burda et al. 2016. Each entry: ``table``, ``model``, ``details``, ``log_px`` (as
 printed; the report shows NLL = -log_px), ``source``, ``protocol`` (``k``: importance samples of the
 estimate or null; ``binarisation``: dynamic, static or null; an optional ``note``) and an optional ``note``.
+Table 3's rows (continuous data) add to their protocol ``estimate`` (exact or elbo), ``space`` (logit),
+``logit_lambda``, ``data`` (mnist or cifar10) and ``flips``, and may give ``pm``, the ± as printed.
 """
 
 from __future__ import annotations
@@ -17,6 +19,14 @@ import yaml
 
 REPORTED_FIELDS = ("table", "model", "details", "log_px", "source", "protocol")
 BINARISATIONS = ("dynamic", "static", None)
+#: the protocol of a row on continuous data (Table 3): key → a check of its value
+CONTINUOUS_PROTOCOL = {
+    "estimate": lambda v: v in ("exact", "elbo"),
+    "space": lambda v: v == "logit",
+    "logit_lambda": lambda v: isinstance(v, float) and 0 < v < 0.5,
+    "data": lambda v: v in ("mnist", "cifar10"),
+    "flips": lambda v: isinstance(v, bool),
+}
 
 
 class ReportedValueError(ValueError):
@@ -41,6 +51,13 @@ def load_reported(path: Path) -> dict[str, dict]:
                 or protocol["binarisation"] not in BINARISATIONS):
             raise ReportedValueError(f"{path}: entry {rid!r} needs protocol: {{k: <int or null>, binarisation: "
                                      f"dynamic | static | null}}, got {protocol!r}")
+        if "estimate" in protocol and not all(key in protocol and check(protocol[key])
+                                              for key, check in CONTINUOUS_PROTOCOL.items()):
+            raise ReportedValueError(f"{path}: entry {rid!r} is on continuous data (it has an estimate) and needs "
+                                     f"protocol keys estimate: exact | elbo, space: logit, logit_lambda: <0..0.5>, "
+                                     f"data: mnist | cifar10, flips: <bool>; got {protocol!r}")
+        if "pm" in entry and not (isinstance(entry["pm"], (int, float)) and entry["pm"] >= 0):
+            raise ReportedValueError(f"{path}: entry {rid!r} has pm {entry['pm']!r}, not a number ≥ 0")
     return entries
 
 

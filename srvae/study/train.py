@@ -1,9 +1,10 @@
 """The training loop, written once for every model: Adam on the single-sample ELBO (optionally the
-importance-weighted bound of Burda et al. 2016), linear KL warm-up, a learning-rate schedule (constant,
-exponential, or Burda et al.'s stages) with an optional fine-tuning phase, dynamic binarisation every epoch,
-model selection on the validation ELBO or its importance-weighted bound, and periodic atomic checkpoints
-from which an interrupted run resumes exactly where it stopped (same weights, optimiser state and random
-streams).
+importance-weighted bound of Burda et al. 2016; an exact log-likelihood for a flow), linear KL warm-up, an
+optional L2 penalty, a learning-rate schedule (constant, exponential, or Burda et al.'s stages) with an optional
+fine-tuning phase, the data's training images for each epoch (a fresh binarisation, or the fixed dequantised
+set), model selection on the validation ELBO or its importance-weighted bound with optional early stopping,
+and periodic atomic checkpoints from which an interrupted run resumes exactly where it stopped (same weights,
+optimiser state and random streams).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from srvae.infra.atomic_io import load_checkpoint, save_checkpoint
 from srvae.models import LatentVariableModel, training_mode
 
 from .config import TrainSettings
-from .datasets import BinarisedData
+from .datasets import StudyData
 from .evaluate import iw_log_likelihood
 from .progress import duration, eta
 
@@ -37,23 +38,15 @@ class TrainingDivergedError(RuntimeError):
     """Training diverged: its objective became NaN or infinite, or its bound is worse than ignoring the data."""
 
 
-def trivial_bound(data_dim: int) -> float:
-    """``−D ln 2`` nats: the log-likelihood of binary data under a model that gives every pixel probability ½.
-
-    Any trained model must do better; a bound below it (even a finite one) means training diverged.
-    """
-    return -data_dim * math.log(2.0)
-
-
 def kl_weight(epoch: int, warmup_epochs: int) -> float:
     """Deterministic warm-up β for (0-based) ``epoch``: linear from 0 to 1 over ``warmup_epochs``."""
     return 1.0 if warmup_epochs <= 0 else min(1.0, epoch / warmup_epochs)
 
 
-def _worse_than_ignoring(name: str, seed: int, bound: float, epoch: int, floor: float) -> str:
-    return (f"{name}, seed {seed}: the validation bound is {bound:.6g} nats at epoch {epoch}, worse than ignoring "
-            f"the data ({floor:.1f} nats = −D ln 2): training diverged. Lower train.lr, set train.grad_clip or a "
-            f"KL warm-up for this model, then rerun.")
+def _worse_than_floor(name: str, seed: int, bound: float, epoch: int, data: StudyData) -> str:
+    return (f"{name}, seed {seed}: the validation bound is {bound:.6g} nats at epoch {epoch}, worse than "
+            f"{data.floor_name} ({data.divergence_floor:.1f} nats): training diverged. Lower train.lr, set "
+            f"train.grad_clip or a KL warm-up for this model, then rerun.")
 
 
 def learning_rate(epoch: int, settings: TrainSettings) -> float:
@@ -184,7 +177,7 @@ def resume(
 
 def train(
     model: LatentVariableModel,
-    data: BinarisedData,
+    data: StudyData,
     settings: TrainSettings,
     seed: int,
     checkpoint_path: Path,
@@ -203,7 +196,8 @@ def train(
     device = model.device
     generator = torch.Generator(device=device).manual_seed(seed)
     # foreach: one fused update over all tensors (PyTorch otherwise loops per tensor on CPU)
-    optimiser = torch.optim.Adam(model.parameters(), lr=settings.lr, eps=settings.adam_eps, foreach=True)
+    optimiser = torch.optim.Adam(model.parameters(), lr=settings.lr, eps=settings.adam_eps,
+                                 weight_decay=settings.weight_decay, foreach=True)
     fingerprint = {"settings": settings.model_dump(), "seed": seed, "name": name, "identity": identity or {},
                    "parameters": {k: list(v.shape) for k, v in model.state_dict().items()}}
     progress = resume(checkpoint_path, fingerprint, model, optimiser, generator, log, name)
@@ -211,7 +205,7 @@ def train(
     n = len(data.train)
     interactive = sys.stderr.isatty()
     selected = "valid_iw" if settings.selection == "iw" else "valid_elbo"
-    floor = trivial_bound(data.data_dim)
+    floor = data.divergence_floor
     total_epochs = settings.total_epochs
     epochs = tqdm(range(progress.epoch, total_epochs), desc=name, disable=not interactive,
                   initial=progress.epoch, total=total_epochs)
@@ -221,7 +215,7 @@ def train(
         for group in optimiser.param_groups:
             group["lr"] = lr
         beta = kl_weight(epoch, settings.kl_warmup_epochs)
-        x_epoch = data.binarised_train(generator)
+        x_epoch = data.training_images(generator)
         order = torch.randperm(n, generator=generator, device=device)
         train_objective = float(train_epoch(model, optimiser, x_epoch, order, beta, settings)) / n
         if not math.isfinite(train_objective):
@@ -229,9 +223,11 @@ def train(
                 f"{name}, seed {seed}: training objective is {train_objective} at epoch {epoch + 1}. "
                 f"Lower train.lr, set train.grad_clip or a KL warm-up for this model, then rerun."
             )
+        if settings.refresh_statistics:  # the MAF code's protocol: training-set statistics for validation too
+            model.refresh_statistics(x_epoch.split(settings.eval_batch_size))
         valid = validate(model, data.valid, settings)
         if valid[selected] < floor < progress.best["value"]:  # it did better before: training diverged
-            raise TrainingDivergedError(_worse_than_ignoring(name, seed, valid[selected], epoch + 1, floor))
+            raise TrainingDivergedError(_worse_than_floor(name, seed, valid[selected], epoch + 1, data))
         progress.elapsed += time.perf_counter() - t0
         progress.epoch = epoch + 1
         if valid[selected] > progress.best["value"]:
@@ -249,11 +245,14 @@ def train(
             epochs.set_postfix_str(message.split(" ", 2)[2])
         elif (epoch + 1) % settings.log_every == 0 or epoch + 1 == total_epochs:
             log(f"{name}: {message}")
+        if settings.patience is not None and epoch + 1 - progress.best["epoch"] >= settings.patience:
+            log(f"{name}: no better validation value for {settings.patience} epochs: stopping early after epoch "
+                f"{epoch + 1} (best: epoch {progress.best['epoch']})")
+            break
         if (epoch + 1) % settings.checkpoint_every == 0 and epoch + 1 < total_epochs:
             save_training_checkpoint(checkpoint_path, fingerprint, progress, model, optimiser, generator)
-    if progress.best["value"] < floor:  # never better than a model that ignores the data
-        raise TrainingDivergedError(_worse_than_ignoring(name, seed, progress.best["value"], progress.best["epoch"],
-                                                         floor))
+    if progress.best["value"] < floor:  # never better than the trivial model of the data
+        raise TrainingDivergedError(_worse_than_floor(name, seed, progress.best["value"], progress.best["epoch"], data))
     if progress.best["state"] is not None:
         model.load_state_dict(progress.best["state"])
     return {"metrics": progress.metrics, "best_epoch": progress.best["epoch"], "train_seconds": progress.elapsed,

@@ -13,6 +13,14 @@ PARAMETERS = {
     "ladder_vae": 285_336, "iw_ladder_vae": 285_336, "iaf_vae": 357_248,
     "sere_vae_table1": 2_778_869, "dlgm_table1": 2_778_439, "dlgm_no_path_table1": 2_780_209, "sr_iaf_table1": 2_795_769,
     "ladder_vae_table1": 1_862_904, "iw_ladder_vae_table1": 1_862_904, "iaf_vae_table1": 1_950_204,
+    "sere_maf": 936_929, "maf5": 768_640, "maf10": 1_537_280,
+    "maf5_mnist": 17_311_040, "maf10_mnist": 34_622_080, "maf5_cifar10": 45_092_160, "maf10_cifar10": 90_184_320,
+    "maf_table3": 34_622_080, "sere_maf_table3": 33_395_233, "sere_maf_mnist": 33_395_233,
+}
+#: the Table 3 entries that config/table3.yaml runs on CIFAR-10 (3,072 dimensions)
+CIFAR10_PARAMETERS = {
+    "maf5_cifar10": 115_425_280, "maf10_cifar10": 230_850_560, "maf_table3": 105_000_960,
+    "sere_maf_table3": 73_715_235,
 }
 
 
@@ -53,6 +61,7 @@ def test_values_from_the_command_line_are_converted():
 
 def test_paper_size_parameter_counts(default_config):
     assert set(PARAMETERS) == set(default_config.models)
-    for name, count in PARAMETERS.items():
-        entry = default_config.models[name]
-        assert build_model(entry.cls, entry.params, 784).num_parameters == count, name
+    for dim, counts in ((784, PARAMETERS), (3072, CIFAR10_PARAMETERS)):
+        for name, count in counts.items():
+            entry = default_config.models[name]
+            assert build_model(entry.cls, entry.params, dim).num_parameters == count, (name, dim)

