@@ -21,8 +21,9 @@ def test_every_model_has_a_frozen_dataclass_config_and_the_interface(name):
     cls = MODELS[name]
     assert issubclass(cls, LatentVariableModel) and model_class(name) is cls
     assert dataclasses.is_dataclass(cls.Config) and cls.Config.__dataclass_params__.frozen
-    model = build_model(name, {}, 20)  # every hyper-parameter has a default (20 pixels: 10 blocks of 2)
-    assert model.cfg == cls.Config() and model.data_dim == 20
+    model = build_model(name, {}, 49)  # every hyper-parameter has a default (7 × 7 pixels: the conv models need
+    # a square image; the MLP models cut it into 10 blocks, 9 of 5 pixels and one of 4)
+    assert model.cfg == cls.Config() and model.data_dim == 49
 
 
 def test_base_class_refuses_another_models_config():
