@@ -4,7 +4,8 @@ config's ``report.reported_file``).
 Transcribed from Apostolopoulou et al. 2020 (arXiv:2007.05166, Tables 1-3) and the reference points
 it quotes from Burda et al. 2016. Each entry: ``table``, ``model``, ``details``, ``log_px`` (as
 printed; the report shows NLL = -log_px), ``source``, ``protocol`` (``k``: importance samples of the
-estimate or null; ``binarisation``: dynamic, static or null; an optional ``note``) and an optional ``note``.
+estimate or null; ``binarisation``: dynamic, static or null; an optional ``note``), an optional ``section`` (the
+paper table whose report section lists the row among its published rows) and an optional ``note``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import yaml
 
 REPORTED_FIELDS = ("table", "model", "details", "log_px", "source", "protocol")
 BINARISATIONS = ("dynamic", "static", None)
+#: the report sections a published row can be listed in (``models.<entry>.table`` in the config)
+SECTIONS = ("table1", "table2", "table3")
 
 
 class ReportedValueError(ValueError):
@@ -24,7 +27,8 @@ class ReportedValueError(ValueError):
 
 
 def load_reported(path: Path) -> dict[str, dict]:
-    """The published numbers, id -> {table, model, details, log_px, source[, note]}; checks every entry."""
+    """The published numbers, id -> {table, model, details, log_px, source, protocol[, section, note]}; checks
+    every entry."""
     entries = yaml.safe_load(Path(path).read_text())
     if not isinstance(entries, dict):
         raise ReportedValueError(f"{path}: expected a mapping of id -> entry")
@@ -41,6 +45,9 @@ def load_reported(path: Path) -> dict[str, dict]:
                 or protocol["binarisation"] not in BINARISATIONS):
             raise ReportedValueError(f"{path}: entry {rid!r} needs protocol: {{k: <int or null>, binarisation: "
                                      f"dynamic | static | null}}, got {protocol!r}")
+        if entry.get("section", SECTIONS[0]) not in SECTIONS:
+            raise ReportedValueError(f"{path}: entry {rid!r} has section {entry['section']!r}, not one of "
+                                     f"{', '.join(SECTIONS)}")
     return entries
 
 

@@ -13,6 +13,8 @@ PARAMETERS = {
     "ladder_vae": 285_336, "iw_ladder_vae": 285_336, "iaf_vae": 357_248,
     "sere_vae_table1": 2_778_869, "dlgm_table1": 2_778_439, "dlgm_no_path_table1": 2_780_209, "sr_iaf_table1": 2_795_769,
     "ladder_vae_table1": 1_862_904, "iw_ladder_vae_table1": 1_862_904, "iaf_vae_table1": 1_950_204,
+    "conv_sere_vae": 53_556, "conv_dlgm": 53_400, "conv_vae": 55_680,
+    "conv_sere_vae_table2": 11_409_244, "conv_dlgm_table2": 11_426_604, "conv_vae_table2": 11_440_368,
 }
 
 
