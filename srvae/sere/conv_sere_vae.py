@@ -14,10 +14,11 @@ reads as the IAF paper's weight-normalised residual blocks (:mod:`srvae.nets.res
   (:class:`~srvae.nets.resnet.Encoder`; the paper's "independent deterministic encoders"), whose flat features feed
   the posterior's dense blocks, ending in the layer's Gaussian head;
 - each data layer decodes ``z_l`` with a residual convolutional stack (:class:`~srvae.nets.resnet.Decoder`: dense →
-  feature maps → upsampling blocks) into logits of the whole image and keeps block ``l``'s; the previous observed
-  block ``x_{l-1}`` enters as the input convolution of an image holding only that block (zeros elsewhere), added
-  to the decoder's feature maps at half resolution. ``γ¹_l(z_l) + δγ_l(x_{l-1}, z_l)`` of the MLP version is
-  thus one stack, in which ``x_{l-1}`` adds a residual feature map (none for block 1);
+  feature maps → upsampling blocks) into the logits of block ``l``, computing only the rows of the image that
+  hold the block; the previous observed block ``x_{l-1}`` enters as the input convolution of an image holding only
+  that block (zeros elsewhere), added to the decoder's feature maps at half resolution.
+  ``γ¹_l(z_l) + δγ_l(x_{l-1}, z_l)`` of the MLP version is thus one stack, in which ``x_{l-1}`` adds a residual
+  feature map (none for block 1);
 - the prior, posterior and bijector blocks stay the MLP version's small dense networks of ``z_{l-1}``
   (:class:`~srvae.sere.stochastic_layers.AmortisedGaussian`,
   :class:`~srvae.sere.stochastic_layers.ResidualGaussianPosterior`,
