@@ -24,7 +24,7 @@ from .vae import VAE
 @dataclass(frozen=True)
 class ConvVAEConfig:
     latents: PositiveInt = 100  # the conv SeRe-VAE's 10 layers × 10 latents
-    channels: PositiveInt = 200  # feature maps of every convolution: about the conv SeRe-VAE's parameter count
+    channels: PositiveInt = 208  # feature maps of every convolution: the conv SeRe-VAE's parameter count (+0.3%)
     depths: Depths = (2, 2)  # residual blocks at half and quarter resolution
 
 
