@@ -101,6 +101,13 @@ class LatentVariableModel(nn.Module, ABC):
         """``n`` ancestral samples ``x ~ p(x)`` as a ``[n, D]`` tensor in the data's space (zeros and ones for
         binary data)."""
 
+    def initialise(self, x: Tensor) -> None:
+        """Data-dependent initialisation on the training batch ``x``, before the first update.
+
+        Called once by the training loop when a run starts (never when it resumes from a checkpoint). Models
+        with weight normalisation (the convolutional models) override it; others have none.
+        """
+
     def refresh_statistics(self, batches: Iterable[Tensor]) -> None:
         """Re-estimate data-dependent statistics over the training set before evaluation.
 

@@ -13,11 +13,14 @@ from typing import Any
 import pydantic
 from torch import Tensor
 
+from baselines.conv_dlgm import ConvDLGM
+from baselines.conv_vae import ConvVAE
 from baselines.dlgm import DLGM
 from baselines.iaf_vae import IAFVAE
 from baselines.ladder_vae import LadderVAE
 from baselines.maf import MAF
 from baselines.vae import VAE
+from srvae.sere.conv_sere_vae import ConvSeReVAE
 from srvae.sere.sere_maf import SeReMAF
 from srvae.sere.sere_vae import SeReVAE
 from srvae.sere.sr_iaf import SelfReflectiveIAF
@@ -34,6 +37,9 @@ MODELS: dict[str, type[LatentVariableModel]] = {
     "vae": VAE,
     "maf": MAF,
     "sere_maf": SeReMAF,
+    "conv_sere_vae": ConvSeReVAE,
+    "conv_dlgm": ConvDLGM,
+    "conv_vae": ConvVAE,
 }
 
 

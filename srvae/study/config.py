@@ -96,7 +96,13 @@ class TrainSettings(Settings):
     epochs: PositiveInt = 50
     batch_size: PositiveInt = 100
     lr: PositiveFloat = 1e-3
-    adam_eps: PositiveFloat = Field(1e-4, description="Burda et al. 2016 and Sønderby et al. 2016")
+    optimizer: Literal["adam", "adamax"] = Field("adam", description="adam; adamax: Kingma & Ba's infinity-norm "
+                                                 "variant, the IAF paper's ResNet VAE optimiser")
+    adam_eps: PositiveFloat = Field(1e-4, description="ε of Adam or Adamax (Burda et al. 2016 and Sønderby et al. "
+                                    "2016)")
+    polyak_decay: Annotated[float, Field(gt=0, lt=1)] | None = Field(
+        None, description="Polyak averaging: an exponential moving average of the weights with this decay per "
+        "step, which validation, model selection and evaluation use (the IAF paper's ResNet VAE: 0.999); null: none")
     kl_warmup_epochs: NonNegativeInt = Field(0, description="KL weight rises linearly from 0 to 1 over these epochs")
     grad_clip: PositiveFloat | None = Field(None, description="cap on the global gradient norm (Ladder VAE: 4)")
     iw_samples: PositiveInt = Field(1, description="> 1: train on the importance-weighted bound with this many samples")

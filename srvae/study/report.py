@@ -133,10 +133,23 @@ def protocol_text(protocol: dict) -> str:
     return f"{k}, {protocol['binarisation'] or 'binarisation unknown'}"
 
 
+def protocol_gaps(protocol: dict, k: int, full_mnist: bool) -> list[str]:
+    """How a published number's estimate differs from this study's own (none: comparable): another or an unknown
+    K, a binarisation other than dynamic, or a study that does not run on the full MNIST split."""
+    gaps = []
+    if protocol["binarisation"] != "dynamic":
+        gaps.append(f"{protocol['binarisation'] or 'unknown'} binarisation")
+    if protocol["k"] != k:
+        gaps.append("K unknown" if protocol["k"] is None else f"K = {protocol['k']:,}")
+    if not full_mnist:
+        gaps.append("this study is not on full MNIST")
+    return gaps
+
+
 def same_protocol(protocol: dict, k: int, full_mnist: bool) -> bool:
     """Whether a published number was estimated as this study estimates its own: same K, dynamic
     binarisation, and the study runs on the full MNIST split (otherwise Δ would compare different things)."""
-    return full_mnist and protocol["k"] == k and protocol["binarisation"] == "dynamic"
+    return not protocol_gaps(protocol, k, full_mnist)
 
 
 def same_continuous_protocol(protocol: dict, ds: dict) -> bool:
@@ -283,6 +296,21 @@ def _k_check_rows(runs: pd.DataFrame, models: dict, decimals: int, m: Markup) ->
     return rows
 
 
+def _published_rows(reported: dict, section: str, k: int, full_mnist: bool, decimals: int, m: Markup) -> list[dict]:
+    """Every published row listed in ``section`` (its ``section`` in the reported-values file), best NLL first,
+    each marked comparable with this study's protocol or not, and why not."""
+    rows = []
+    for rid, entry in sorted(reported.items(), key=lambda item: -item[1]["log_px"]):
+        if entry.get("section") != section:
+            continue
+        gaps = protocol_gaps(entry["protocol"], k, full_mnist)
+        rows.append({"model": m.escape(entry["model"]), "details": m.escape(entry["details"]),
+                     "nll": _num(-entry["log_px"], decimals, m),
+                     "protocol": m.escape(protocol_text(entry["protocol"])),
+                     "comparable": m.escape(f"no: {', '.join(gaps)}" if gaps else "yes"), "id": m.escape(rid)})
+    return rows
+
+
 def _reported_rows(models: dict, reported: dict, m: Markup) -> list[dict]:
     rows = []
     for spec in models.values():
@@ -386,6 +414,7 @@ def _dataset_section(runs: pd.DataFrame, comparisons: pd.DataFrame, name: str, d
                        if continuous else [],
                        "comparison_rows": _comparison_rows(pairs, models, decimals, m),
                        **dict(zip(("speed_rows", "speed_devices"), _speed_rows(runs, members, m))),
+                       "published_rows": _published_rows(reported, table, k, ds["full"], decimals, m),
                        "k_check_rows": _k_check_rows(runs, members, decimals, m)})
     table_of = {name: spec["table"] for name, spec in models.items()}
     across = comparisons[comparisons["model_a"].map(table_of) != comparisons["model_b"].map(table_of)]

@@ -4,7 +4,8 @@ config's ``report.reported_file``).
 Transcribed from Apostolopoulou et al. 2020 (arXiv:2007.05166, Tables 1-3) and the reference points
 it quotes from Burda et al. 2016. Each entry: ``table``, ``model``, ``details``, ``log_px`` (as
 printed; the report shows NLL = -log_px), ``source``, ``protocol`` (``k``: importance samples of the
-estimate or null; ``binarisation``: dynamic, static or null; an optional ``note``) and an optional ``note``.
+estimate or null; ``binarisation``: dynamic, static or null; an optional ``note``), an optional ``section`` (the
+paper table whose report section lists the row among its published rows) and an optional ``note``.
 Table 3's rows (continuous data) add to their protocol ``estimate`` (exact or elbo), ``space`` (logit),
 ``logit_lambda``, ``data`` (mnist or cifar10) and ``flips``, and may give ``pm``, the ± as printed.
 """
@@ -28,13 +29,17 @@ CONTINUOUS_PROTOCOL = {
     "flips": lambda v: isinstance(v, bool),
 }
 
+#: the report sections a published row can be listed in (``models.<entry>.table`` in the config)
+SECTIONS = ("table1", "table2", "table3")
+
 
 class ReportedValueError(ValueError):
     """The reported-values file is malformed, or the config names an id it does not define."""
 
 
 def load_reported(path: Path) -> dict[str, dict]:
-    """The published numbers, id -> {table, model, details, log_px, source[, note]}; checks every entry."""
+    """The published numbers, id -> {table, model, details, log_px, source, protocol[, section, note]}; checks
+    every entry."""
     entries = yaml.safe_load(Path(path).read_text())
     if not isinstance(entries, dict):
         raise ReportedValueError(f"{path}: expected a mapping of id -> entry")
@@ -58,6 +63,10 @@ def load_reported(path: Path) -> dict[str, dict]:
                                      f"data: mnist | cifar10, flips: <bool>; got {protocol!r}")
         if "pm" in entry and not (isinstance(entry["pm"], (int, float)) and entry["pm"] >= 0):
             raise ReportedValueError(f"{path}: entry {rid!r} has pm {entry['pm']!r}, not a number ≥ 0")
+
+        if entry.get("section", SECTIONS[0]) not in SECTIONS:
+            raise ReportedValueError(f"{path}: entry {rid!r} has section {entry['section']!r}, not one of "
+                                     f"{', '.join(SECTIONS)}")
     return entries
 
 

@@ -1,10 +1,12 @@
-"""The training loop, written once for every model: Adam on the single-sample ELBO (optionally the
+"""The training loop, written once for every model: Adam or Adamax on the single-sample ELBO (optionally the
 importance-weighted bound of Burda et al. 2016; an exact log-likelihood for a flow), linear KL warm-up, an
 optional L2 penalty, a learning-rate schedule (constant, exponential, or Burda et al.'s stages) with an optional
 fine-tuning phase, the data's training images for each epoch (a fresh binarisation, or the fixed dequantised
-set), model selection on the validation ELBO or its importance-weighted bound with optional early stopping,
-and periodic atomic checkpoints from which an interrupted run resumes exactly where it stopped (same weights,
-optimiser state and random streams).
+set), the model's data-dependent initialisation before the first update, optional Polyak averaging of the
+weights (validated, selected and returned in place of the last weights), model selection on the validation ELBO
+or its importance-weighted bound with optional early stopping, and periodic atomic checkpoints from which an
+interrupted run resumes exactly where it stopped (same weights, averaged weights, optimiser state and random
+streams).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from .progress import duration, eta
 
 #: Burda et al. (2016): stage i = 0..7 lasts 3^i epochs at lr × 10^(−i/7)
 BURDA_STAGES = 8
+#: ``train.optimizer`` → optimiser class (both take ``lr`` and ``eps``)
+OPTIMISERS: dict[str, type[torch.optim.Optimizer]] = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax}
 
 
 class TrainingDivergedError(RuntimeError):
@@ -99,13 +103,41 @@ def validate(model: LatentVariableModel, x: Tensor, settings: TrainSettings) -> 
     return metrics
 
 
+class WeightAverage:
+    """Polyak averaging: a copy of the model whose weights follow ``w̄ ← d · w̄ + (1 − d) · w`` after every update.
+
+    Kingma et al. (2016) evaluate their ResNet VAE with such an average (decay 0.999 in their code). Buffers
+    (batch-norm statistics, the weight-normalisation flags) are copied, not averaged.
+    """
+
+    def __init__(self, model: LatentVariableModel, decay: float) -> None:
+        self.module = copy.deepcopy(model).requires_grad_(False)
+        self.decay = decay
+
+    @torch.no_grad()
+    def update(self, model: LatentVariableModel) -> None:
+        for average, weight in zip(self.module.parameters(), model.parameters()):
+            average.lerp_(weight, 1.0 - self.decay)
+        for average, buffer in zip(self.module.buffers(), model.buffers()):
+            average.copy_(buffer)
+
+
+def initialisation_batch(data: StudyData, batch_size: int, seed: int) -> Tensor:
+    """A training minibatch for the model's data-dependent initialisation, drawn from a generator of its
+    own so that the run's data stream is the same with or without it."""
+    generator = torch.Generator(device=data.train.device).manual_seed(seed)
+    x = data.training_images(generator)
+    return x[torch.randperm(len(x), generator=generator, device=x.device)[:batch_size]]
+
+
 def train_epoch(
     model: LatentVariableModel, optimiser: torch.optim.Optimizer, x: Tensor, order: Tensor, beta: float,
-    settings: TrainSettings,
+    settings: TrainSettings, averaged: WeightAverage | None = None,
 ) -> Tensor:
     """One pass over the binarised training images ``x`` in the given ``order``; the summed objective.
 
-    The sum stays on the device: no host synchronisation inside the step.
+    ``averaged`` (Polyak averaging) is updated after every step. The sum stays on the device: no host
+    synchronisation inside the step.
     """
     model.train()
     total = torch.zeros((), device=x.device)
@@ -117,6 +149,8 @@ def train_epoch(
         if settings.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
         optimiser.step()
+        if averaged is not None:
+            averaged.update(model)
         total += obj.detach().sum()
     return total
 
@@ -129,6 +163,7 @@ class Progress:
     metrics: list[dict[str, float]] = field(default_factory=list)
     elapsed: float = 0.0  # training seconds so far
     best: dict[str, Any] = field(default_factory=lambda: {"value": -math.inf, "epoch": -1, "state": None})
+    averaged: dict[str, Tensor] | None = None  # the Polyak-averaged weights, when averaging
 
 
 def _rng_state(generator: torch.Generator) -> dict[str, Tensor]:
@@ -147,13 +182,14 @@ def _set_rng_state(state: dict[str, Tensor], generator: torch.Generator) -> None
 
 def save_training_checkpoint(
     path: Path, fingerprint: dict[str, Any], progress: Progress, model: LatentVariableModel,
-    optimiser: torch.optim.Optimizer, generator: torch.Generator,
+    optimiser: torch.optim.Optimizer, generator: torch.Generator, averaged: WeightAverage | None = None,
 ) -> None:
     """Everything needed to continue exactly where training stopped, written atomically."""
     save_checkpoint(path, {
         "fingerprint": fingerprint, "epoch": progress.epoch, "model": model.state_dict(),
         "optimiser": optimiser.state_dict(), "rng": _rng_state(generator),
         "metrics": progress.metrics, "elapsed": progress.elapsed, "best": progress.best,
+        "averaged": None if averaged is None else averaged.module.state_dict(),
     })
 
 
@@ -172,7 +208,7 @@ def resume(
     optimiser.load_state_dict(ckpt["optimiser"])
     _set_rng_state(ckpt["rng"], generator)
     log(f"{name}: resuming from {path} after epoch {ckpt['epoch']}")
-    return Progress(ckpt["epoch"], ckpt["metrics"], ckpt["elapsed"], ckpt["best"])
+    return Progress(ckpt["epoch"], ckpt["metrics"], ckpt["elapsed"], ckpt["best"], ckpt["averaged"])
 
 
 def train(
@@ -186,7 +222,8 @@ def train(
     identity: dict[str, Any] | None = None,
     on_epoch: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Train ``model`` on ``data`` (already on the model's device) and load the best-on-validation weights.
+    """Train ``model`` on ``data`` (already on the model's device) and load the best-on-validation weights (the
+    averaged weights, with ``settings.polyak_decay``).
 
     Resumes from ``checkpoint_path`` when it holds a checkpoint of this very run: the same settings, seed,
     name and ``identity`` (everything else that defines the run: model class and hyper-parameters, dataset
@@ -196,11 +233,17 @@ def train(
     device = model.device
     generator = torch.Generator(device=device).manual_seed(seed)
     # foreach: one fused update over all tensors (PyTorch otherwise loops per tensor on CPU)
-    optimiser = torch.optim.Adam(model.parameters(), lr=settings.lr, eps=settings.adam_eps,
-                                 weight_decay=settings.weight_decay, foreach=True)
+    optimiser = OPTIMISERS[settings.optimizer](model.parameters(), lr=settings.lr, eps=settings.adam_eps,
+                                               weight_decay=settings.weight_decay, foreach=True)
     fingerprint = {"settings": settings.model_dump(), "seed": seed, "name": name, "identity": identity or {},
                    "parameters": {k: list(v.shape) for k, v in model.state_dict().items()}}
     progress = resume(checkpoint_path, fingerprint, model, optimiser, generator, log, name)
+    if progress.epoch == 0:  # a fresh start: a resumed model keeps its (saved) initialisation
+        model.initialise(initialisation_batch(data, settings.batch_size, seed))
+    averaged = None if settings.polyak_decay is None else WeightAverage(model, settings.polyak_decay)
+    if averaged is not None and progress.averaged is not None:
+        averaged.module.load_state_dict(progress.averaged)
+    evaluated = model if averaged is None else averaged.module  # the weights validated, selected and returned
 
     n = len(data.train)
     interactive = sys.stderr.isatty()
@@ -217,21 +260,22 @@ def train(
         beta = kl_weight(epoch, settings.kl_warmup_epochs)
         x_epoch = data.training_images(generator)
         order = torch.randperm(n, generator=generator, device=device)
-        train_objective = float(train_epoch(model, optimiser, x_epoch, order, beta, settings)) / n
+        train_objective = float(train_epoch(model, optimiser, x_epoch, order, beta, settings, averaged)) / n
         if not math.isfinite(train_objective):
             raise TrainingDivergedError(
                 f"{name}, seed {seed}: training objective is {train_objective} at epoch {epoch + 1}. "
                 f"Lower train.lr, set train.grad_clip or a KL warm-up for this model, then rerun."
             )
         if settings.refresh_statistics:  # the MAF code's protocol: training-set statistics for validation too
-            model.refresh_statistics(x_epoch.split(settings.eval_batch_size))
-        valid = validate(model, data.valid, settings)
+            evaluated.refresh_statistics(x_epoch.split(settings.eval_batch_size))
+        valid = validate(evaluated, data.valid, settings)
         if valid[selected] < floor < progress.best["value"]:  # it did better before: training diverged
             raise TrainingDivergedError(_worse_than_floor(name, seed, valid[selected], epoch + 1, data))
         progress.elapsed += time.perf_counter() - t0
         progress.epoch = epoch + 1
         if valid[selected] > progress.best["value"]:
-            progress.best = {"value": valid[selected], "epoch": epoch + 1, "state": copy.deepcopy(model.state_dict())}
+            progress.best = {"value": valid[selected], "epoch": epoch + 1,
+                             "state": copy.deepcopy(evaluated.state_dict())}
         progress.metrics.append({"epoch": epoch + 1, "train_elbo": train_objective, **valid,
                                  "beta": beta, "lr": lr, "seconds": progress.elapsed})
         left = eta(epoch + 1, total_epochs, progress.elapsed)
@@ -250,7 +294,7 @@ def train(
                 f"{epoch + 1} (best: epoch {progress.best['epoch']})")
             break
         if (epoch + 1) % settings.checkpoint_every == 0 and epoch + 1 < total_epochs:
-            save_training_checkpoint(checkpoint_path, fingerprint, progress, model, optimiser, generator)
+            save_training_checkpoint(checkpoint_path, fingerprint, progress, model, optimiser, generator, averaged)
     if progress.best["value"] < floor:  # never better than the trivial model of the data
         raise TrainingDivergedError(_worse_than_floor(name, seed, progress.best["value"], progress.best["epoch"], data))
     if progress.best["state"] is not None:

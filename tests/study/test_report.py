@@ -210,7 +210,49 @@ def test_reported_file_holds_the_papers_numbers():
     assert reported["burda2016/vae-2layer"]["log_px"] == -85.33
     assert reported["papamakarios2017/mnist/maf5"]["log_px"] == -1300.5
     assert reported["sere2020/table3/sere-maf"]["protocol"]["estimate"] == "elbo"
-    assert all(rid.startswith(("sere2020/table", "burda2016/", "papamakarios2017/")) for rid in reported)
+    assert all(rid.startswith(("sere2020/table", "burda2016/", "papamakarios2017/", "chen2017/")) for rid in reported)
+
+
+def test_table2_rows_carry_the_vlae_papers_protocols():
+    """Table 2's baselines are the VLAE paper's statically binarised numbers; its dynamic ones are listed beside."""
+    reported = load_reported(REPORTED_FILE)
+    static = {"vlae": -79.03, "pixelrnn": -79.20, "iaf-vae": -79.88, "draw": -80.97, "discrete-vae": -81.01}
+    for name, log_px in static.items():
+        entry = reported[f"sere2020/table2/{name}"]
+        assert (entry["log_px"], entry["protocol"]["binarisation"], entry["section"]) == (log_px, "static", "table2")
+    for rid, log_px in (("chen2017/vlae-dynamic", -78.53), ("chen2017/iaf-vae-dynamic", -79.10)):
+        entry = reported[rid]
+        assert (entry["log_px"], entry["protocol"]["binarisation"], entry["section"]) == (log_px, "dynamic", "table2")
+    sere = reported["sere2020/table2/sere-vae"]
+    assert sere["log_px"] == -79.50 and sere["protocol"] == {"k": 1000, "binarisation": "dynamic"}
+
+
+def test_each_table_section_lists_its_published_rows_marked_comparable_or_not(runs, report, tmp_path):
+    """A section lists every published row of its table, best first, and says which ones share the study's
+    protocol: on full MNIST with K = 1000, the SeRe-VAE row is comparable, a static or K-unknown one is not."""
+    results, _, _ = runs
+    full = {**STUDY, "datasets": {"mnist5k": {**STUDY["datasets"]["mnist5k"], "full": True,
+                                              "split": {"train": 59_600, "valid": 400, "test": 10_000}}},
+            "models": {**STUDY["models"], "vae": {**STUDY["models"]["vae"], "table": "table2"}}}
+    render_report(results, ReportSettings(reported_file=str(REPORTED_FILE)), full, tmp_path)
+    table2 = (tmp_path / "tables.md").read_text().split("### Table 2: ResNet layers")[1].split("\n### ")[0]
+    listed = table2.split("#### Published rows of this table")[1]
+    rows = [line for line in listed.splitlines() if line.startswith("| ") and "`" in line]
+    reported = load_reported(REPORTED_FILE)
+    assert len(rows) == sum(e.get("section") == "table2" for e in reported.values())
+    nlls = [float(row.split(" | ")[2]) for row in rows]
+    assert nlls == sorted(nlls) and nlls[0] == 78.53  # best first: the VLAE, dynamic
+    row = {rid: next(r for r in rows if f"`{rid}`" in r) for rid in
+           ("sere2020/table2/sere-vae", "sere2020/table2/vlae", "chen2017/vlae-dynamic", "sere2020/table2/biva")}
+    assert "| K = 1,000, dynamic | yes |" in row["sere2020/table2/sere-vae"]
+    assert "| no: static binarisation, K unknown |" in row["sere2020/table2/vlae"]
+    assert "| no: K unknown |" in row["chen2017/vlae-dynamic"]
+    assert "| no: unknown binarisation, K unknown |" in row["sere2020/table2/biva"]
+    # the default study's 5,000 digits: nothing published is comparable
+    default = {**STUDY, "models": full["models"]}
+    render_report(results, ReportSettings(reported_file=str(REPORTED_FILE)), default, tmp_path / "small")
+    small = (tmp_path / "small" / "tables.md").read_text().split("#### Published rows of this table")[2]
+    assert "| K = 1,000, dynamic | no: this study is not on full MNIST |" in small
 
 
 @pytest.mark.parametrize("damage, message", [

@@ -10,7 +10,7 @@ import srvae.study.train as loop
 from srvae.models import LatentVariableModel, Scores
 from srvae.models.base import ElboTerms
 from srvae.study.config import TrainSettings
-from srvae.study.train import BURDA_STAGES, learning_rate, objective, train
+from srvae.study.train import BURDA_STAGES, WeightAverage, learning_rate, objective, train
 
 from ..conftest import small_vae
 
@@ -158,3 +158,118 @@ def test_train_applies_the_schedule_and_the_finetuning_epochs(tiny_data, tmp_pat
     result = train(small_vae(), tiny_data, settings, 0, tmp_path / "c.pt", log=quiet)
     assert used == [m["lr"] for m in result["metrics"]] == [1e-3, 5e-4, pytest.approx(1e-5)]
     assert [m["epoch"] for m in result["metrics"]] == [1, 2, 3]
+
+
+class Recorder(LatentVariableModel):
+    """A model that records the batches its data-dependent initialisation sees; one weight, a quadratic objective."""
+
+    Config = dict
+
+    def __init__(self) -> None:
+        super().__init__({}, 784)
+        self.w = torch.nn.Parameter(torch.zeros(()))
+        self.initialised_on: list[torch.Tensor] = []
+
+    def initialise(self, x):
+        self.initialised_on.append(x.clone())
+
+    def score(self, x, k):
+        log_lik = -((self.w - x.mean(1)) ** 2).expand(k, -1)  # maximised at w = the image's mean pixel
+        zeros = torch.zeros_like(log_lik)
+        return Scores(log_lik, zeros, zeros)
+
+    def sample(self, n):
+        raise NotImplementedError
+
+
+def test_a_fresh_run_initialises_on_a_training_batch_and_a_resumed_one_does_not(tiny_data, tmp_path, monkeypatch):
+    settings = TrainSettings(epochs=4, batch_size=50, checkpoint_every=1)
+    model = Recorder()
+    train(model, tiny_data, settings, 0, tmp_path / "c.pt", log=quiet)
+    assert len(model.initialised_on) == 1
+    batch = model.initialised_on[0]
+    assert batch.shape == (50, 784) and set(batch.unique().tolist()) == {0.0, 1.0}  # a binarised training batch
+    # a run stopped after epoch 2 and started again resumes from its checkpoint: no second initialisation
+    real_validate, calls = loop.validate, []
+
+    def stop_at_epoch_3(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_validate(*args)
+
+    monkeypatch.setattr(loop, "validate", stop_at_epoch_3)
+    interrupted = Recorder()
+    with pytest.raises(KeyboardInterrupt):
+        train(interrupted, tiny_data, settings, 0, tmp_path / "d.pt", log=quiet)
+    monkeypatch.setattr(loop, "validate", real_validate)
+    resumed = Recorder()
+    train(resumed, tiny_data, settings, 0, tmp_path / "d.pt", log=quiet)
+    assert len(interrupted.initialised_on) == 1 and resumed.initialised_on == []
+    assert torch.equal(resumed.w, model.w)  # and it ends where the uninterrupted run ends
+
+
+@pytest.mark.parametrize("name, cls", [("adam", torch.optim.Adam), ("adamax", torch.optim.Adamax)])
+def test_the_optimiser_is_the_configured_one(tiny_data, tmp_path, monkeypatch, name, cls):
+    used = []
+    real_epoch = loop.train_epoch
+
+    def spy(model, optimiser, *args):
+        used.append(type(optimiser))
+        return real_epoch(model, optimiser, *args)
+
+    monkeypatch.setattr(loop, "train_epoch", spy)
+    train(small_vae(), tiny_data, TrainSettings(epochs=1, batch_size=100, optimizer=name), 0, tmp_path / "c.pt",
+          log=quiet)
+    assert used == [cls]
+
+
+def test_weight_average_follows_the_weights_with_the_decay():
+    model = Recorder()
+    average = WeightAverage(model, decay=0.75)
+    assert average.module is not model and not average.module.w.requires_grad
+    for value in (4.0, 8.0):
+        with torch.no_grad():
+            model.w.fill_(value)
+        average.update(model)
+    assert float(average.module.w) == pytest.approx(0.25 * 8.0 + 0.75 * (0.25 * 4.0))
+
+
+def test_polyak_averaged_weights_are_validated_selected_returned_and_resumed(tiny_data, tmp_path, monkeypatch):
+    """With polyak_decay the validation sees the averaged weights, the best of them are returned, and a resumed run
+    carries the average on: it ends with exactly the weights of an uninterrupted run."""
+    settings = TrainSettings(epochs=4, batch_size=50, lr=0.05, polyak_decay=0.9, checkpoint_every=1)
+    validated, live = [], []
+    real_validate, real_epoch = loop.validate, loop.train_epoch
+
+    def record_validate(model, *args):
+        validated.append(float(model.w))
+        return real_validate(model, *args)
+
+    def record_epoch(model, *args):
+        total = real_epoch(model, *args)
+        live.append(model.w.item())
+        return total
+
+    monkeypatch.setattr(loop, "validate", record_validate)
+    monkeypatch.setattr(loop, "train_epoch", record_epoch)
+    model = Recorder()
+    result = train(model, tiny_data, settings, 0, tmp_path / "c.pt", log=quiet)
+    assert all(abs(v) < abs(w) for v, w in zip(validated, live))  # the average lags the weights (from w = 0)
+    assert model.w.item() == validated[result["best_epoch"] - 1]  # the best average is what comes back
+
+    calls = []
+
+    def stop_at_epoch_3(model, *args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_validate(model, *args)
+
+    monkeypatch.setattr(loop, "validate", stop_at_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        train(Recorder(), tiny_data, settings, 0, tmp_path / "d.pt", log=quiet)
+    monkeypatch.setattr(loop, "validate", real_validate)
+    resumed = Recorder()
+    train(resumed, tiny_data, settings, 0, tmp_path / "d.pt", log=quiet)
+    assert resumed.w.item() == model.w.item()
