@@ -14,6 +14,10 @@ configfile: "config.yaml"
 include: "workflow/rules/common.smk"
 
 
+onstart:
+    write_resolved(CFG, f"{RESULTS}/configs")
+
+
 rule all:
     input:
         REPORT_FILES,

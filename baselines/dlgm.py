@@ -21,16 +21,16 @@ the data blocks.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
+from typing import Any
 
 import torch
 
 from srvae.flows.base import Bijector, IdentityBijector
+from srvae.models import LatentVariableModel
 from srvae.sere.sere_vae import SeReVAE, SeReVAEConfig
-from srvae.sere.stochastic_layers import (
-    AmortisedGaussianPriors,
-    ResidualGaussianPosterior,
-)
+from srvae.sere.stochastic_layers import AmortisedGaussianPriors, ResidualGaussianPosterior
 
 
 @dataclass(frozen=True)
@@ -42,38 +42,43 @@ class DLGMConfig(SeReVAEConfig):
     match_sere_vae: bool = True
 
 
-def count_parameters(model_cls: type[SeReVAE], cfg: SeReVAEConfig, data_dim: int) -> int:
+def count_parameters(model_cls: type[LatentVariableModel], cfg: Any, data_dim: int) -> int:
     """Trainable parameters of ``model_cls(cfg, data_dim)``, built on the meta device (no memory, no init cost)."""
     with torch.device("meta"):
         return model_cls(cfg, data_dim).num_parameters
 
 
-def matched_encoder_hidden(cfg: DLGMConfig, data_dim: int) -> tuple[int, ...]:
-    """Encoder widths ``cfg.encoder_hidden × s`` whose DLGM parameter count is closest to SeRe-VAE's.
+def closest_scaled_widths(base: tuple[int, ...], count: Callable[[tuple[int, ...]], int], target: int) -> tuple[int, ...]:
+    """The widths ``base × s`` whose parameter count ``count(widths)`` is closest to ``target``.
 
-    SeRe-VAE's count is computed from ``cfg``'s shared fields; the widths are scaled together (the first one
-    by an integer, found by bisection, the others in proportion), which keeps the count monotone in the width.
+    The widths are scaled together (the first one by an integer, found by bisection, the others in proportion),
+    which keeps the count monotone in the width.
     """
-    if not cfg.encoder_hidden:
-        raise ValueError("matching parameter counts widens the encoders: encoder_hidden must not be empty")
-    shared = {f.name: getattr(cfg, f.name) for f in fields(SeReVAEConfig)}
-    target = count_parameters(SeReVAE, SeReVAEConfig(**shared), data_dim)
-    base = cfg.encoder_hidden
 
     def widths(first: int) -> tuple[int, ...]:
         return tuple(max(1, round(h * first / base[0])) for h in base)
 
-    def count(first: int) -> int:
-        return count_parameters(DLGM, replace(cfg, encoder_hidden=widths(first), match_sere_vae=False), data_dim)
-
     lo, hi = 1, base[0]
-    while count(hi) < target:
+    while count(widths(hi)) < target:
         lo, hi = hi, 2 * hi
     while hi - lo > 1:  # invariant: count(lo) < target <= count(hi), or lo is 1
         mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if count(mid) < target else (lo, mid)
-    best = min((lo, hi), key=lambda w: abs(count(w) - target))
-    return widths(best)
+        lo, hi = (mid, hi) if count(widths(mid)) < target else (lo, mid)
+    return widths(min((lo, hi), key=lambda w: abs(count(widths(w)) - target)))
+
+
+def matched_encoder_hidden(cfg: DLGMConfig, data_dim: int) -> tuple[int, ...]:
+    """Encoder widths ``cfg.encoder_hidden × s`` whose DLGM parameter count is closest to SeRe-VAE's
+    (:func:`closest_scaled_widths`); SeRe-VAE's count is computed from ``cfg``'s shared fields."""
+    if not cfg.encoder_hidden:
+        raise ValueError("matching parameter counts widens the encoders: encoder_hidden must not be empty")
+    shared = {f.name: getattr(cfg, f.name) for f in fields(SeReVAEConfig)}
+    target = count_parameters(SeReVAE, SeReVAEConfig(**shared), data_dim)
+    return closest_scaled_widths(
+        cfg.encoder_hidden,
+        lambda widths: count_parameters(DLGM, replace(cfg, encoder_hidden=widths, match_sere_vae=False), data_dim),
+        target,
+    )
 
 
 class DLGM(SeReVAE):
@@ -89,7 +94,7 @@ class DLGM(SeReVAE):
         return AmortisedGaussianPriors(self.cfg.layers, self.cfg.latents, 0, self.cfg.prior_hidden, self.cfg.activation)
 
     def make_posterior(self, layer: int) -> ResidualGaussianPosterior:
-        return ResidualGaussianPosterior(self.cfg.latents, 0, self.cfg.posterior_hidden, self.cfg.activation,
+        return ResidualGaussianPosterior(self.cfg.latents, 0, self.posterior_widths, self.cfg.activation,
                                          self.cfg.posterior_first)
 
     def make_bijector(self, layer: int) -> Bijector:

@@ -21,23 +21,11 @@ import torch
 from torch import Tensor
 
 from baselines.vae import sample_from_prior
-from srvae.distributions import (
-    bernoulli_log_prob,
-    gaussian_log_prob,
-    reparameterise,
-    standard_normal_log_prob,
-)
+from srvae.distributions import bernoulli_log_prob, gaussian_log_prob, reparameterise, standard_normal_log_prob
 from srvae.flows.iaf import IAF
 from srvae.models import LatentVariableModel, Scores
 from srvae.nets.gaussian import GaussianHead
-from srvae.nets.mlp import (
-    Activation,
-    PositiveInt,
-    Widths,
-    init_output_bias,
-    mlp,
-    mlp_out_dim,
-)
+from srvae.nets.mlp import Activation, PositiveInt, Widths, init_output_bias, mlp, mlp_out_dim
 
 
 @dataclass(frozen=True)

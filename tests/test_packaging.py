@@ -13,14 +13,15 @@ from .conftest import REPO, tiny_config
 
 
 def test_non_editable_install_trains_and_renders_a_report(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the installed copy, never a checkout
     wheels = tmp_path / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(wheels), str(REPO)], check=True, capture_output=True, cwd=tmp_path)
+                    str(wheels), str(REPO)], check=True, capture_output=True, cwd=tmp_path, env=env)
     env_dir = tmp_path / "venv"
     venv.create(env_dir, system_site_packages=True, with_pip=False)  # torch & co. from this environment
     python = env_dir / "bin" / "python"
     subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q",
-                    *map(str, wheels.glob("srvae-*.whl"))], check=True, capture_output=True)
+                    *map(str, wheels.glob("srvae-*.whl"))], check=True, capture_output=True, env=env)
 
     study = tmp_path / "study"  # a directory with a config and the reported values, and no source tree
     (study / "workflow").mkdir(parents=True)
@@ -29,7 +30,6 @@ def test_non_editable_install_trains_and_renders_a_report(tmp_path):
     cfg["report"] = {"title": "Installed"}  # reported_file: the default, relative to the working directory
     cfg["models"]["vae"]["reported"] = "burda2016/vae-1layer"
     (study / "config.yaml").write_text(yaml.safe_dump(cfg))
-    env = {**os.environ, "PYTHONPATH": ""}
 
     def srvae(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([str(env_dir / "bin" / "srvae"), *args], cwd=study, env=env, capture_output=True,

@@ -10,7 +10,10 @@ The context (IAF's encoder feature ``h``, or the previous latent code ``z_{l−1
 enters the first hidden layer unmasked. Hidden degrees start at 0 when there is a context: degree-0 units see
 the context but no input, so that every output — the first one in the ordering included — can depend on the
 context (the "mask offset so that z is never masked" of SeRe-MAF). Hidden degrees are assigned cyclically
-(deterministic, as in the IAF paper's autoregressive MLP), not at random.
+(deterministic, as in the IAF paper's autoregressive MLP) when a layer has a unit for every degree it may hold;
+a layer narrower than that draws them at random (Germain et al.'s scheme, which the MAF paper uses for
+CIFAR-10's 3,072 inputs in layers of 1,024 or 2,048 units): cyclic degrees would then stop below ``D − 1`` and
+the later inputs would reach no output at all.
 """
 
 from __future__ import annotations
@@ -39,6 +42,21 @@ def ordering_degrees(features: int, reverse: bool = False) -> Tensor:
     """Input degrees ``1..D`` of the identity ordering, or ``D..1`` of the reversed one."""
     degrees = torch.arange(1, features + 1)
     return degrees.flip(0) if reverse else degrees
+
+
+def hidden_unit_degrees(width: int, lowest: int, features: int) -> Tensor:
+    """Degrees of a hidden layer of ``width`` units, in ``lowest..D−1`` (a unit of degree ``D`` could reach no output).
+
+    Cyclic (every degree in turn) when the layer has a unit per degree, else drawn uniformly at random from
+    torch's generator (the masks are buffers: saved and restored with the weights), with the first unit pinned to
+    ``lowest`` so that every layer keeps a path from the context (degree 0) to every output.
+    """
+    span = max(features - lowest, 1)
+    if width >= span:
+        return torch.arange(width) % span + lowest
+    degrees = torch.randint(lowest, lowest + span, (width,))
+    degrees[0] = lowest
+    return degrees
 
 
 class MADE(nn.Module):
@@ -71,8 +89,7 @@ class MADE(nn.Module):
         layers: list[nn.Module] = []
         degrees = input_degrees
         for width in hidden:
-            # cycle through lowest..D−1: a unit of degree D could reach no output, so none is made
-            hidden_degrees = torch.arange(width) % max(features - lowest, 1) + lowest
+            hidden_degrees = hidden_unit_degrees(width, lowest, features)
             layers.append(MaskedLinear(hidden_degrees[:, None] >= degrees[None, :]))
             degrees = hidden_degrees
         self.hidden = nn.ModuleList(layers)

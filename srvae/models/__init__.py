@@ -1,6 +1,6 @@
 """The one model contract (:mod:`srvae.models.base`) and the registry of every model of the study
 (:mod:`srvae.models.registry`, imported on its own: it imports every model, and the models import this)."""
 
-from .base import ElboTerms, LatentVariableModel, Scores, training_mode
+from .base import DataKind, ElboTerms, LatentVariableModel, Scores, training_mode
 
-__all__ = ["ElboTerms", "LatentVariableModel", "Scores", "training_mode"]
+__all__ = ["DataKind", "ElboTerms", "LatentVariableModel", "Scores", "training_mode"]

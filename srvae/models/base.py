@@ -11,6 +11,12 @@ against :class:`LatentVariableModel`. A model implements two methods:
 
 Everything else (ELBO terms, log importance weights, parameter count) follows from these here, so the
 ELBO that trains a model and the weights that evaluate it can never drift apart.
+
+A flow with an exact likelihood fits the same contract: ``log_likelihood`` is ``log p(x)`` itself and the
+prior and posterior terms are zero, so every importance weight equals ``p(x)``; it says so with
+``exact = True``. ``data_kind`` says which data a model is built for — binary vectors (binarised images) or
+continuous ones (dequantised images in logit space) — so that the study pairs each model only with datasets
+of its kind.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -60,8 +66,12 @@ class ElboTerms:
         return self.reconstruction - self.kl
 
 
+#: the data a model is built for: binarised images, or dequantised images in logit space
+DataKind = Literal["binary", "continuous"]
+
+
 class LatentVariableModel(nn.Module, ABC):
-    """A latent-variable model of binary vectors ``x ∈ {0,1}^D`` with an amortised posterior.
+    """A latent-variable model of vectors ``x`` (binary ``{0,1}^D`` or real ``R^D``) with an amortised posterior.
 
     Every model is built as ``Model(cfg, data_dim, data_mean=None)``: ``cfg`` is an instance of its
     ``Config`` (a frozen dataclass of hyper-parameters), ``data_mean`` the training set's pixel means,
@@ -70,6 +80,10 @@ class LatentVariableModel(nn.Module, ABC):
 
     #: the model's typed configuration class (a frozen dataclass); set by each model
     Config: type
+    #: the data the model is built for
+    data_kind: ClassVar[DataKind] = "binary"
+    #: whether ``score`` gives the exact ``log p(x)`` (zero prior and posterior terms): any K gives the same estimate
+    exact: ClassVar[bool] = False
 
     def __init__(self, cfg: Any, data_dim: int, data_mean: Tensor | None = None) -> None:
         super().__init__()
@@ -84,12 +98,20 @@ class LatentVariableModel(nn.Module, ABC):
 
     @abstractmethod
     def sample(self, n: int) -> Tensor:
-        """``n`` ancestral samples ``x ~ p(x)`` as a ``[n, D]`` tensor of zeros and ones."""
+        """``n`` ancestral samples ``x ~ p(x)`` as a ``[n, D]`` tensor in the data's space (zeros and ones for
+        binary data)."""
+
+    def initialise(self, x: Tensor) -> None:
+        """Data-dependent initialisation on the training batch ``x``, before the first update.
+
+        Called once by the training loop when a run starts (never when it resumes from a checkpoint). Models
+        with weight normalisation (the convolutional models) override it; others have none.
+        """
 
     def refresh_statistics(self, batches: Iterable[Tensor]) -> None:
         """Re-estimate data-dependent statistics over the training set before evaluation.
 
-        Called once after training. Models with batch normalisation (Ladder VAE) override it; others have none.
+        Called once after training. Models with batch normalisation (Ladder VAE, MAF) override it; others have none.
         """
 
     def elbo_terms(self, x: Tensor) -> ElboTerms:

@@ -13,10 +13,15 @@ from typing import Any
 import pydantic
 from torch import Tensor
 
+from baselines.conv_dlgm import ConvDLGM
+from baselines.conv_vae import ConvVAE
 from baselines.dlgm import DLGM
 from baselines.iaf_vae import IAFVAE
 from baselines.ladder_vae import LadderVAE
+from baselines.maf import MAF
 from baselines.vae import VAE
+from srvae.sere.conv_sere_vae import ConvSeReVAE
+from srvae.sere.sere_maf import SeReMAF
 from srvae.sere.sere_vae import SeReVAE
 from srvae.sere.sr_iaf import SelfReflectiveIAF
 
@@ -30,6 +35,11 @@ MODELS: dict[str, type[LatentVariableModel]] = {
     "ladder_vae": LadderVAE,
     "iaf_vae": IAFVAE,
     "vae": VAE,
+    "maf": MAF,
+    "sere_maf": SeReMAF,
+    "conv_sere_vae": ConvSeReVAE,
+    "conv_dlgm": ConvDLGM,
+    "conv_vae": ConvVAE,
 }
 
 

@@ -21,11 +21,14 @@ change by the same ``log|det ∂f_l/∂ε_l|``; the KL of each layer is the clos
 Gaussians. Likelihood evaluation is teacher-forced (``δγ_l`` sees the *observed* ``x_{l-1}``); sampling feeds
 each generated block to the next layer.
 
-The parts that differ between SeRe-VAE and its ablations are the hooks :meth:`SeReVAE.context_dim`,
-:meth:`SeReVAE.make_priors`, :meth:`SeReVAE.make_bijector` and :meth:`SeReVAE.make_posterior`: the matched
-DLGM (``baselines/dlgm.py``) cuts the context; the Self-Reflective IAF (:mod:`srvae.sere.sr_iaf`) swaps the
-prior for a standard normal and the bijector for an IAF conditioned on ``z_{l-1}`` (any
-:class:`~srvae.flows.base.Bijector`).
+The parts that differ between SeRe-VAE and its variants are the hooks :meth:`SeReVAE.context_dim`,
+:meth:`SeReVAE.make_priors`, :meth:`SeReVAE.make_bijector`, :meth:`SeReVAE.make_posterior`,
+:meth:`SeReVAE.make_encoder` and :meth:`SeReVAE.make_data_layers`: the matched DLGM (``baselines/dlgm.py``) cuts
+the context; the Self-Reflective IAF (:mod:`srvae.sere.sr_iaf`) swaps the prior for a standard normal and the
+bijector for an IAF conditioned on ``z_{l-1}`` (any :class:`~srvae.flows.base.Bijector`); SeRe-MAF
+(:mod:`srvae.sere.sere_maf`) swaps the bijector for spline couplings and the Bernoulli data layers for
+conditional MAFs; the convolutional SeRe-VAE (:mod:`srvae.sere.conv_sere_vae`) swaps the encoders and data layers
+for residual convolutional stacks, one per layer.
 
 Width defaults are this project's choice (the paper's appendix is not available; ``docs/decisions.md``):
 10 layers × 10 latents as Table 1; each layer's encoder of ``x`` two hidden layers of 200 units, one hidden
@@ -50,6 +53,7 @@ from .bijector import AffineRankOneBijector
 from .partition import BlockPartition
 from .stochastic_layers import (
     AmortisedGaussianPriors,
+    DataLayers,
     LayerPriors,
     ResidualBernoulliLayers,
     ResidualGaussianPosterior,
@@ -74,7 +78,7 @@ class Generator(nn.Module):
     """``p(x, ε)``: the priors, a bijector per layer and the data layers — everything sampling needs."""
 
     def __init__(
-        self, partition: BlockPartition, priors: LayerPriors, bijectors: nn.ModuleList, data: ResidualBernoulliLayers
+        self, partition: BlockPartition, priors: LayerPriors, bijectors: nn.ModuleList, data: DataLayers
     ) -> None:
         super().__init__()
         self.partition = partition
@@ -82,14 +86,14 @@ class Generator(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int) -> Tensor:
-        """Ancestral samples ``[n, D]``: each generated block (a Bernoulli draw) conditions the next layer."""
+        """Ancestral samples ``[n, D]``: each generated block (a draw of its data layer) conditions the next layer."""
         z = x_prev = None
         blocks = []
         for l, bijector in enumerate(self.bijectors):
             mean, std = self.priors.layer(l, z)
             eps = reparameterise(mean.expand(n, mean.shape[-1]), std.expand(n, std.shape[-1]))
             z, _ = bijector(eps, z)
-            x_prev = torch.bernoulli(torch.sigmoid(self.data.layer(l, z, x_prev)))
+            x_prev = self.data.sample(l, z, x_prev)
             blocks.append(x_prev)
         return self.partition.join(blocks)
 
@@ -98,10 +102,10 @@ class InferenceNetwork(nn.Module):
     """``q(ε | x)``: the encoders of ``x``, a posterior layer per layer, and the generator's own bijectors.
 
     ``encoder`` holds the ``L`` encoders ``h_l(x)`` followed by each posterior's first linear map of its
-    encoding, as one grouped network: they depend on ``x`` alone, so they run once, before the chain.
+    encoding (:meth:`SeReVAE.make_encoder`): they depend on ``x`` alone, so they run once, before the chain.
     """
 
-    def __init__(self, encoder: GroupedMLP, posteriors: nn.ModuleList, bijectors: nn.ModuleList) -> None:
+    def __init__(self, encoder: nn.Module, posteriors: nn.ModuleList, bijectors: nn.ModuleList) -> None:
         super().__init__()
         self.encoder, self.posteriors, self.bijectors = encoder, posteriors, bijectors
 
@@ -118,6 +122,7 @@ class SeReVAE(LatentVariableModel):
     def __init__(self, cfg: SeReVAEConfig, data_dim: int, data_mean: Tensor | None = None) -> None:
         super().__init__(cfg, data_dim, data_mean)
         self.partition = BlockPartition(data_dim, cfg.layers)
+        self.posterior_widths = self.posterior_hidden()
         layers = range(cfg.layers)
 
         bijectors = nn.ModuleList(self.make_bijector(l) for l in layers)  # ONE per layer, held by both networks
@@ -125,9 +130,8 @@ class SeReVAE(LatentVariableModel):
         evidence_features = {q.evidence_features for q in posteriors}
         if len(evidence_features) != 1:
             raise ValueError(f"every posterior must read evidence of one width, got {sorted(evidence_features)}")
-        encoder = GroupedMLP(cfg.layers, [data_dim], self.encoder_hidden(cfg, data_dim), evidence_features.pop(),
-                             cfg.activation, shared_input=True)
-        data = ResidualBernoulliLayers(self.partition.sizes, cfg.latents, cfg.data_hidden, cfg.activation, data_mean)
+        encoder = self.make_encoder(evidence_features.pop())
+        data = self.make_data_layers(data_mean)
         self.generator = Generator(self.partition, self.make_priors(), bijectors, data)
         self.inference = InferenceNetwork(encoder, posteriors, bijectors)
 
@@ -136,6 +140,10 @@ class SeReVAE(LatentVariableModel):
     def encoder_hidden(self, cfg: SeReVAEConfig, data_dim: int) -> tuple[int, ...]:
         """Hidden widths of each layer's encoder of ``x``."""
         return cfg.encoder_hidden
+
+    def posterior_hidden(self) -> tuple[int, ...]:
+        """Hidden widths of the posterior blocks (``posterior_widths``, computed once before they are built)."""
+        return self.cfg.posterior_hidden
 
     def context_dim(self, layer: int) -> int:
         """Width of the latent code that conditions layer ``layer`` (0-based): ``z_{l-1}``, none for the first."""
@@ -154,8 +162,20 @@ class SeReVAE(LatentVariableModel):
     def make_posterior(self, layer: int) -> ResidualGaussianPosterior:
         """``q(ε_l | z_{l-1}, x)``: a module ``(evidence, context, prior_raw) -> (mean, std)`` whose
         ``evidence_features`` is the width of the evidence it reads (the same for every layer)."""
-        return ResidualGaussianPosterior(self.cfg.latents, self.context_dim(layer), self.cfg.posterior_hidden,
+        return ResidualGaussianPosterior(self.cfg.latents, self.context_dim(layer), self.posterior_widths,
                                          self.cfg.activation, self.cfg.posterior_first)
+
+    def make_encoder(self, evidence_features: int) -> nn.Module:
+        """The ``L`` encoders of ``x``, each followed by its posterior's first linear map: a module
+        ``x [B, D] -> evidence [L, B, evidence_features]``. Here one grouped MLP (a shared first layer)."""
+        return GroupedMLP(self.cfg.layers, [self.data_dim], self.encoder_hidden(self.cfg, self.data_dim),
+                          evidence_features, self.cfg.activation, shared_input=True)
+
+    def make_data_layers(self, data_mean: Tensor | None) -> DataLayers:
+        """``p(x_l | z_l, x_{l-1})`` of every block (:class:`~srvae.sere.stochastic_layers.DataLayers`), started at
+        the training means ``data_mean``. Here the residual Bernoulli layers, run for all blocks at once."""
+        cfg = self.cfg
+        return ResidualBernoulliLayers(self.partition.sizes, cfg.latents, cfg.data_hidden, cfg.activation, data_mean)
 
     # -- inference and scoring -------------------------------------------------------------------------------
 

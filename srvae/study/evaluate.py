@@ -12,6 +12,7 @@ K-sample estimate of the ELBO, ``mean_k log w_k``, at no extra cost.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -39,10 +40,12 @@ class IWEstimate:
 
 
 @torch.no_grad()
-def iw_log_likelihood(model: LatentVariableModel, x: Tensor, k: int, k_chunk: int, batch_size: int) -> IWEstimate:
+def iw_log_likelihood(model: LatentVariableModel, x: Tensor, k: int, k_chunk: int, batch_size: int,
+                      progress: Callable[[int, int], None] | None = None) -> IWEstimate:
     """Importance-weighted log-likelihood of every example of ``x`` with ``k`` samples (model in eval mode).
 
-    ``k_chunk`` samples of ``batch_size`` examples are drawn at a time.
+    ``k_chunk`` samples of ``batch_size`` examples are drawn at a time; ``progress(done, total)`` is called
+    after every batch of examples.
     """
     if k < 1 or k_chunk < 1 or batch_size < 1:
         raise ValueError(f"k, k_chunk and batch_size must be positive, got {k}, {k_chunk}, {batch_size}")
@@ -57,6 +60,8 @@ def iw_log_likelihood(model: LatentVariableModel, x: Tensor, k: int, k_chunk: in
                 sum_log_w = sum_log_w + log_w.sum(0)
             log_px.append(acc - math.log(k))
             elbo.append(sum_log_w / k)
+            if progress is not None:
+                progress(sum(len(v) for v in log_px), len(x))
     return IWEstimate(torch.cat(log_px).cpu(), torch.cat(elbo).cpu(), k)
 
 

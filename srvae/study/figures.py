@@ -13,8 +13,9 @@ would change from run to run.
 
 from __future__ import annotations
 
-import os
+import io
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -24,65 +25,102 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from srvae.infra.atomic_io import write_bytes  # noqa: E402
+
 FORMATS = ("png", "pdf")
 _WIDTH_PER_MODEL, _MIN_WIDTH, _HEIGHT, _ROW_HEIGHT = 1.0, 4.0, 3.0, 0.45  # inches
 
 
 def save_figure(fig: plt.Figure, stem: Path) -> list[Path]:
     """Save ``fig`` as ``stem.png`` and ``stem.pdf`` (atomically, byte-stable PDF) and close it."""
-    stem.parent.mkdir(parents=True, exist_ok=True)
     paths = []
-    for fmt in FORMATS:
-        path = stem.with_name(f"{stem.name}.{fmt}")
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        metadata = {"CreationDate": None} if fmt == "pdf" else None  # no timestamp: same bytes each time
-        fig.savefig(tmp, format=fmt, metadata=metadata, bbox_inches="tight", dpi=200)
-        os.replace(tmp, path)
-        paths.append(path)
-    plt.close(fig)
+    try:
+        for fmt in FORMATS:
+            path = stem.with_name(f"{stem.name}.{fmt}")
+            buffer = io.BytesIO()
+            metadata = {"CreationDate": None} if fmt == "pdf" else None  # no timestamp: same bytes each time
+            fig.savefig(buffer, format=fmt, metadata=metadata, bbox_inches="tight", dpi=200)
+            write_bytes(path, buffer.getvalue())
+            paths.append(path)
+    finally:
+        plt.close(fig)
     return paths
 
 
 def palette(labels: list[str]) -> dict[str, tuple]:
-    """One colour per model label, in order."""
-    return dict(zip(labels, sns.color_palette("deep", n_colors=len(labels))))
+    """One colour per model label, in order, from a colour-blind-safe palette."""
+    return dict(zip(labels, sns.color_palette("colorblind", n_colors=len(labels))))
 
 
-def _figure(n_columns: int, height: float = _HEIGHT) -> tuple[plt.Figure, plt.Axes]:
+def _figure(n_columns: int, height: float = _HEIGHT, panels: int = 1) -> tuple[plt.Figure, Any]:
     sns.set_theme(context="paper", style="whitegrid")
-    return plt.subplots(figsize=(max(_MIN_WIDTH, _WIDTH_PER_MODEL * n_columns), height))
+    return plt.subplots(1, panels, figsize=(max(_MIN_WIDTH, _WIDTH_PER_MODEL * n_columns) * panels, height))
 
 
-def nll_per_model(summary: pd.DataFrame, colours: dict[str, tuple], stem: Path) -> list[Path]:
-    """Test NLL of each model: mean ± sd over seeds, and every seed's value as a dot."""
-    # one row per model: long model names stay readable however many models there are
-    fig, ax = _figure(1, height=_ROW_HEIGHT * len(colours) + 1.0)
-    order = list(colours)
+def nll_per_model(summary: pd.DataFrame, colours: dict[str, tuple], stem: Path,
+                  published: dict[str, float] | None = None) -> list[Path]:
+    """Test NLL of each model, best first: mean ± sd over seeds, every seed's value as a dot on top, and the
+    published value (a hollow square) where it was estimated as here (``published``: label → NLL)."""
+    order = list(summary.groupby("label")["nll"].mean().sort_values().index)
+    fig, ax = _figure(1, height=_ROW_HEIGHT * len(order) + 1.0)  # one row per model: long names stay readable
     sns.pointplot(data=summary, y="label", x="nll", order=order, hue="label", palette=colours,
-                  errorbar="sd", linestyle="none", marker="D", capsize=0.15, legend=False, ax=ax)
-    sns.stripplot(data=summary, y="label", x="nll", order=order, color="0.25", size=4, jitter=0.08,
-                  zorder=5, ax=ax)  # seeds on top of the mean marker
+                  errorbar="sd", linestyle="none", marker="D", markersize=5, capsize=0.15, legend=False, ax=ax)
+    sns.stripplot(data=summary, y="label", x="nll", order=order, color="0.15", size=4, jitter=0.12,
+                  edgecolor="white", linewidth=0.6, zorder=10, ax=ax)  # seeds drawn over the mean marker
+    for label, nll in (published or {}).items():
+        if label in order:
+            ax.plot(nll, order.index(label), marker="s", markerfacecolor="none", markeredgecolor="0.3",
+                    markersize=8, zorder=5, label="published" if label == next(iter(published)) else None)
+    if published:
+        ax.legend(loc="lower right")
     ax.set(ylabel="", xlabel="test NLL (nats, lower is better)")
     return save_figure(fig, stem)
 
 
 def training_curves(curves: pd.DataFrame, colours: dict[str, tuple], stem: Path) -> list[Path]:
-    """Validation ELBO against epoch for each model: mean over seeds with a ± sd band."""
-    fig, ax = _figure(len(colours))
-    sns.lineplot(data=curves, x="epoch", y="valid_elbo", hue="label", hue_order=list(colours),
-                 palette=colours, errorbar="sd", ax=ax)
-    ax.set(xlabel="epoch", ylabel="validation ELBO (nats)")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.legend(title=None)
+    """Validation ELBO against epoch: the whole run, and the second half zoomed in, where the models differ
+    (the first epochs would set the y-range otherwise). Mean over seeds with a ± sd band; a line style per model."""
+    labels = list(colours)
+    fig, (whole, zoom) = _figure(len(labels), panels=2)
+    late = curves[curves["epoch"] > curves["epoch"].max() / 2]
+    for ax, data in ((whole, curves), (zoom, late)):
+        sns.lineplot(data=data, x="epoch", y="valid_elbo", hue="label", hue_order=labels, style="label",
+                     style_order=labels, palette=colours, errorbar="sd", ax=ax, legend=ax is zoom)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set(xlabel="epoch", ylabel="validation ELBO (nats, one sample)" if ax is whole else "")
+    means = late.groupby(["label", "epoch"])["valid_elbo"].mean()
+    low, high = means.min(), means.max()
+    zoom.set(ylim=(low - 0.05 * (high - low + 1e-9), high + 0.05 * (high - low + 1e-9)),
+             title="second half of training")
+    whole.set(title="whole run")
+    zoom.legend(title=None, fontsize="small", loc="lower right")
     return save_figure(fig, stem)
 
 
+#: below this mean test KL (nats) a stochastic layer carries no information: it has collapsed onto its prior
+COLLAPSED = 0.1
+
+
 def kl_per_layer(kl: pd.DataFrame, colours: dict[str, tuple], stem: Path) -> list[Path]:
-    """Mean test KL of each stochastic layer per model (mean ± sd over seeds); bars at 0 are collapsed layers."""
+    """Mean test KL of each stochastic layer per model (mean ± sd over seeds). A collapsed layer (KL below
+    ``COLLAPSED`` nats) is marked with a cross, so that it is not mistaken for a layer the model lacks.
+
+    Layer 1 is the first layer of SeRe-VAE's chain (it generates the first image block) and the Ladder VAE's
+    bottom layer ``z_1`` (next to the data)."""
+    labels = list(colours)
     fig, ax = _figure(int(kl["layer"].max()))
-    sns.barplot(data=kl, x="layer", y="kl", hue="label", hue_order=list(colours), palette=colours,
-                errorbar="sd", ax=ax)
+    sns.barplot(data=kl, x="layer", y="kl", hue="label", hue_order=labels, palette=colours, errorbar="sd", ax=ax)
+    means = kl.groupby(["label", "layer"])["kl"].mean()
+    layers = sorted(kl["layer"].unique())
+    width = 0.8 / len(labels)  # seaborn's dodge: bars of one layer share 0.8 of its slot
+    collapsed = [(layers.index(layer) - 0.4 + width * (labels.index(label) + 0.5), label)
+                 for (label, layer), value in means.items() if value < COLLAPSED]
+    for x, label in collapsed:
+        ax.plot(x, 0.0, marker="x", markersize=7, markeredgewidth=1.5, color=colours[label], zorder=5)
     ax.axhline(0.0, color="0.2", linewidth=0.8)
-    ax.set(xlabel="stochastic layer", ylabel="mean test KL (nats)")
-    ax.legend(title=None)
+    ax.set(xlabel="stochastic layer (SeRe-VAE: 1 = first of the chain; Ladder VAE: 1 = next to the data)",
+           ylabel="mean test KL (nats)")
+    if collapsed:
+        ax.plot([], [], marker="x", linestyle="none", color="0.3", label=f"collapsed (KL < {COLLAPSED:g})")
+    ax.legend(title=None, fontsize="small")
     return save_figure(fig, stem)

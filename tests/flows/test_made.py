@@ -43,3 +43,19 @@ def test_invalid_orderings_and_missing_context_are_errors():
         MADE(D, (10,), input_degrees=torch.tensor([1, 1, 2, 3, 4]))
     with pytest.raises(ValueError, match="context"):
         MADE(D, (10,), context_features=C)(torch.randn(D))
+
+
+def test_a_layer_narrower_than_its_degrees_draws_them_at_random_and_keeps_every_path():
+    """The MAF paper's CIFAR-10 setting: fewer hidden units than degrees. Cyclic degrees would stop short of
+    D − 1 and cut the later inputs off; random ones (one unit pinned to the lowest degree) do not."""
+    features, width = 12, 5
+    torch.manual_seed(0)
+    made = MADE(features, (width, width), 2, C)
+    degrees = made.hidden[0].mask.sum(1)  # a unit of degree m sees inputs 1..m
+    assert degrees.max() > width - 1 and (made.hidden[1].mask.sum(1) > 0).all()
+    x = torch.randn(features)
+    jac = jacobian(lambda v: made(v, torch.randn(C)), x)
+    order = made.input_degrees
+    assert (jac[:, order[None, :] >= order[:, None]] == 0).all(), "an output sees its own or a later input"
+    context_jac = jacobian(lambda c: made(x, c), torch.randn(C))
+    assert (context_jac.abs().sum(-1) > 0).all(), "the context must reach every output"

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from srvae.infra.gpu_slots import GPUSlotTimeout, acquire_gpu
+from srvae.infra.gpu_slots import GPUSlotError, GPUSlotTimeout, acquire_gpu, default_lock_dir
 
 # a job: take a slot, report the device and the environment it set, hold the slot until stdin closes
 HOLDER = """
 import os, sys
 from srvae.infra.gpu_slots import acquire_gpu
-with acquire_gpu(slots={slots}, lock_dir={lock_dir!r}, timeout=5, poll=0.02) as device:
+with acquire_gpu(slots={slots}, lock_dir={lock_dir}, timeout=5, poll=0.02) as device:
     print(device, os.environ.get("CUDA_VISIBLE_DEVICES"), flush=True)
     sys.stdin.read()
 """
@@ -23,7 +25,7 @@ with acquire_gpu(slots={slots}, lock_dir={lock_dir!r}, timeout=5, poll=0.02) as 
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch):
-    for var in ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_ID", "SRVAE_FAKE_GPU_COUNT"):
+    for var in ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_ID", "SRVAE_FAKE_GPU_COUNT", "SRVAE_GPU_LOCK_DIR"):
         monkeypatch.delenv(var, raising=False)
 
 
@@ -31,13 +33,13 @@ class Holders:
     """Jobs running in their own processes, each holding a slot until released or killed."""
 
     def __init__(self, lock_dir):
-        self.lock_dir, self.procs = str(lock_dir), []
+        self.lock_dir, self.procs = lock_dir, []
 
-    def start(self, n: int, slots: int | None = None, **env: str) -> list[str]:
-        """Start ``n`` jobs at once; return their devices in start order."""
-        script = HOLDER.format(slots=slots, lock_dir=self.lock_dir)
+    def start(self, n: int, slots: int | None = None, cwd=None, **env: str) -> list[str]:
+        """Start ``n`` jobs at once (in ``cwd``); return their devices in start order."""
+        script = HOLDER.format(slots=slots, lock_dir=repr(str(self.lock_dir)) if self.lock_dir else None)
         new = [subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                text=True, env={**os.environ, **env}) for _ in range(n)]
+                                text=True, cwd=cwd, env={**os.environ, **env}) for _ in range(n)]
         self.procs += new
         devices = []
         for p in new:
@@ -126,4 +128,54 @@ def test_refuses_once_cuda_is_initialised(monkeypatch, tmp_path):
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
     with pytest.raises(RuntimeError, match="before CUDA is initialised"):
         with acquire_gpu(lock_dir=tmp_path / "slots"):
+            pass
+
+
+def test_two_studies_in_different_directories_never_share_a_gpu(tmp_path, monkeypatch):
+    """The locks live in one place per host (not under each study's working directory)."""
+    monkeypatch.setenv("SRVAE_GPU_LOCK_DIR", str(tmp_path / "host-locks"))
+    studies = Holders(None)  # the default lock directory, as the workflow's jobs use it
+    try:
+        (tmp_path / "a").mkdir()
+        (tmp_path / "b").mkdir()
+        first = studies.start(1, cwd=tmp_path / "a", SRVAE_FAKE_GPU_COUNT="2")
+        second = studies.start(1, cwd=tmp_path / "b", SRVAE_FAKE_GPU_COUNT="2")
+        assert sorted(first + second) == ["0", "1"]
+    finally:
+        studies.close()
+    assert not (tmp_path / "a" / ".snakemake").exists()
+
+
+def test_the_default_lock_directory_is_per_host_not_per_study(monkeypatch, tmp_path):
+    import tempfile
+
+    monkeypatch.chdir(tmp_path)
+    assert default_lock_dir().parent == Path(tempfile.gettempdir())
+    monkeypatch.setenv("SRVAE_GPU_LOCK_DIR", "/somewhere/else")
+    assert default_lock_dir() == Path("/somewhere/else")
+
+
+def test_lock_files_and_folders_are_usable_by_other_users(tmp_path, monkeypatch):
+    monkeypatch.setenv("SRVAE_FAKE_GPU_COUNT", "1")
+    old = os.umask(0o077)
+    try:
+        with acquire_gpu(lock_dir=tmp_path / "locks", timeout=1):
+            pass
+    finally:
+        os.umask(old)
+    host = next((tmp_path / "locks").iterdir())
+    assert stat.S_IMODE(host.stat().st_mode) == 0o1777
+    assert all(stat.S_IMODE(f.stat().st_mode) == 0o666 for f in host.iterdir())
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"SRVAE_FAKE_GPU_COUNT": "two"}, r"\$SRVAE_FAKE_GPU_COUNT is 'two': it must be a whole number"),
+    ({"SRVAE_FAKE_GPU_COUNT": "1"}, r"cannot use .* for GPU slot locks"),
+])
+def test_bad_settings_end_in_a_message(tmp_path, monkeypatch, env, message):
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    (tmp_path / "file").write_text("in the way")
+    with pytest.raises(GPUSlotError, match=message):
+        with acquire_gpu(lock_dir=tmp_path / "file" / "locks", timeout=1):
             pass

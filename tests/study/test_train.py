@@ -10,20 +10,10 @@ import pytest
 import torch
 import yaml
 
-from srvae.models.registry import build_model
 from srvae.study.config import TrainSettings
 from srvae.study.train import TrainingDivergedError, kl_weight, objective, train
 
-from ..conftest import tiny_config, tiny_dataset
-
-
-@pytest.fixture(scope="module")
-def tiny_data():
-    return tiny_dataset()
-
-
-def small_vae():
-    return build_model("vae", {"latents": 4, "hidden": [16]}, 784)
+from ..conftest import small_vae, tiny_config
 
 
 def test_kl_warmup_is_linear_from_zero_to_one():
@@ -88,3 +78,28 @@ def test_sigkill_mid_training_then_rerun_gives_the_uninterrupted_metrics(tmp_pat
     a = torch.load(run / "model.pt", weights_only=True)["state_dict"]
     b = torch.load(reference / "model.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_early_stopping_after_patience_epochs_without_a_better_validation_value(tiny_data, tmp_path, monkeypatch):
+    import srvae.study.train as loop
+
+    bounds = iter([-300.0, -200.0, -210.0, -205.0, -100.0])  # best at epoch 2, then two epochs without progress
+    monkeypatch.setattr(loop, "validate", lambda model, x, settings: {"valid_elbo": next(bounds)})
+    result = train(small_vae(), tiny_data, TrainSettings(epochs=5, batch_size=100, patience=2), 0, tmp_path / "c.pt",
+                   log=lambda m: None)
+    assert [row["epoch"] for row in result["metrics"]] == [1, 2, 3, 4] and result["best_epoch"] == 2
+
+
+def test_weight_decay_is_an_l2_penalty_on_the_parameters(tiny_data, tmp_path, monkeypatch):
+    """A strong penalty pulls the weights towards zero; without it they do not shrink."""
+    import srvae.study.train as loop
+
+    monkeypatch.setattr(loop, "validate", lambda model, x, settings: {"valid_elbo": -100.0})
+    norms = {}
+    for decay in (0.0, 10.0):
+        torch.manual_seed(0)
+        model = small_vae()
+        train(model, tiny_data, TrainSettings(epochs=1, batch_size=100, lr=1e-2, weight_decay=decay), 0,
+              tmp_path / f"c{decay}.pt", log=lambda m: None)
+        norms[decay] = float(model.encoder[0].weight.detach().norm())
+    assert norms[10.0] < 0.5 * norms[0.0]

@@ -2,10 +2,12 @@
 import json
 import os
 
-from srvae.study.config import ConfigError, validate_config, write_resolved
+from srvae.study.config import NAME_REGEX, ConfigError, read_config_file, resolved_path, validate_config, write_resolved
 from srvae.study.report import TEMPLATES_DIR
 
 try:
+    for _path in workflow.configfiles:  # Snakemake's own YAML reader keeps a repeated key's last value silently
+        read_config_file(_path)
     CFG = validate_config(config)
 except ConfigError as e:
     raise WorkflowError(str(e)) from None
@@ -16,7 +18,8 @@ RUN = f"{RESULTS}/{{dataset}}/{{model}}/seed{{seed}}"
 LOG = "logs/{dataset}/{model}/seed{seed}"
 # Jobs read the validated config (every --configfile and --config merged) from this file, named through the
 # environment rather than the command line: editing one model's entry must not rerun every other job.
-os.environ.update(SRVAE_CONFIG=write_resolved(CFG, f"{RESULTS}/configs"))
+# It is written when the workflow starts (`onstart`, in the Snakefile), never by a dry run.
+os.environ.update(SRVAE_CONFIG=str(resolved_path(CFG, f"{RESULTS}/configs")))
 # `--resources gpu=N`: N GPU jobs may run at once; each takes its own GPU slot (shared when N > #GPUs).
 # Passed through the environment, not the command line, so that changing N reruns nothing.
 _gpu = workflow.global_resources.get("gpu")
@@ -24,20 +27,28 @@ if isinstance(getattr(_gpu, "value", _gpu), int):
     os.environ.update(SRVAE_GPU_SLOTS=str(getattr(_gpu, "value", _gpu)))
 RUN_DIRS = [str(CFG.run_dir(*run)) for run in CFG.runs()]
 REPORT_TABLES = [f"{REPORTS}/tables.md", f"{REPORTS}/tables.tex"]
-REPORT_FILES = REPORT_TABLES + [f"{REPORTS}/figures"]
+REPORT_FILES = [*REPORT_TABLES, f"{REPORTS}/tables.html", f"{REPORTS}/figures"]
 
 wildcard_constraints:
     seed=r"\d+",
-    dataset=r"[^/]+",
-    model=r"[^/]+",
+    dataset=NAME_REGEX,
+    model=NAME_REGEX,
 
 
 def run_spec(wildcards, section):
     """What a step of one run depends on, as a params value: a change reruns only the runs it touches."""
-    spec = {"dataset": CFG.datasets[wildcards.dataset], "model": CFG.models[wildcards.model]}
-    if section == "train":
-        spec["train"] = CFG.train_settings(wildcards.model)
-    else:
-        spec[section] = getattr(CFG, section)
+    spec = {"dataset": CFG.datasets[wildcards.dataset], "model": CFG.models[wildcards.model],
+            section: getattr(CFG, f"{section}_settings")(wildcards.model)}
     return json.dumps({key: value.model_dump(mode="json", by_alias=True) for key, value in spec.items()},
                       sort_keys=True)
+
+
+def every_core(wildcards):
+    """Every core of the machine, so that a timing step runs alone. On a cluster each job has an allocation of
+    its own (and the submitting and the running Snakemake must agree): the job asks for the config's threads."""
+    if workflow.non_local_exec or workflow.remote_exec:
+        return CFG.threads
+    try:
+        return workflow.cores
+    except WorkflowError:  # no --cores: a dry run, --report or --lint, where no job runs
+        return CFG.threads

@@ -3,15 +3,19 @@
 
 rule aggregate:
     input:
-        [f"{run}/{name}" for run in RUN_DIRS for name in ("train.json", "metrics.csv", "eval.json", "speed.json")],
+        [f"{run}/{name}" for run in RUN_DIRS
+         for name in ("train.json", "metrics.csv", "eval.json", "log_px.npy", "speed.json")],
     output:
-        f"{RESULTS}/summary.csv",
+        report(f"{RESULTS}/summary.csv", caption="../report/summary.rst", category="Aggregated results"),
         f"{RESULTS}/curves.csv",
         f"{RESULTS}/kl_per_layer.csv",
+        report(f"{RESULTS}/comparisons.csv", caption="../report/comparisons.rst", category="Aggregated results"),
+    params:
+        pairs=json.dumps(CFG.comparisons()),  # a change of the compared pairs re-aggregates, reruns nothing
     log:
         "logs/aggregate.log",
     shell:
-        "srvae aggregate > {log} 2>&1"
+        "srvae aggregate > {log:q} 2>&1"
 
 
 rule report:
@@ -21,8 +25,10 @@ rule report:
         TEMPLATES_DIR / "tables.md.j2",
         TEMPLATES_DIR / "tables.tex.j2",
     output:
+        report(f"{REPORTS}/tables.html", caption="../report/tables.rst", category="Tables"),
         REPORT_TABLES,
-        directory(f"{REPORTS}/figures"),
+        report(directory(f"{REPORTS}/figures"), patterns=["{name}.png"], caption="../report/figures.rst",
+               category="Figures"),
     params:
         # labels, reported ids, title: a change re-renders the report without rerunning any run
         spec=json.dumps({"report": CFG.report.model_dump(mode="json"),
@@ -31,4 +37,4 @@ rule report:
     log:
         "logs/report.log",
     shell:
-        "srvae report > {log} 2>&1"
+        "srvae report > {log:q} 2>&1"

@@ -3,7 +3,7 @@
 
 STEP_CMD = (
     "srvae {step} --threads {threads}"
-    " --dataset {wildcards.dataset} --model {wildcards.model} --seed {wildcards.seed} > {log} 2>&1"
+    " --dataset {wildcards.dataset:q} --model {wildcards.model:q} --seed {wildcards.seed:q} > {log:q} 2>&1"
 )
 
 
@@ -28,6 +28,7 @@ rule evaluate:
         rules.train.output.model,
     output:
         f"{RUN}/eval.json",
+        f"{RUN}/log_px.npy",
     params:
         spec=lambda wc: run_spec(wc, "evaluate"),
     log:
@@ -48,8 +49,8 @@ rule speed:
         spec=lambda wc: run_spec(wc, "speed"),
     log:
         f"{LOG}/speed.log",
-    threads: CFG.threads
+    threads: every_core  # timings are taken alone on the machine
     resources:
         gpu=1,
     shell:
-        STEP_CMD.replace("{step}", "speed")
+        STEP_CMD.replace("{step}", "speed").replace("{threads}", str(CFG.threads))  # but times with the jobs' threads

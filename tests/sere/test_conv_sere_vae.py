@@ -1,0 +1,135 @@
+"""The convolutional SeRe-VAE: interface shapes, what each data layer sees, ε-space weights, sampling, and the MLP
+SeRe-VAE's dense blocks on z_{l-1}."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.distributions import MultivariateNormal
+
+from srvae.distributions import bernoulli_log_prob
+from srvae.models.registry import build_model
+from srvae.sere.bijector import AffineRankOneBijector
+from srvae.sere.conv_sere_vae import ConvSeReVAE, ConvSeReVAEConfig
+from srvae.sere.stochastic_layers import AmortisedGaussianPriors, ResidualGaussianPosterior
+
+D = 144  # a 12 × 12 image, 4 blocks of 36 pixels (3 rows each)
+TINY = dict(layers=4, latents=3, channels=3, depths=(1, 1), prior_hidden=(8,), posterior_hidden=(8,), bijector_hidden=(8,))
+
+
+def tiny_model(dtype=torch.float32, seed: int = 0, **params) -> ConvSeReVAE:
+    torch.manual_seed(seed)
+    model = ConvSeReVAE(ConvSeReVAEConfig(**TINY, **params), D, data_mean=torch.rand(D) * 0.8 + 0.1)
+    model.initialise(binary(16, D, seed=9))  # away from the trivial start: every layer's statistics set
+    return model.to(dtype)
+
+
+def binary(*shape, seed: int = 0) -> torch.Tensor:
+    return torch.bernoulli(torch.full(shape, 0.4), generator=torch.Generator().manual_seed(seed))
+
+
+def data_logits(model: ConvSeReVAE, codes, x: torch.Tensor) -> list[torch.Tensor]:
+    """Teacher-forced logits of every block: ``γ_l(z_l, x_{l-1})`` with ``x_{l-1}`` the observed block."""
+    previous = [None, *model.partition.split(x)[:-1]]
+    return [layer(z, x_prev) for layer, z, x_prev in zip(model.generator.data.layers, codes, previous)]
+
+
+def test_interface_shapes():
+    model = build_model("conv_sere_vae", TINY, data_dim=D)
+    x = binary(5, D)
+    s = model.score(x, 3)
+    assert s.log_likelihood.shape == s.log_prior.shape == s.log_posterior.shape == (3, 5)
+    assert s.kl.shape == (3, 5, TINY["layers"])
+    samples = model.sample(6)
+    assert samples.shape == (6, D) and set(samples.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_dense_blocks_on_the_previous_code_are_the_mlp_versions():
+    model = tiny_model()
+    expected = [0] + [TINY["latents"]] * (TINY["layers"] - 1)
+    assert isinstance(model.generator.priors, AmortisedGaussianPriors)
+    assert list(model.generator.priors.context_dims) == expected
+    assert all(isinstance(q, ResidualGaussianPosterior) for q in model.inference.posteriors)
+    assert all(isinstance(b, AffineRankOneBijector) for b in model.generator.bijectors)
+    for modules in (model.generator.bijectors, model.inference.posteriors):
+        assert [m.context_dim for m in modules] == expected
+    encoders = model.inference.encoder.encoders
+    assert len({id(e) for e in encoders}) == TINY["layers"]  # independent encoders, no shared trunk
+
+
+@pytest.mark.parametrize("l", [0, 1, 3])
+def test_data_layer_of_block_l_sees_only_the_observed_block_l_minus_1(l):
+    """Perturbing the pixels of any block but l − 1 leaves block l's logits unchanged, blocks ≥ l included."""
+    model = tiny_model()
+    x = binary(2, D, seed=3)
+    codes = model.posterior_pass(x, 2)[0].detach()  # latents held fixed
+    before = data_logits(model, codes, x)[l]
+    for other in range(TINY["layers"]):
+        x_pert = x.clone()
+        block = model.partition.split(x_pert)[other]
+        block.copy_(1.0 - block)  # split returns views: flip every pixel of that block in place
+        after = data_logits(model, codes, x_pert)[l]
+        if other == l - 1:
+            assert not torch.allclose(before, after)
+        else:
+            assert torch.equal(before, after), other
+    # the gradient of block l's logits w.r.t. x lies on the pixels of block l − 1 alone
+    x_req = x.clone().requires_grad_(True)
+    logits = data_logits(model, codes, x_req)[l]
+    (grad,) = torch.autograd.grad(logits.sum(), x_req, allow_unused=True, materialize_grads=True)
+    grad_blocks = model.partition.split(grad.abs().sum(0))
+    assert [bool(g.sum() > 0) for g in grad_blocks] == [i == l - 1 for i in range(TINY["layers"])]
+
+
+def test_importance_weights_in_eps_space_equal_those_in_z_space():
+    """Recompute the weights with z-space densities: z_l = c + A ε_l with ε_l Gaussian is Gaussian in z."""
+    model = tiny_model(torch.float64)
+    x, k = binary(3, D, seed=2).double(), 4
+    torch.manual_seed(123)
+    with torch.no_grad():
+        eps_space = model.score(x, k)
+
+    torch.manual_seed(123)  # the same noise, drawn in the same order as the model does
+    with torch.no_grad():
+        evidence = model.inference.encode(x)
+        z, codes, log_p_z, log_q_z = None, [], 0.0, 0.0
+        for l in range(TINY["layers"]):
+            q_mean, q_std = model.inference.posteriors[l](evidence[l], z)
+            p_mean, p_std = model.generator.priors.layer(l, z)
+            eps = q_mean + q_std * torch.randn(k, 3, TINY["latents"], dtype=torch.float64)
+            c, d, u = model.generator.bijectors[l].affine_parameters(z)
+            A = torch.diag_embed(d) + u.unsqueeze(-1) * u.unsqueeze(-2)
+
+            def density_of_z(mean, std):  # the law of c + A ε for ε ~ N(mean, diag std²)
+                cov = A @ torch.diag_embed(std**2) @ A.transpose(-1, -2)
+                return MultivariateNormal(c + (A @ mean.unsqueeze(-1)).squeeze(-1), covariance_matrix=cov)
+
+            z = c + (A @ eps.unsqueeze(-1)).squeeze(-1)
+            log_q_z = log_q_z + density_of_z(q_mean, q_std).log_prob(z)
+            log_p_z = log_p_z + density_of_z(p_mean, p_std).log_prob(z)
+            codes.append(z)
+        logits = data_logits(model, codes, x)
+        log_lik = sum(bernoulli_log_prob(b.expand_as(g), g) for b, g in zip(model.partition.split(x), logits))
+    torch.testing.assert_close(log_lik, eps_space.log_likelihood)
+    torch.testing.assert_close(log_lik + log_p_z - log_q_z, eps_space.log_weights)
+    assert not torch.allclose(log_p_z, eps_space.log_prior)  # the Jacobians are not trivially zero
+
+
+def test_sampling_feeds_each_generated_block_to_the_next_layer_and_never_touches_data():
+    model = tiny_model()
+    seen_prev, calls = [], []
+    for layer in model.generator.data.layers:
+        layer.register_forward_pre_hook(lambda _m, args: seen_prev.append(args[1] if len(args) > 1 else None))
+    for m in [model.inference.encoder, *model.inference.posteriors]:
+        m.register_forward_hook(lambda *_: calls.append(1))
+    samples = model.sample(8)
+    assert calls == []  # neither the encoders of x nor the posteriors run
+    blocks = model.partition.split(samples)
+    assert seen_prev[0] is None
+    assert all(torch.equal(prev, blocks[i]) for i, prev in enumerate(seen_prev[1:]))
+
+
+def test_a_data_layer_with_a_previous_block_needs_it():
+    model = tiny_model()
+    with pytest.raises(ValueError, match="pass x_\\{l-1\\}"):
+        model.generator.data.layers[1](torch.randn(2, TINY["latents"]))
