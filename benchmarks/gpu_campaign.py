@@ -249,7 +249,7 @@ def part_fused(args, cfg, dataset, data, device) -> dict[str, Any]:
     steps = 2 if args.dry_run else 20
     results = {}
     for name in names:
-        results[name] = fused_throughput(name, seeds=3, batch_size=256, steps=steps, device=device, warmup=2)
+        results[name] = fused_throughput(cfg, name, seeds=3, batch_size=256, steps=steps, device=device, warmup=2)
         _flush_partial(args, "fused", results)
     return results
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -42,12 +41,9 @@ from torch.func import functional_call, stack_module_state, vmap
 from srvae.models import LatentVariableModel
 from srvae.models.registry import build_model
 
-from .config import TrainSettings, load_config
+from .config import StudyConfig, TrainSettings
 from .datasets import StudyData
 from .train import OPTIMISERS, initialisation_batch, kl_weight, learning_rate, objective
-
-#: the repository's config.yaml (models and their training settings), for :func:`fused_throughput`
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config.yaml"
 
 
 class UnsupportedModelError(RuntimeError):
@@ -237,13 +233,12 @@ def _images_per_s(step: Any, images: int, steps: int, warmup: int, device: torch
 
 
 def fused_throughput(
-    model_name: str, seeds: int = 3, batch_size: int = 256, steps: int = 20, device: torch.device | str = "cuda",
-    compile: bool = False, warmup: int = 3, config: Path = DEFAULT_CONFIG,
+    cfg: StudyConfig, model_name: str, seeds: int = 3, batch_size: int = 256, steps: int = 20,
+    device: torch.device | str = "cuda", compile: bool = False, warmup: int = 3,
 ) -> dict[str, Any]:
     """Training images per second of ``seeds`` seeds of config model ``model_name``: fused (:class:`FusedSeeds`)
     and as separate models stepped one after another in a loop (each with its own Adam), on the same synthetic
     binary batches (every Table 1 model is binary). Both at ``β = 1`` with the model's ``train:`` settings."""
-    cfg = load_config([config])
     entry, settings = cfg.models[model_name], cfg.train_settings(model_name)
     settings = settings.model_copy(update={"batch_size": batch_size})
     device = torch.device(device)
