@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import logging
 import os
 import sys
 from pathlib import Path
@@ -116,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
                 state = run_status(cfg.run_dir(dataset, model, seed), Path("logs") / dataset / model / f"seed{seed}")
                 print(state.line(dataset, model, seed))
         elif args.command in ("train", "evaluate", "speed"):
+            logging.basicConfig(format="%(name)s: %(message)s", stream=sys.stderr)
+            logging.getLogger("srvae.infra.gpu_slots").setLevel(logging.INFO)  # the job's GPU slot, in its log
             _run_step(args, cfg)
         elif args.command == "aggregate":
             steps.aggregate_study(cfg)

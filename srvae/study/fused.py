@@ -1,0 +1,272 @@
+"""Several seeds of one model trained in one process, their parameters stacked: one set of kernels for all seeds.
+
+The study trains each (model, seed) as its own run (:func:`srvae.study.train.train`). On a GPU a Table 1 model at
+batch 256 is too small to fill the device: every step is hundreds of small kernel launches. :class:`FusedSeeds`
+stacks the parameters and buffers of S models of the same class and config along a new leading dimension
+(``torch.func.stack_module_state``) and evaluates the training objective of every seed with one
+``torch.func.vmap`` over ``torch.func.functional_call`` of :func:`srvae.study.train.objective` — the same code a
+separate run executes — so that each kernel does S seeds' work.
+
+What stays per seed, as in S separate runs:
+
+- initial weights: ``torch.manual_seed(seed)`` then :func:`~srvae.models.registry.build_model`, as
+  ``srvae.study.steps.train_run`` builds a run's model, and the model's data-dependent initialisation on its own
+  :func:`~srvae.study.train.initialisation_batch`;
+- data: each seed's generator, seeded and drawn from as ``train()`` does (one dynamic binarisation, then one
+  permutation, per epoch), so seed s sees exactly the batches its separate run would;
+- reparameterisation noise: ``vmap(randomness="different")`` draws independent noise per seed (from the one
+  global stream, so the draws differ from a separate run's but have the same distribution);
+- gradients: the seeds' objectives are independent, so the gradient of their sum with respect to seed s's slice
+  is seed s's own gradient; clipping (``train.grad_clip``) uses each seed's own global norm;
+- optimiser state: Adam and Adamax are elementwise (moments, step size and ε act per entry), so one optimiser
+  over the stacked tensors keeps each seed's moments in its own slice: the update equals S separate ones.
+
+The KL warm-up β and the learning-rate schedule follow :func:`~srvae.study.train.kl_weight` and
+:func:`~srvae.study.train.learning_rate`. :meth:`FusedSeeds.models` unstacks into S ordinary models, so
+validation, evaluation and checkpoints are the separate runs' code. Models that ``vmap`` cannot batch
+(data-dependent shapes or control flow, ``.item()``) are refused with :class:`UnsupportedModelError`.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from srvae.models import LatentVariableModel
+from srvae.models.registry import build_model
+
+from .config import StudyConfig, TrainSettings
+from .datasets import StudyData
+from .train import OPTIMISERS, initialisation_batch, kl_weight, learning_rate, objective
+
+
+class UnsupportedModelError(RuntimeError):
+    """The model cannot be trained with fused seeds: ``torch.func.vmap`` fails on its training objective."""
+
+
+class _Objective(nn.Module):
+    """``objective(model, x, β, K)`` as a module's forward, so that ``functional_call`` can swap its weights."""
+
+    def __init__(self, model: LatentVariableModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor, beta: float, iw_samples: int) -> Tensor:
+        return objective(self.model, x, beta, iw_samples)
+
+
+def build_seed_models(
+    cls: str, params: dict[str, Any] | None, seeds: Sequence[int], data: StudyData, settings: TrainSettings,
+    device: torch.device | str,
+) -> list[LatentVariableModel]:
+    """One model per seed, each built and initialised as its separate run would be (``steps.train_run``'s
+    ``torch.manual_seed(seed)`` before :func:`build_model`, then ``train()``'s data-dependent initialisation)."""
+    models = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        model = build_model(cls, params, data.data_dim, data.train.mean(0)).to(device)
+        model.initialise(initialisation_batch(data, settings.batch_size, seed))
+        models.append(model)
+    return models
+
+
+def seed_generators(seeds: Sequence[int], device: torch.device | str) -> list[torch.Generator]:
+    """Each seed's data generator, seeded as ``train()`` seeds its run's."""
+    return [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
+
+
+def epoch_data(data: StudyData, generators: Sequence[torch.Generator]) -> tuple[Tensor, Tensor]:
+    """Each seed's training images ``[S, N, D]`` and order ``[S, N]`` for one epoch, drawn from its generator in
+    ``train()``'s order (the binarisation, then the permutation)."""
+    images, orders = [], []
+    for generator in generators:
+        images.append(data.training_images(generator))
+        orders.append(torch.randperm(len(data.train), generator=generator, device=data.train.device))
+    return torch.stack(images), torch.stack(orders)
+
+
+@torch.no_grad()
+def clip_grad_norm_per_seed_(grads: Sequence[Tensor], max_norm: float) -> Tensor:
+    """``torch.nn.utils.clip_grad_norm_`` applied to each seed's slice (dimension 0) of the stacked ``grads``
+    separately; returns each seed's norm before clipping ``[S]``. Stays on the device (no host synchronisation)."""
+    norms = torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads]).norm(dim=0)
+    scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)  # clip_grad_norm_'s formula, per seed
+    for g in grads:
+        g.mul_(scale.view(-1, *(1,) * (g.dim() - 1)))
+    return norms
+
+
+def _attribute_names(model: nn.Module) -> dict[str, str]:
+    """One name per module attribute holding a parameter or buffer → the name ``stack_module_state`` stacks it under.
+
+    A module reachable by two paths (SeRe-VAE's bijectors, shared by its generator and inference network) must be
+    swapped by ``functional_call`` once: swapped under both names, its second save captures the first swap's
+    batched tensor and restores that, leaking it into the module. A parameter held by two modules gets each.
+    """
+    canonical = {id(t): name for name, t in [*model.named_parameters(), *model.named_buffers()]}
+    names, seen = {}, set()
+    everything = [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]
+    for name, tensor in everything:
+        owner, _, attribute = name.rpartition(".")
+        key = (id(model.get_submodule(owner)), attribute)
+        if key not in seen:
+            seen.add(key)
+            names[name] = canonical[id(tensor)]
+    return names
+
+
+class FusedSeeds:
+    """S models of one class and config trained as one: stacked parameters, one vmapped step, one optimiser.
+
+    ``randomness`` is ``vmap``'s: ``"different"`` (training: independent noise per seed) or ``"same"`` (every
+    seed gets the noise a single model would draw from the global stream; the tests use it to compare with
+    separate models exactly). ``compile`` wraps the vmapped objective in ``torch.compile``.
+    """
+
+    def __init__(
+        self, models: Sequence[LatentVariableModel], settings: TrainSettings, name: str = "model",
+        randomness: Literal["different", "same"] = "different", compile: bool = False,
+    ) -> None:
+        first = models[0]
+        if any(type(m) is not type(first) or m.cfg != first.cfg or m.data_dim != first.data_dim for m in models):
+            raise ValueError(f"{name}: fused seeds must be models of one class and config")
+        if settings.polyak_decay is not None:
+            raise ValueError(f"{name}: fused seeds do not implement Polyak averaging (train.polyak_decay); "
+                             "train this model's seeds separately")
+        self.name, self.settings, self.seeds = name, settings, len(models)
+        # a private copy whose weights functional_call swaps: the caller's models are never touched
+        self._skeleton = _Objective(copy.deepcopy(first)).train()
+        self._names = _attribute_names(first)
+        self.params, self.buffers = stack_module_state(list(models))
+        # elementwise optimisers: each seed's moments live in its own slice of the stacked state
+        self.optimiser = OPTIMISERS[settings.optimizer](
+            list(self.params.values()), lr=settings.lr, eps=settings.adam_eps,
+            weight_decay=settings.weight_decay, foreach=True)
+        objectives = vmap(self._objective, in_dims=(0, 0, 0, None), randomness=randomness)
+        self._objectives = torch.compile(objectives) if compile else objectives
+        self._check_vmappable(first)
+
+    def _objective(self, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor, beta: float) -> Tensor:
+        stacked = params | buffers
+        weights = {f"model.{name}": stacked[canonical] for name, canonical in self._names.items()}
+        return functional_call(self._skeleton, weights, (x, beta, self.settings.iw_samples), tie_weights=False)
+
+    def _check_vmappable(self, model: LatentVariableModel) -> None:
+        """One objective and gradient on a dummy batch, on copies and a forked random stream (no side effects),
+        so that a model vmap cannot batch fails here, with a message that says what to do."""
+        device = next(iter(self.params.values())).device
+        x = torch.zeros(self.seeds, 2, model.data_dim, device=device)
+        buffers = {k: v.clone() for k, v in self.buffers.items()}  # batch norm would update the real ones
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            try:
+                out = self._objectives(self.params, buffers, x, 1.0)
+                torch.autograd.grad(out.sum(), list(self.params.values()), allow_unused=True)
+            except (RuntimeError, NotImplementedError) as e:
+                reason = str(e).strip().splitlines()[0]
+                raise UnsupportedModelError(
+                    f"{self.name} ({type(model).__name__}) cannot be trained with fused seeds: torch.func.vmap "
+                    f"fails on its training objective: {reason}. Train its seeds as separate runs, or make the "
+                    "model vmap-compatible (no data-dependent shapes or Python control flow on tensor values, "
+                    "no .item(), no in-place writes to tensors that are not its parameters or buffers)."
+                ) from e
+
+    def step(self, x: Tensor, beta: float) -> Tensor:
+        """One update of every seed on its batch ``x[s]`` (``x``: ``[S, B, D]``); each seed's summed objective ``[S]``."""
+        obj = self._objectives(self.params, self.buffers, x, beta)  # [S, B]
+        loss = -obj.mean(1).sum()  # seeds are independent: the gradient of seed s's slice is its own loss's
+        self.optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.settings.grad_clip is not None:
+            grads = [p.grad for p in self.params.values() if p.grad is not None]
+            clip_grad_norm_per_seed_(grads, self.settings.grad_clip)
+        self.optimiser.step()
+        return obj.detach().sum(1)
+
+    def train_epoch(self, x: Tensor, order: Tensor, epoch: int) -> Tensor:
+        """One pass of every seed over its images ``x[s]`` in ``order[s]`` (:func:`epoch_data`) at (0-based)
+        ``epoch``'s learning rate and KL weight, as ``train()``; each seed's summed objective ``[S]``, on the device."""
+        for group in self.optimiser.param_groups:
+            group["lr"] = learning_rate(epoch, self.settings)
+        beta = kl_weight(epoch, self.settings.kl_warmup_epochs)
+        rows = torch.arange(self.seeds, device=x.device).unsqueeze(1)
+        total = torch.zeros(self.seeds, device=x.device)
+        for idx in order.split(self.settings.batch_size, dim=1):
+            total += self.step(x[rows, idx], beta)
+        return total
+
+    @torch.no_grad()
+    def models(self) -> list[LatentVariableModel]:
+        """The S seeds as ordinary models (copies), for validation, evaluation and checkpoints."""
+        stacked, unstacked = self.params | self.buffers, []
+        for s in range(self.seeds):
+            model = copy.deepcopy(self._skeleton.model)
+            for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+                tensor.copy_(stacked[name][s])
+            unstacked.append(model)
+        return unstacked
+
+    def state_dicts(self) -> list[dict[str, Tensor]]:
+        """Each seed's ``state_dict``, as its separate run's model would have it."""
+        return [model.state_dict() for model in self.models()]
+
+
+def _synchronise(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _images_per_s(step: Any, images: int, steps: int, warmup: int, device: torch.device) -> float:
+    for _ in range(warmup):
+        step()
+    _synchronise(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _synchronise(device)
+    return images * steps / (time.perf_counter() - start)
+
+
+def fused_throughput(
+    cfg: StudyConfig, model_name: str, seeds: int = 3, batch_size: int = 256, steps: int = 20,
+    device: torch.device | str = "cuda", compile: bool = False, warmup: int = 3,
+) -> dict[str, Any]:
+    """Training images per second of ``seeds`` seeds of config model ``model_name``: fused (:class:`FusedSeeds`)
+    and as separate models stepped one after another in a loop (each with its own Adam), on the same synthetic
+    binary batches (every Table 1 model is binary). Both at ``β = 1`` with the model's ``train:`` settings."""
+    entry, settings = cfg.models[model_name], cfg.train_settings(model_name)
+    settings = settings.model_copy(update={"batch_size": batch_size})
+    device = torch.device(device)
+    models = []
+    for seed in range(seeds):
+        torch.manual_seed(seed)
+        models.append(build_model(entry.cls, entry.params, 784, torch.full((784,), 0.2)).to(device).train())
+    x = torch.bernoulli(torch.full((seeds, batch_size, 784), 0.2, device=device))
+
+    fused = FusedSeeds(models, settings, name=model_name, compile=compile)
+    fused_rate = _images_per_s(lambda: fused.step(x, 1.0), seeds * batch_size, steps, warmup, device)
+
+    optimisers = [OPTIMISERS[settings.optimizer](m.parameters(), lr=settings.lr, eps=settings.adam_eps, foreach=True)
+                  for m in models]
+    losses = [torch.compile(objective) if compile else objective for _ in models]  # one compiled graph per model
+
+    def separate_step() -> None:
+        for s, (model, optimiser) in enumerate(zip(models, optimisers)):
+            loss = -losses[s](model, x[s], 1.0, settings.iw_samples).mean()
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            if settings.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+            optimiser.step()
+
+    separate_rate = _images_per_s(separate_step, seeds * batch_size, steps, warmup, device)
+    return {"model": model_name, "seeds": seeds, "batch_size": batch_size, "steps": steps, "device": str(device),
+            "compile": compile, "threads": torch.get_num_threads(),
+            "fused_images_per_s": fused_rate, "fused_images_per_s_per_seed": fused_rate / seeds,
+            "separate_images_per_s": separate_rate, "separate_images_per_s_per_seed": separate_rate / seeds,
+            "speedup": fused_rate / separate_rate}
