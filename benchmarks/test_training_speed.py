@@ -1,5 +1,5 @@
 """Training throughput of the paper-size (Table 1) self-reflective models and the DLGM with srvae's own loop,
-and with the fast training step of :mod:`srvae.study.compiled` (fused Adam, eager or compiled).
+and with ``train.compile`` (the compiled loss and the fused Adam).
 
     pytest benchmarks/test_training_speed.py --benchmark-only       # images/s in each result's extra_info
 
@@ -18,7 +18,7 @@ from benchmarks.train_throughput import MODELS, ROOT, training_epoch
 THREADS, STEPS = 2, 10
 
 
-@pytest.mark.parametrize("mode", ["loop", "fused", "compiled"])
+@pytest.mark.parametrize("mode", ["loop", "compiled"])
 @pytest.mark.parametrize("batch", [100, 256])
 @pytest.mark.parametrize("name", MODELS)
 def test_training_epoch(benchmark, name, batch, mode):

@@ -3,13 +3,13 @@ two source trees, for noisy shared machines.
 
     python benchmarks/train_throughput.py                                  # this tree, the Table 1 models
     python benchmarks/train_throughput.py --against HEAD~3 --rounds 7      # before (a git revision) vs after
-    python benchmarks/train_throughput.py --modes loop fused compiled      # with the fast training step
+    python benchmarks/train_throughput.py --modes loop compiled            # with train.compile
 
 One measurement: a model as the study builds it, ``steps`` batches of random binary images after a warm-up;
 the median over ``windows`` such epochs gives images/s. Modes: ``loop`` is ``srvae.study.train.train_epoch``
-with the Adam that ``train`` builds; ``fused`` and ``compiled`` run the same epoch with
-:class:`srvae.study.compiled.TrainingStep` and its fused Adam, eager or compiled (they exist in this tree only,
-and are compared with the other tree's ``loop``; the warm-up, which compiles, is reported as ``compile s``).
+with the Adam that ``train`` builds; ``compiled`` the same with ``train.compile`` (the compiled loss and the fused
+Adam; it exists in this tree only and is compared with the other tree's ``loop``; the warm-up, which compiles, is
+reported as ``compile s``).
 ``--against`` extracts the revision with ``git archive`` and runs both trees in alternating subprocesses
 (before, after, after, before, …), ``rounds`` times, and reports the median of the rounds: on a machine
 shared with other jobs, both trees see the same load. Threads are pinned (``--threads``). Several threads
@@ -53,11 +53,11 @@ def training_epoch(name: str, batch: int, steps: int, mode: str, root: Path | No
     if mode == "loop":
         opt = torch.optim.Adam(model.parameters(), lr=settings.lr, eps=settings.adam_eps, foreach=True)  # as train()
         return lambda: float(train_epoch(model, opt, x, order, 1.0, settings))
-    from srvae.study.compiled import TrainingStep, make_adam
+    from srvae.study.train import make_optimiser
 
-    step = TrainingStep(model, make_adam(model, settings), settings, compile=mode == "compiled")
-    model.train()
-    return lambda: float(sum(step(x[idx], 1.0) for idx in order.split(batch)))
+    settings = settings.model_copy(update={"compile": True})
+    opt = make_optimiser(model, settings)
+    return lambda: float(train_epoch(model, opt, x, order, 1.0, settings))
 
 
 def measure(name: str, batch: int, steps: int, windows: int, mode: str) -> tuple[float, float]:
@@ -138,7 +138,7 @@ def main() -> None:
     p.add_argument("--windows", type=int, default=3, help="timed epochs per measurement (median)")
     p.add_argument("--rounds", type=int, default=5, help="alternating subprocess runs per tree (median)")
     p.add_argument("--against", help="a git revision to compare this tree with (its mode: loop)")
-    p.add_argument("--modes", nargs="+", choices=["loop", "fused", "compiled"], default=["loop"])
+    p.add_argument("--modes", nargs="+", choices=["loop", "compiled"], default=["loop"])
     p.add_argument("--idle", type=float, default=0.0, help="wait for this idle CPU fraction before each run")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()

@@ -1,4 +1,5 @@
-"""The fast training step: fused Adam, the compiled objective, and the eager fallback when compiling fails."""
+"""``train.compile``: the optimiser ``train`` builds, the compiled loss of ``train_epoch``, and the eager fallback
+when compiling fails; without it, ``train_epoch`` is the plain loop bit for bit."""
 
 import copy
 
@@ -6,11 +7,12 @@ import pytest
 import torch
 
 from srvae.models.registry import build_model
-from srvae.study.compiled import TrainingStep, make_adam
+from srvae.study import train as train_module
 from srvae.study.config import TrainSettings
-from srvae.study.train import train_epoch
+from srvae.study.train import CompiledLoss, make_optimiser, objective, train_epoch
 
-SETTINGS = TrainSettings(batch_size=8, lr=1e-2, grad_clip=1.0)
+SETTINGS = TrainSettings(batch_size=8, lr=1e-2, grad_clip=1.0, weight_decay=1e-3)
+COMPILED = SETTINGS.model_copy(update={"compile": True})
 VAE = {"latents": 4, "hidden": [16]}
 
 
@@ -20,44 +22,80 @@ def vae_and_batch():
     return build_model("vae", VAE, 20, data_mean=x.mean(0)), x
 
 
-def test_adam_is_fused_where_supported_with_the_settings_of_the_loop():
+@pytest.fixture
+def fresh_compiled_loss(monkeypatch):
+    """A compiled loss of this test's own: no graphs, no failure remembered from other tests."""
+    monkeypatch.setattr(train_module, "COMPILED_LOSS", CompiledLoss())
+
+
+@pytest.mark.parametrize("optimizer, cls", [("adam", torch.optim.Adam), ("adamax", torch.optim.Adamax)])
+@pytest.mark.parametrize("compile", [False, True])
+def test_the_optimiser_has_the_settings_and_is_fused_only_for_a_compiled_adam(optimizer, cls, compile):
     model, _ = vae_and_batch()
-    opt = make_adam(model, SETTINGS)
-    assert opt.defaults["fused"] and opt.defaults["lr"] == SETTINGS.lr and opt.defaults["eps"] == SETTINGS.adam_eps
+    settings = SETTINGS.model_copy(update={"optimizer": optimizer, "compile": compile})
+    opt = make_optimiser(model, settings)
+    assert type(opt) is cls
+    assert (opt.defaults["lr"], opt.defaults["eps"], opt.defaults["weight_decay"]) == (
+        settings.lr, settings.adam_eps, settings.weight_decay)
+    fused = compile and optimizer == "adam"
+    assert bool(opt.defaults.get("fused")) == fused and bool(opt.defaults["foreach"]) != fused
 
 
-def test_an_eager_step_is_a_step_of_the_training_loop():
+def test_the_fused_adam_is_the_same_update_as_the_foreach_one():
     model, x = vae_and_batch()
     twin = copy.deepcopy(model)
-    torch.manual_seed(1)
-    total = train_epoch(model, torch.optim.Adam(model.parameters(), lr=SETTINGS.lr, eps=SETTINGS.adam_eps), x,
-                        torch.arange(8), 0.5, SETTINGS)
-    torch.manual_seed(1)
-    twin.train()
-    step_total = TrainingStep(twin, make_adam(twin, SETTINGS), SETTINGS)(x, 0.5)
-    torch.testing.assert_close(step_total, total)
-    for a, b in zip(model.parameters(), twin.parameters()):  # fused and for-loop Adam: the same update
+    for m, settings in ((model, SETTINGS), (twin, COMPILED)):
+        opt = make_optimiser(m, settings)
+        for i in range(3):
+            torch.manual_seed(i)  # the same draws for both
+            opt.zero_grad()
+            (-objective(m, x, 1.0, 1).mean()).backward()
+            opt.step()
+    for a, b in zip(model.parameters(), twin.parameters()):  # rounding apart
         torch.testing.assert_close(a, b)
 
 
-def test_a_compiled_step_computes_the_eager_objective(monkeypatch):
+def test_an_eager_epoch_is_the_plain_loop_bit_for_bit():
+    """What train_epoch did before train.compile existed: objective, backward, clip, step, batch by batch."""
+    model, x = vae_and_batch()
+    x = torch.cat([x, 1 - x])
+    order = torch.randperm(16, generator=torch.Generator().manual_seed(0))
+    twin = copy.deepcopy(model)
+    torch.manual_seed(1)
+    total = train_epoch(model, make_optimiser(model, SETTINGS), x, order, 0.3, SETTINGS)
+    torch.manual_seed(1)
+    opt = torch.optim.Adam(twin.parameters(), lr=SETTINGS.lr, eps=SETTINGS.adam_eps,
+                           weight_decay=SETTINGS.weight_decay, foreach=True)
+    twin.train()
+    expected = torch.zeros(())
+    for idx in order.split(SETTINGS.batch_size):
+        obj = objective(twin, x[idx], 0.3, 1)
+        opt.zero_grad(set_to_none=True)
+        (-obj.mean()).backward()
+        torch.nn.utils.clip_grad_norm_(twin.parameters(), SETTINGS.grad_clip)
+        opt.step()
+        expected += obj.detach().sum()
+    assert torch.equal(total, expected)
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), twin.parameters()))
+
+
+def test_a_compiled_epoch_computes_the_eager_one(monkeypatch, fresh_compiled_loss):
     pytest.importorskip("torch._inductor")
     monkeypatch.setattr(torch._inductor.config, "fallback_random", True)  # eager's random draws, for comparison
     monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)  # a new β must not recompile
     model, x = vae_and_batch()
     twin = copy.deepcopy(model)
     totals = []
-    for m, compile in ((model, False), (twin, True)):
+    for m, settings in ((model, SETTINGS), (twin, COMPILED)):
         torch.manual_seed(2)
-        m.train()
-        step = TrainingStep(m, make_adam(m, SETTINGS), SETTINGS, compile=compile)
-        totals.append([step(x, beta) for beta in (0.25, 1.0)])
+        opt = make_optimiser(m, settings)
+        totals.append([train_epoch(m, opt, x, torch.arange(8), beta, settings) for beta in (0.25, 1.0)])
     torch.testing.assert_close(totals[1], totals[0], rtol=1e-4, atol=1e-4)
     for a, b in zip(model.parameters(), twin.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
-def test_a_failing_compilation_falls_back_to_eager_from_the_same_random_state(monkeypatch):
+def test_a_failing_compilation_falls_back_to_eager_from_the_same_random_state(monkeypatch, fresh_compiled_loss):
     def broken_compile(fn, **kwargs):
         def compiled(*args):
             torch.randn(3)  # consumes random numbers before failing, as a partial compiled run would
@@ -67,11 +105,11 @@ def test_a_failing_compilation_falls_back_to_eager_from_the_same_random_state(mo
     model, x = vae_and_batch()
     twin = copy.deepcopy(model)
     torch.manual_seed(3)
-    expected = TrainingStep(model, make_adam(model, SETTINGS), SETTINGS)(x, 1.0)
+    expected = train_epoch(model, make_optimiser(model, COMPILED), x, torch.arange(8), 1.0, SETTINGS)
     monkeypatch.setattr(torch, "compile", broken_compile)
-    step = TrainingStep(twin, make_adam(twin, SETTINGS), SETTINGS, compile=True)
+    opt = make_optimiser(twin, COMPILED)
     torch.manual_seed(3)
     with pytest.warns(UserWarning, match="torch.compile failed, training eagerly: RuntimeError: no C"):
-        got = step(x, 1.0)
+        got = train_epoch(twin, opt, x, torch.arange(8), 1.0, COMPILED)
     torch.testing.assert_close(got, expected)
-    step(x, 1.0)  # eager from now on: no second warning, no error
+    train_epoch(twin, opt, x, torch.arange(8), 1.0, COMPILED)  # eager from now on: no second warning, no error
