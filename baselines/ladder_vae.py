@@ -88,6 +88,10 @@ class LadderVAE(LatentVariableModel):
         )
         init_output_bias(self.decoder[-1], data_mean)
 
+    @property
+    def latents_per_layer(self) -> list[int]:
+        return list(self.cfg.latents)  # z_1 (bottom) … z_L: 64-32-16-8-4 in the paper
+
     def prior(self, l: int, z_above: Tensor) -> tuple[Tensor, Tensor]:
         """Mean and std of p(z_l | z_{l+1}) for a layer ``l`` below the top."""
         return self.down_heads[l](self.down[l](z_above))
