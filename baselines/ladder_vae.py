@@ -108,7 +108,7 @@ class LadderVAE(LatentVariableModel):
         log_prior, log_posterior, kl = [], [], []
         for l in reversed(range(len(self.cfg.latents))):
             if l < len(self.cfg.latents) - 1:
-                mean_p, std_p = self.prior(l, z)
+                mean_p, std_p = self.prior(l, z)  # noqa: F821 -- z: the layer above's code, drawn last iteration
                 mean_q, std_q = precision_weighted_merge(*likelihood_terms[l], mean_p, std_p)
             z = reparameterise(mean_q, std_q)
             log_prior.append(gaussian_log_prob(z, mean_p, std_p))
