@@ -88,6 +88,10 @@ class LadderVAE(LatentVariableModel):
         )
         init_output_bias(self.decoder[-1], data_mean)
 
+    @property
+    def latents_per_layer(self) -> list[int]:
+        return list(self.cfg.latents)  # z_1 (bottom) … z_L: 64-32-16-8-4 in the paper
+
     def prior(self, l: int, z_above: Tensor) -> tuple[Tensor, Tensor]:
         """Mean and std of p(z_l | z_{l+1}) for a layer ``l`` below the top."""
         return self.down_heads[l](self.down[l](z_above))
@@ -104,7 +108,7 @@ class LadderVAE(LatentVariableModel):
         log_prior, log_posterior, kl = [], [], []
         for l in reversed(range(len(self.cfg.latents))):
             if l < len(self.cfg.latents) - 1:
-                mean_p, std_p = self.prior(l, z)
+                mean_p, std_p = self.prior(l, z)  # noqa: F821 -- z: the layer above's code, drawn last iteration
                 mean_q, std_q = precision_weighted_merge(*likelihood_terms[l], mean_p, std_p)
             z = reparameterise(mean_q, std_q)
             log_prior.append(gaussian_log_prob(z, mean_p, std_p))

@@ -204,7 +204,42 @@ def training_throughput(cfg, name: str, data, batch: int, steps: int, warmup: in
             "batch": batch, "steps": steps, "parameters": model.num_parameters, **overrides}
 
 
+def graphed_throughput(cfg, name: str, data, batch: int, steps: int, warmup: int) -> dict[str, Any]:
+    """Training images/s of model ``name`` with its step replayed from a CUDA graph, and the mean training
+    objective over the same batches from the same start in eager mode and graphed (same distribution expected)."""
+    import torch
+
+    from srvae.study.graphed import GraphedStep, capturable_optimiser
+    from srvae.study.train import train_epoch
+
+    settings = cfg.train_settings(name).model_copy(update={"batch_size": batch})
+    generator = torch.Generator(device=data.train.device).manual_seed(0)
+    x = data.training_images(generator)
+    order = torch.randint(len(x), ((warmup + steps) * batch,), generator=generator, device=x.device)
+    batches = order.view(-1, batch)
+    model = _build(cfg, name, data)
+    t0 = time.perf_counter()
+    step = GraphedStep(model, capturable_optimiser(model, settings), settings, x[batches[0]])
+    _sync(x.device)
+    capture_s = time.perf_counter() - t0
+    graphed_total = torch.zeros((), device=x.device)
+    for i, idx in enumerate(batches):
+        if i == warmup:
+            _sync(x.device)
+            t1 = time.perf_counter()
+        graphed_total += step(x[idx], 1.0, settings.lr)
+    _sync(x.device)
+    seconds = time.perf_counter() - t1
+    eager = _build(cfg, name, data)  # the same start (seed 0) and the same batches, eager
+    eager_total = train_epoch(eager, _optimiser(eager, settings), x, order, 1.0, settings)
+    return {"images_per_s": steps * batch / seconds, "step_ms": 1000 * seconds / steps, "capture_s": capture_s,
+            "batch": batch, "steps": steps,
+            "mean_objective_graphed": float(graphed_total) / ((steps + warmup) * batch),
+            "mean_objective_eager": float(eager_total) / ((steps + warmup) * batch)}
+
+
 def part_throughput(args, cfg, dataset, data, device) -> dict[str, Any]:
+
     from srvae.study.train import TrainSettings
 
     names = DRY_TABLE1 if args.dry_run else TABLE1
@@ -214,6 +249,12 @@ def part_throughput(args, cfg, dataset, data, device) -> dict[str, Any]:
         results[name] = {"eager": training_throughput(cfg, name, data, 256, steps, warmup),
                          "eager_batch100": training_throughput(cfg, name, data, 100, steps, warmup)}
         _flush_partial(args, "throughput", results)
+        if device.type == "cuda":
+            try:
+                results[name]["graphed"] = graphed_throughput(cfg, name, data, 256, steps, warmup)
+            except Exception as e:  # noqa: BLE001 -- a step that cannot be captured is a finding, not the end
+                results[name]["graphed"] = {"error": f"{type(e).__name__}: {e}"[:500]}
+            _flush_partial(args, "throughput", results)
     if "compile" in TrainSettings.model_fields:  # compiling takes a while: the model the paper is about only
         results[names[0]]["compiled"] = training_throughput(cfg, names[0], data, 256, steps, warmup, compile=True)
     return results
@@ -439,11 +480,12 @@ def summary(campaign: dict[str, Any]) -> str:
         lines.append(f"## {part}: {result.get('status', result.get('skipped'))}, {_fmt(result.get('seconds'))} s")
         lines.append("")
         if part == "throughput":
-            lines += ["| model | parameters | eager, batch 256 (img/s) | compiled, batch 256 | eager, batch 100 |",
-                      "|---|---:|---:|---:|---:|"]
+            lines += [("| model | parameters | eager, batch 256 (img/s) | CUDA graph, batch 256 | compiled, batch 256 "
+                       "| eager, batch 100 |"), "|---|---:|---:|---:|---:|---:|"]
             for name, r in result.items():
                 if isinstance(r, dict) and "eager" in r:
                     lines.append(f"| {name} | {_fmt(r['eager']['parameters'])} | {_fmt(r['eager']['images_per_s'])} "
+                                 f"| {_fmt(r.get('graphed', {}).get('images_per_s'))} "
                                  f"| {_fmt(r.get('compiled', {}).get('images_per_s'))} "
                                  f"| {_fmt(r.get('eager_batch100', {}).get('images_per_s'))} |")
             if "profile" in result:

@@ -128,6 +128,12 @@ class LatentVariableModel(nn.Module, ABC):
         return self.score(x, k).log_weights
 
     @property
+    def latents_per_layer(self) -> list[int] | None:
+        """Latent units of each stochastic layer, in the order of ``kl_per_layer``, where the layers differ in width
+        (the report then also shows the KL per latent unit); None where they do not."""
+        return None
+
+    @property
     def num_parameters(self) -> int:
         """Number of trainable parameters."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad)

@@ -159,6 +159,11 @@ def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame, np.ndarra
     if not isinstance(kl, list) or not kl or not all(_is_finite_number(v) for v in kl):
         raise RunResultError(_problem(run_dir, "eval.json",
                                       f"kl_per_layer must be a non-empty list of finite numbers, got {kl!r}"))
+    latents = evaluation.get("latents_per_layer")
+    if latents is not None and not (isinstance(latents, list) and len(latents) == len(kl)
+                                    and all(isinstance(n, int) and n > 0 for n in latents)):
+        raise RunResultError(_problem(run_dir, "eval.json", f"latents_per_layer must be null or one positive whole "
+                                      f"number per layer ({len(kl)}), got {latents!r}"))
     log_px = _read_log_px(run_dir, evaluation["n_test"])
     speed = _read_json(run_dir, "speed.json")
     curves = _read_curves(run_dir, train["epochs"])
@@ -186,7 +191,8 @@ def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame, np.ndarra
         # continuous data only: the test log-likelihood in bits per dimension of 8-bit pixel space
         "bits_per_dim": evaluation.get("bits_per_dim", math.nan),
     }
-    kl_rows = pd.DataFrame({**key, "layer": range(1, len(kl) + 1), "kl": kl})
+    kl_rows = pd.DataFrame({**key, "layer": range(1, len(kl) + 1), "kl": kl,
+                            "latents": latents or [pd.NA] * len(kl)})  # empty: layers of one width
     return row, curves.assign(**key)[[*key, *CURVE_COLUMNS]], kl_rows, log_px
 
 

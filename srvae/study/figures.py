@@ -106,9 +106,12 @@ def kl_per_layer(kl: pd.DataFrame, colours: dict[str, tuple], stem: Path) -> lis
     ``COLLAPSED`` nats) is marked with a cross, so that it is not mistaken for a layer the model lacks.
 
     Layer 1 is the first layer of SeRe-VAE's chain (it generates the first image block) and the Ladder VAE's
-    bottom layer ``z_1`` (next to the data)."""
+    bottom layer ``z_1`` (next to the data). Where models have layers of different widths (``latents`` known), a
+    second panel shows their KL per latent unit, so that a narrow layer's small KL is not read as a weak layer."""
     labels = list(colours)
-    fig, ax = _figure(int(kl["layer"].max()))
+    per_unit = kl.dropna(subset=["latents"]) if "latents" in kl else kl.iloc[:0]
+    fig, axes = _figure(int(kl["layer"].max()), panels=2 if len(per_unit) else 1)
+    ax = axes[0] if len(per_unit) else axes
     sns.barplot(data=kl, x="layer", y="kl", hue="label", hue_order=labels, palette=colours, errorbar="sd", ax=ax)
     means = kl.groupby(["label", "layer"])["kl"].mean()
     layers = sorted(kl["layer"].unique())
@@ -123,4 +126,11 @@ def kl_per_layer(kl: pd.DataFrame, colours: dict[str, tuple], stem: Path) -> lis
     if collapsed:
         ax.plot([], [], marker="x", linestyle="none", color="0.3", label=f"collapsed (KL < {COLLAPSED:g})")
     ax.legend(title=None, fontsize="small")
+    if len(per_unit):
+        unit_labels = [label for label in labels if label in set(per_unit["label"])]
+        sns.barplot(data=per_unit.assign(kl=per_unit["kl"] / per_unit["latents"].astype(float)), x="layer", y="kl",
+                    hue="label", hue_order=unit_labels, palette=colours, errorbar="sd", ax=axes[1])
+        axes[1].set(xlabel="stochastic layer", ylabel="mean test KL per latent unit (nats)",
+                    title="per latent unit (models whose layers differ in width)")
+        axes[1].legend(title=None, fontsize="small")
     return save_figure(fig, stem)

@@ -156,6 +156,7 @@ def evaluate_run(cfg: StudyConfig, dataset: str, model: str, seed: int) -> dict[
     result = extra | {
         "nll": estimate.nll, "nll_sem": estimate.nll_sem, "elbo": float(estimate.elbo.mean()),
         "k": ev.k, "exact": net.exact, "n_test": len(data.test), "kl_per_layer": mean_kl_per_layer(net, data.test),
+        "latents_per_layer": net.latents_per_layer,
         "eval_seconds": seconds, "device_name": device_name(device),
     }
     write_array(out / "log_px.npy", estimate.log_px.double().numpy())

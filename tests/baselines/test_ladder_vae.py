@@ -87,3 +87,10 @@ def test_collected_batchnorm_statistics_are_the_averages_over_the_data():
     torch.testing.assert_close(first_norm.running_mean, pre_activations.mean(0))
     assert first_norm.momentum == pytest.approx(0.1)
     assert not model.training
+
+
+def test_latents_per_layer_are_its_widths_bottom_first():
+    """The report's KL per latent unit divides each layer's KL by these widths, in kl_per_layer's order."""
+    model = build_model("ladder_vae", {"latents": [8, 4], "hidden": [32, 16]}, 784)
+    assert model.latents_per_layer == [8, 4]
+    assert model.elbo_terms(torch.bernoulli(torch.full((3, 784), 0.3))).kl_per_layer.shape == (3, 2)

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from srvae.study import figures
 from srvae.study.aggregate import RunResultError, aggregate
 from srvae.study.config import ReportSettings
 from srvae.study.report import MARKDOWN, ReportError, _mean_sd, _setting_warnings, render_report
@@ -342,3 +343,35 @@ def test_table3_shows_no_delta_off_the_published_data(table3_runs, tmp_path, dat
     for label in ("MAF", "SeRe-MAF"):
         row = next(line for line in section.splitlines() if line.startswith(f"| {label} |"))
         assert "no flips | — |" in row
+
+
+def test_kl_per_latent_unit_panel_only_where_layers_differ_in_width(tmp_path, monkeypatch):
+    """Runs that give their layers' widths (the Ladder VAE's 64-32-16-8-4) get a second panel, KL per latent
+    unit; eval.json files of equal-width models (no widths) draw one panel."""
+    colours = {"Ladder": (0.1, 0.2, 0.5), "SeRe": (0.8, 0.4, 0.0)}
+    kl = pd.DataFrame({"label": ["Ladder"] * 3 + ["SeRe"] * 3, "layer": [1, 2, 3] * 2,
+                       "kl": [32.0, 8.0, 0.04, 5.0, 5.0, 5.0], "latents": [64, 16, 4, None, None, None]})
+    axes, save = {}, figures.save_figure
+
+    def keep_axes(fig, stem):
+        axes[stem.name] = fig.axes
+        return save(fig, stem)
+
+    monkeypatch.setattr(figures, "save_figure", keep_axes)
+    figures.kl_per_layer(kl, colours, tmp_path / "two")
+    figures.kl_per_layer(kl.assign(latents=None), colours, tmp_path / "one")
+    assert len(axes["two"]) == 2 and len(axes["one"]) == 1
+    per_unit = sorted(round(p.get_height(), 3) for p in axes["two"][1].patches if p.get_height() > 0)
+    assert per_unit == [0.01, 0.5, 0.5]  # 32/64, 8/16, 0.04/4: only the Ladder VAE's bars
+
+
+def test_latents_per_layer_must_match_the_layers(tmp_path):
+    run = _write_run(tmp_path, "mnist5k", "ladder", 0, 3, 90.0)
+    evaluation = json.loads((run / "eval.json").read_text())
+    (run / "eval.json").write_text(json.dumps({**evaluation, "latents_per_layer": [64, 32, 16]}))
+    aggregate([run], tmp_path)
+    assert pd.read_csv(tmp_path / "kl_per_layer.csv")["latents"].tolist() == [64, 32, 16]
+    (run / "eval.json").write_text(json.dumps({**evaluation, "latents_per_layer": [64, 32]}))
+    with pytest.raises(RunResultError, match=r"latents_per_layer must be null or one positive whole number per "
+                                             r"layer \(3\), got \[64, 32\]"):
+        aggregate([run], tmp_path)
