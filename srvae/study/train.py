@@ -117,7 +117,7 @@ class CompiledLoss:
         state = _global_rng_state(x.device)
         try:
             return self.compiled(model, x, beta, iw_samples)
-        except Exception as error:  # noqa: BLE001 - a genuine error in the model is raised again by the eager call
+        except Exception as error:  # a genuine error in the model is raised again by the eager call below
             warnings.warn(f"torch.compile failed, training eagerly: {type(error).__name__}: {error}", stacklevel=3)
             self.failed = True
             _set_global_rng_state(x.device, state)
