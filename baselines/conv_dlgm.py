@@ -18,10 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 
-from baselines.dlgm import closest_scaled_widths, count_parameters
-from srvae.flows.base import Bijector, IdentityBijector
+from baselines.dlgm import DLGM, closest_scaled_widths, count_parameters
 from srvae.sere.conv_sere_vae import ConvSeReVAE, ConvSeReVAEConfig
-from srvae.sere.stochastic_layers import AmortisedGaussian, ResidualGaussianPosterior
 
 
 @dataclass(frozen=True)
@@ -48,21 +46,13 @@ def matched_posterior_hidden(cfg: ConvDLGMConfig, data_dim: int) -> tuple[int, .
     )
 
 
-class ConvDLGM(ConvSeReVAE):
-    """The conv SeRe-VAE without latent-code feedback: free diagonal-Gaussian priors, ``q(ε_l | x)``, and a
-    top-down transform ``z_l = f_l(ε_l; z_{l-1})`` (or none, ``top_down=False``)."""
+class ConvDLGM(ConvSeReVAE, DLGM):
+    """The conv SeRe-VAE without latent-code feedback: the conv SeRe-VAE's encoders and data layers
+    (:class:`~srvae.sere.conv_sere_vae.ConvSeReVAE`) with the MLP DLGM's priors, posteriors and top-down transform
+    (:class:`~baselines.dlgm.DLGM`): free diagonal-Gaussian priors, ``q(ε_l | x)``, and ``z_l = f_l(ε_l; z_{l-1})``
+    (or none, ``top_down=False``); the Gaussian heads widened to match instead of the encoders."""
 
     Config = ConvDLGMConfig
 
     def posterior_hidden(self) -> tuple[int, ...]:
         return matched_posterior_hidden(self.cfg, self.data_dim) if self.cfg.match_sere_vae else self.cfg.posterior_hidden
-
-    def make_prior(self, layer: int) -> AmortisedGaussian:
-        return AmortisedGaussian(self.cfg.latents, 0, self.cfg.prior_hidden, self.cfg.activation)
-
-    def make_posterior(self, layer: int, evidence_dim: int) -> ResidualGaussianPosterior:
-        return ResidualGaussianPosterior(self.cfg.latents, evidence_dim, 0, self.posterior_widths,
-                                         self.cfg.activation, self.cfg.posterior_first)
-
-    def make_bijector(self, layer: int) -> Bijector:
-        return super().make_bijector(layer) if self.cfg.top_down else IdentityBijector()

@@ -30,7 +30,7 @@ import torch
 from srvae.flows.base import Bijector, IdentityBijector
 from srvae.models import LatentVariableModel
 from srvae.sere.sere_vae import SeReVAE, SeReVAEConfig
-from srvae.sere.stochastic_layers import AmortisedGaussian, ResidualGaussianPosterior
+from srvae.sere.stochastic_layers import AmortisedGaussianPriors, ResidualGaussianPosterior
 
 
 @dataclass(frozen=True)
@@ -90,12 +90,12 @@ class DLGM(SeReVAE):
     def encoder_hidden(self, cfg: DLGMConfig, data_dim: int) -> tuple[int, ...]:
         return matched_encoder_hidden(cfg, data_dim) if cfg.match_sere_vae else cfg.encoder_hidden
 
-    def make_prior(self, layer: int) -> AmortisedGaussian:
-        return AmortisedGaussian(self.cfg.latents, 0, self.cfg.prior_hidden, self.cfg.activation)
+    def make_priors(self) -> AmortisedGaussianPriors:
+        return AmortisedGaussianPriors(self.cfg.layers, self.cfg.latents, 0, self.cfg.prior_hidden, self.cfg.activation)
 
-    def make_posterior(self, layer: int, evidence_dim: int) -> ResidualGaussianPosterior:
-        return ResidualGaussianPosterior(self.cfg.latents, evidence_dim, 0, self.cfg.posterior_hidden,
-                                         self.cfg.activation, self.cfg.posterior_first)
+    def make_posterior(self, layer: int) -> ResidualGaussianPosterior:
+        return ResidualGaussianPosterior(self.cfg.latents, 0, self.posterior_widths, self.cfg.activation,
+                                         self.cfg.posterior_first)
 
     def make_bijector(self, layer: int) -> Bijector:
         return super().make_bijector(layer) if self.cfg.top_down else IdentityBijector()

@@ -176,10 +176,9 @@ def _build(cfg, name: str, data, seed: int = 0):
 
 
 def _optimiser(model, settings):
-    from srvae.study.train import OPTIMISERS
+    from srvae.study.train import make_optimiser
 
-    return OPTIMISERS[settings.optimizer](model.parameters(), lr=settings.lr, eps=settings.adam_eps,
-                                          weight_decay=settings.weight_decay, foreach=True)
+    return make_optimiser(model, settings)  # as train() builds it (fused Adam with train.compile)
 
 
 def training_throughput(cfg, name: str, data, batch: int, steps: int, warmup: int, **overrides) -> dict[str, Any]:

@@ -35,10 +35,10 @@ from srvae.distributions import inverse_positive, positive
 from srvae.flows.base import Bijector
 from srvae.flows.maf import MaskedAutoregressiveFlow
 from srvae.flows.spline_coupling import SplineCouplingFlow
-from srvae.models import Scores
 from srvae.nets.mlp import Activation, ConditionalMLP, PositiveInt, Widths
 
 from .sere_vae import SeReVAE, SeReVAEConfig
+from .stochastic_layers import IndependentDataLayers
 
 
 @dataclass(frozen=True)
@@ -103,15 +103,11 @@ class SeReMAF(SeReVAE):
         return SplineCouplingFlow(cfg.latents, self.context_dim(layer) or None, cfg.coupling_layers, cfg.spline_bins,
                                   cfg.bijector_hidden, cfg.activation, cfg.spline_bound)
 
-    def make_data_layer(self, layer: int, block_mean: Tensor | None) -> nn.Module:
+    def make_data_layers(self, data_mean: Tensor | None) -> IndependentDataLayers:
         cfg, sizes = self.cfg, self.partition.sizes
-        return FlowDataLayer(cfg.latents, sizes[layer], sizes[layer - 1] if layer else 0, cfg.data_hidden,
-                             cfg.activation, cfg.data_mades, cfg.made_hidden, cfg.made_activation, block_mean)
-
-    def score(self, x: Tensor, k: int) -> Scores:
-        codes, log_p, log_q, kl = self.posterior_pass(x, k)
-        blocks = self.partition.split(x)
-        previous = [None, *blocks[:-1]]  # teacher forcing: each layer sees the observed previous block
-        log_likelihood = sum(data.log_prob(block, z, x_prev)
-                             for data, block, z, x_prev in zip(self.generator.data, blocks, codes, previous))
-        return Scores(log_likelihood=log_likelihood, log_prior=log_p, log_posterior=log_q, kl=kl)
+        means = self.partition.split(data_mean) if data_mean is not None else [None] * cfg.layers
+        return IndependentDataLayers(sizes, [
+            FlowDataLayer(cfg.latents, sizes[l], sizes[l - 1] if l else 0, cfg.data_hidden, cfg.activation,
+                          cfg.data_mades, cfg.made_hidden, cfg.made_activation, means[l])
+            for l in range(cfg.layers)
+        ])

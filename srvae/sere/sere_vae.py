@@ -11,17 +11,24 @@ Inference model: the generator with each prior replaced by a residual Gaussian p
 ``q(ε_l | z_{l-1}, x)`` fed by the layer's own deterministic encoder of ``x`` (no shared bottom-up pass); the
 posterior draw ``ε_l`` goes through the **same** bijector ``f_l`` — one module, held by both networks.
 
+Only the chain posterior → bijector (``ε_l ~ q(ε_l | z_{l-1}, x)``, ``z_l = f_l(ε_l; z_{l-1})``) is sequential.
+Everything else runs for all layers at once, as grouped networks (:mod:`srvae.nets.grouped`): the ``L``
+encoders of ``x`` (before the chain), and, once every code is drawn, the priors ``p(ε_l | z_{l-1})``, the
+log-densities and KL terms, and the teacher-forced data layers.
+
 Scores live in ε-space: ``log p(ε) − log q(ε|x)`` equals ``log p(z) − log q(z|x)`` because both densities
 change by the same ``log|det ∂f_l/∂ε_l|``; the KL of each layer is the closed form between the two
 Gaussians. Likelihood evaluation is teacher-forced (``δγ_l`` sees the *observed* ``x_{l-1}``); sampling feeds
 each generated block to the next layer.
 
-The parts that differ between SeRe-VAE and its ablations are the hooks :meth:`SeReVAE.context_dim`,
-:meth:`SeReVAE.make_prior`, :meth:`SeReVAE.make_bijector`, :meth:`SeReVAE.make_posterior` and
-:meth:`SeReVAE.make_data_layer`: the matched DLGM (``baselines/dlgm.py``) cuts the context; the Self-Reflective
-IAF (:mod:`srvae.sere.sr_iaf`) swaps the prior for a standard normal and the bijector for an IAF conditioned on
-``z_{l-1}`` (any :class:`~srvae.flows.base.Bijector`); SeRe-MAF (:mod:`srvae.sere.sere_maf`) swaps the bijector
-for spline couplings and the Bernoulli data layers for conditional MAFs.
+The parts that differ between SeRe-VAE and its variants are the hooks :meth:`SeReVAE.context_dim`,
+:meth:`SeReVAE.make_priors`, :meth:`SeReVAE.make_bijector`, :meth:`SeReVAE.make_posterior`,
+:meth:`SeReVAE.make_encoder` and :meth:`SeReVAE.make_data_layers`: the matched DLGM (``baselines/dlgm.py``) cuts
+the context; the Self-Reflective IAF (:mod:`srvae.sere.sr_iaf`) swaps the prior for a standard normal and the
+bijector for an IAF conditioned on ``z_{l-1}`` (any :class:`~srvae.flows.base.Bijector`); SeRe-MAF
+(:mod:`srvae.sere.sere_maf`) swaps the bijector for spline couplings and the Bernoulli data layers for
+conditional MAFs; the convolutional SeRe-VAE (:mod:`srvae.sere.conv_sere_vae`) swaps the encoders and data layers
+for residual convolutional stacks, one per layer.
 
 Width defaults are this project's choice (the paper's appendix is not available; ``docs/decisions.md``):
 10 layers × 10 latents as Table 1; each layer's encoder of ``x`` two hidden layers of 200 units, one hidden
@@ -36,14 +43,21 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from srvae.distributions import bernoulli_log_prob, gaussian_kl, gaussian_log_prob, reparameterise
+from srvae.distributions import gaussian_kl, gaussian_log_prob, reparameterise
 from srvae.flows.base import Bijector
 from srvae.models import LatentVariableModel, Scores
-from srvae.nets.mlp import Activation, PositiveInt, Widths, mlp, mlp_out_dim
+from srvae.nets.grouped import GroupedMLP
+from srvae.nets.mlp import Activation, PositiveInt, Widths
 
 from .bijector import AffineRankOneBijector
 from .partition import BlockPartition
-from .stochastic_layers import AmortisedGaussian, ResidualBernoulli, ResidualGaussianPosterior
+from .stochastic_layers import (
+    AmortisedGaussianPriors,
+    DataLayers,
+    LayerPriors,
+    ResidualBernoulliLayers,
+    ResidualGaussianPosterior,
+)
 
 
 @dataclass(frozen=True)
@@ -61,10 +75,10 @@ class SeReVAEConfig:
 
 
 class Generator(nn.Module):
-    """``p(x, ε)``: per layer a prior, a bijector and a data layer — everything sampling needs."""
+    """``p(x, ε)``: the priors, a bijector per layer and the data layers — everything sampling needs."""
 
     def __init__(
-        self, partition: BlockPartition, priors: nn.ModuleList, bijectors: nn.ModuleList, data: nn.ModuleList
+        self, partition: BlockPartition, priors: LayerPriors, bijectors: nn.ModuleList, data: DataLayers
     ) -> None:
         super().__init__()
         self.partition = partition
@@ -75,25 +89,29 @@ class Generator(nn.Module):
         """Ancestral samples ``[n, D]``: each generated block (a draw of its data layer) conditions the next layer."""
         z = x_prev = None
         blocks = []
-        for prior, bijector, data in zip(self.priors, self.bijectors, self.data):
-            mean, std = prior(z)
+        for l, bijector in enumerate(self.bijectors):
+            mean, std = self.priors.layer(l, z)
             eps = reparameterise(mean.expand(n, mean.shape[-1]), std.expand(n, std.shape[-1]))
             z, _ = bijector(eps, z)
-            x_prev = data.sample(z, x_prev)
+            x_prev = self.data.sample(l, z, x_prev)
             blocks.append(x_prev)
         return self.partition.join(blocks)
 
 
 class InferenceNetwork(nn.Module):
-    """``q(ε | x)``: per layer an encoder of ``x``, a posterior layer, and the generator's own bijector."""
+    """``q(ε | x)``: the encoders of ``x``, a posterior layer per layer, and the generator's own bijectors.
 
-    def __init__(self, encoders: nn.ModuleList, posteriors: nn.ModuleList, bijectors: nn.ModuleList) -> None:
+    ``encoder`` holds the ``L`` encoders ``h_l(x)`` followed by each posterior's first linear map of its
+    encoding (:meth:`SeReVAE.make_encoder`): they depend on ``x`` alone, so they run once, before the chain.
+    """
+
+    def __init__(self, encoder: nn.Module, posteriors: nn.ModuleList, bijectors: nn.ModuleList) -> None:
         super().__init__()
-        self.encoders, self.posteriors, self.bijectors = encoders, posteriors, bijectors
+        self.encoder, self.posteriors, self.bijectors = encoder, posteriors, bijectors
 
-    def encode(self, x: Tensor) -> list[Tensor]:
-        """Every layer's evidence ``h_l(x)`` ``[B, H]``: deterministic, so computed once per example."""
-        return [encoder(x) for encoder in self.encoders]
+    def encode(self, x: Tensor) -> Tensor:
+        """Every layer's evidence ``W_l h_l(x) + b_l`` ``[L, B, ·]``: deterministic, so computed once per example."""
+        return self.encoder(x)
 
 
 class SeReVAE(LatentVariableModel):
@@ -104,19 +122,18 @@ class SeReVAE(LatentVariableModel):
     def __init__(self, cfg: SeReVAEConfig, data_dim: int, data_mean: Tensor | None = None) -> None:
         super().__init__(cfg, data_dim, data_mean)
         self.partition = BlockPartition(data_dim, cfg.layers)
-        means = self.partition.split(data_mean) if data_mean is not None else [None] * cfg.layers
-        encoder_hidden = self.encoder_hidden(cfg, data_dim)
-        evidence_dim = mlp_out_dim(data_dim, encoder_hidden)
+        self.posterior_widths = self.posterior_hidden()
         layers = range(cfg.layers)
 
         bijectors = nn.ModuleList(self.make_bijector(l) for l in layers)  # ONE per layer, held by both networks
-        data = nn.ModuleList(self.make_data_layer(l, means[l]) for l in layers)
-        self.generator = Generator(self.partition, nn.ModuleList(self.make_prior(l) for l in layers), bijectors, data)
-        self.inference = InferenceNetwork(
-            nn.ModuleList(mlp(data_dim, encoder_hidden, None, cfg.activation) for _ in layers),
-            nn.ModuleList(self.make_posterior(l, evidence_dim) for l in layers),
-            bijectors,
-        )
+        posteriors = nn.ModuleList(self.make_posterior(l) for l in layers)
+        evidence_features = {q.evidence_features for q in posteriors}
+        if len(evidence_features) != 1:
+            raise ValueError(f"every posterior must read evidence of one width, got {sorted(evidence_features)}")
+        encoder = self.make_encoder(evidence_features.pop())
+        data = self.make_data_layers(data_mean)
+        self.generator = Generator(self.partition, self.make_priors(), bijectors, data)
+        self.inference = InferenceNetwork(encoder, posteriors, bijectors)
 
     # -- the hooks through which the ablations differ -------------------------------------------------------
 
@@ -124,70 +141,75 @@ class SeReVAE(LatentVariableModel):
         """Hidden widths of each layer's encoder of ``x``."""
         return cfg.encoder_hidden
 
+    def posterior_hidden(self) -> tuple[int, ...]:
+        """Hidden widths of the posterior blocks (``posterior_widths``, computed once before they are built)."""
+        return self.cfg.posterior_hidden
+
     def context_dim(self, layer: int) -> int:
         """Width of the latent code that conditions layer ``layer`` (0-based): ``z_{l-1}``, none for the first."""
         return 0 if layer == 0 else self.cfg.latents
 
-    def make_prior(self, layer: int) -> nn.Module:
-        """``p(ε_l | z_{l-1})``: a module ``context -> (mean, std)``, each ``[..., N]`` (``[N]`` if constant), whose
-        ``raw(context)`` gives the unconstrained ``(μ, a)``."""
-        return AmortisedGaussian(self.cfg.latents, self.context_dim(layer), self.cfg.prior_hidden, self.cfg.activation)
+    def make_priors(self) -> LayerPriors:
+        """``p(ε_l | z_{l-1})`` of every layer (:class:`~srvae.sere.stochastic_layers.LayerPriors`)."""
+        return AmortisedGaussianPriors(self.cfg.layers, self.cfg.latents, self.cfg.latents, self.cfg.prior_hidden,
+                                       self.cfg.activation)
 
     def make_bijector(self, layer: int) -> Bijector:
         """``f_l(·; z_{l-1})``, conditioned on the code of the layer above."""
         return AffineRankOneBijector(self.cfg.latents, self.context_dim(layer), self.cfg.bijector_hidden,
                                      self.cfg.activation)
 
-    def make_data_layer(self, layer: int, block_mean: Tensor | None) -> nn.Module:
-        """``p(x_l | z_l, x_{l-1})``: a module ``(z, x_prev) -> logits`` with ``sample(z, x_prev)``, started at the
-        block's training means ``block_mean``."""
-        sizes = self.partition.sizes
-        return ResidualBernoulli(self.cfg.latents, sizes[layer], sizes[layer - 1] if layer else 0, self.cfg.data_hidden,
-                                 self.cfg.activation, block_mean)
+    def make_posterior(self, layer: int) -> ResidualGaussianPosterior:
+        """``q(ε_l | z_{l-1}, x)``: a module ``(evidence, context, prior_raw) -> (mean, std)`` whose
+        ``evidence_features`` is the width of the evidence it reads (the same for every layer)."""
+        return ResidualGaussianPosterior(self.cfg.latents, self.context_dim(layer), self.posterior_widths,
+                                         self.cfg.activation, self.cfg.posterior_first)
 
-    def make_posterior(self, layer: int, evidence_dim: int) -> nn.Module:
-        """``q(ε_l | z_{l-1}, x)``: a module ``(evidence, context, prior_raw) -> (mean, std)``."""
-        return ResidualGaussianPosterior(self.cfg.latents, evidence_dim, self.context_dim(layer),
-                                         self.cfg.posterior_hidden, self.cfg.activation, self.cfg.posterior_first)
+    def make_encoder(self, evidence_features: int) -> nn.Module:
+        """The ``L`` encoders of ``x``, each followed by its posterior's first linear map: a module
+        ``x [B, D] -> evidence [L, B, evidence_features]``. Here one grouped MLP (a shared first layer)."""
+        return GroupedMLP(self.cfg.layers, [self.data_dim], self.encoder_hidden(self.cfg, self.data_dim),
+                          evidence_features, self.cfg.activation, shared_input=True)
+
+    def make_data_layers(self, data_mean: Tensor | None) -> DataLayers:
+        """``p(x_l | z_l, x_{l-1})`` of every block (:class:`~srvae.sere.stochastic_layers.DataLayers`), started at
+        the training means ``data_mean``. Here the residual Bernoulli layers, run for all blocks at once."""
+        cfg = self.cfg
+        return ResidualBernoulliLayers(self.partition.sizes, cfg.latents, cfg.data_hidden, cfg.activation, data_mean)
 
     # -- inference and scoring -------------------------------------------------------------------------------
 
-    def posterior_pass(self, x: Tensor, k: int) -> tuple[list[Tensor], Tensor, Tensor, Tensor]:
+    def posterior_pass(self, x: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Draw ``ε_l ~ q(ε_l | z_{l-1}, x)``, ``z_l = f_l(ε_l; z_{l-1})`` for ``l = 1..L``, ``k`` per example.
 
-        Returns the codes ``[z_1..z_L]`` (each ``[k, B, N]``), ``log p(ε)`` and ``log q(ε | x)`` (``[k, B]``) and
-        the closed-form ``KL(q(ε_l | z_{l-1}, x) || p(ε_l | z_{l-1}))`` per layer ``[k, B, L]``.
+        Returns the codes ``z_1..z_L`` ``[L, k, B, N]``, ``log p(ε)`` and ``log q(ε | x)`` (``[k, B]``) and the
+        closed-form ``KL(q(ε_l | z_{l-1}, x) || p(ε_l | z_{l-1}))`` per layer ``[k, B, L]``.
         """
         evidence = self.inference.encode(x)
         shape = (k, x.shape[0], self.cfg.latents)
+        priors = self.generator.priors
         z = None
-        codes, log_p, log_q, kl = [], 0.0, 0.0, []
-        for l, (posterior, prior, bijector) in enumerate(
-            zip(self.inference.posteriors, self.generator.priors, self.inference.bijectors)
-        ):
-            prior_raw = prior.raw(z) if self.cfg.posterior_first == "prior" else None
-            q_mean, q_std = posterior(evidence[l], z, prior_raw)
-            p_mean, p_std = prior(z)
-            eps = reparameterise(q_mean.expand(shape), q_std.expand(shape))
-            log_q = log_q + gaussian_log_prob(eps, q_mean, q_std)
-            log_p = log_p + gaussian_log_prob(eps, p_mean, p_std)
-            kl.append(gaussian_kl(q_mean, q_std, p_mean, p_std).expand(shape[:-1]))
+        means, stds, draws, codes = [], [], [], []
+        for l, (posterior, bijector) in enumerate(zip(self.inference.posteriors, self.inference.bijectors)):
+            prior_raw = priors.raw(l, z) if self.cfg.posterior_first == "prior" else None
+            # [1, B, N] for a posterior of x alone, [k, B, N] for one conditioned on z_{l-1}
+            mean, std = (t.reshape(-1, *shape[1:]) for t in posterior(evidence[l], z, prior_raw))
+            eps = reparameterise(mean.expand(shape), std.expand(shape))
             z, _ = bijector(eps, z)  # the Jacobian cancels between log p and log q
-            codes.append(z)
-        return codes, log_p, log_q, torch.stack(kl, dim=-1)
-
-    def data_logits(self, codes: list[Tensor], x: Tensor) -> list[Tensor]:
-        """Teacher-forced logits of every block: ``γ_l(z_l, x_{l-1})`` with ``x_{l-1}`` the *observed* block."""
-        previous = [None, *self.partition.split(x)[:-1]]
-        return [data(z, x_prev) for data, z, x_prev in zip(self.generator.data, codes, previous)]
+            for stack, t in zip((means, stds, draws, codes), (mean, std, eps, z)):
+                stack.append(t)
+        # given the codes, the priors and the densities of all layers at once: [L, k (or 1), B, N]
+        codes, eps = torch.stack(codes), torch.stack(draws)
+        q_mean, q_std = (torch.stack(torch.broadcast_tensors(*t)) for t in (means, stds))
+        p_mean, p_std = priors(codes[:-1])
+        log_q = gaussian_log_prob(eps, q_mean, q_std).sum(0)
+        log_p = gaussian_log_prob(eps, p_mean, p_std).sum(0)
+        kl = gaussian_kl(q_mean, q_std, p_mean, p_std).expand(-1, *shape[:-1]).movedim(0, -1)
+        return codes, log_p, log_q, kl
 
     def score(self, x: Tensor, k: int) -> Scores:
         codes, log_p, log_q, kl = self.posterior_pass(x, k)
-        blocks = self.partition.split(x)
-        log_likelihood = sum(
-            bernoulli_log_prob(block.expand_as(logits), logits)
-            for block, logits in zip(blocks, self.data_logits(codes, x))
-        )
+        log_likelihood = self.generator.data.log_likelihood(codes, x)  # teacher-forced: x_{l-1} observed
         return Scores(log_likelihood=log_likelihood, log_prior=log_p, log_posterior=log_q, kl=kl)
 
     def sample(self, n: int) -> Tensor:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from srvae.distributions import inverse_positive
 from srvae.flows.base import Bijector
@@ -26,6 +26,7 @@ from srvae.flows.iaf import IAF
 from srvae.nets.mlp import PositiveInt
 
 from .sere_vae import SeReVAE, SeReVAEConfig
+from .stochastic_layers import LayerPriors
 
 
 @dataclass(frozen=True)
@@ -34,19 +35,23 @@ class SRIAFConfig(SeReVAEConfig):
     gate_bias: float = 2.0  # initial gate pre-activation: each step starts close to the identity
 
 
-class StandardNormal(nn.Module):
-    """``p(ε_l) = N(0, I)``: the prior-layer interface (``context -> (mean, std)``) with no parameters."""
+class StandardNormalPriors(LayerPriors):
+    """``p(ε_l) = N(0, I)`` for every layer: the priors' interface with no parameters and no context."""
 
-    def __init__(self, latents: int) -> None:
+    def __init__(self, layers: int, latents: int) -> None:
         super().__init__()
+        self.context_dims = (0,) * layers
         self.register_buffer("mean", torch.zeros(latents))
         self.register_buffer("std", torch.ones(latents))
 
-    def raw(self, context: Tensor | None = None) -> Tensor:
+    def raw(self, layer: int, context: Tensor | None = None) -> Tensor:
         """The unconstrained ``(μ, a)`` of N(0, I): ``μ = 0`` and ``a`` with ``softplus(a) + floor = 1``."""
         return torch.cat([self.mean, torch.full_like(self.std, inverse_positive(1.0))])
 
-    def forward(self, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def layer(self, layer: int, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self.mean, self.std
+
+    def forward(self, contexts: Tensor) -> tuple[Tensor, Tensor]:
         return self.mean, self.std
 
 
@@ -55,8 +60,8 @@ class SelfReflectiveIAF(SeReVAE):
 
     Config = SRIAFConfig
 
-    def make_prior(self, layer: int) -> nn.Module:
-        return StandardNormal(self.cfg.latents)
+    def make_priors(self) -> LayerPriors:
+        return StandardNormalPriors(self.cfg.layers, self.cfg.latents)
 
     def make_bijector(self, layer: int) -> Bijector:
         cfg = self.cfg

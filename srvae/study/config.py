@@ -126,6 +126,10 @@ class TrainSettings(Settings):
     checkpoint_every: PositiveInt = Field(5, description="epochs between resumable checkpoints")
     log_every: PositiveInt = Field(1, description="epochs between log lines when not attached to a terminal")
     eval_batch_size: PositiveInt = Field(1000, description="batch size of the validation ELBO")
+    compile: bool = Field(False, description="torch.compile the training objective (forward and backward) and use "
+                          "Adam's fused kernel (optimizer adam): reproducible, but other random draws and rounding "
+                          "than an eager run; measured gain: 1.5-1.6x training images/s for the Table 1 "
+                          "self-reflective models and the DLGM (CPU, 1 thread, batch 100), 25-40 s of compiling")
 
     @property
     def total_epochs(self) -> int:

@@ -38,26 +38,28 @@ def test_convolutional_stacks_are_the_conv_sere_vaes():
     def shapes(modules):
         return [tuple(p.shape) for p in modules.parameters()]
 
-    assert shapes(dlgm.encoders) == shapes(sere.encoders) and shapes(dlgm.data) == shapes(sere.data)
+    assert shapes(dlgm.inference.encoder.encoders) == shapes(sere.inference.encoder.encoders)
+    assert shapes(dlgm.generator.data) == shapes(sere.generator.data)
 
 
 def test_no_latent_code_feedback_into_prior_or_posterior():
     torch.manual_seed(0)
     model = build_model("conv_dlgm", TINY, data_dim=D)
-    assert all(p.context_dim == 0 for p in model.priors)
-    assert all(q.context_dim == 0 and q.first is None for q in model.posteriors)
-    x = torch.bernoulli(torch.full((3, D), 0.5))
-    for q, prior, encoder in zip(model.posteriors, model.priors, model.encoders):
+    priors = model.generator.priors
+    assert priors.context_dims == (0,) * TINY["layers"]
+    assert all(q.context_dim == 0 and q.first is None for q in model.inference.posteriors)
+    h = model.inference.encode(torch.bernoulli(torch.full((3, D), 0.5)))
+    for l, (q, evidence) in enumerate(zip(model.inference.posteriors, h)):
         z_a, z_b = torch.randn(2, 3, TINY["latents"]), torch.randn(2, 3, TINY["latents"])
-        for a, b in zip(q(encoder(x), z_a), q(encoder(x), z_b)):  # the posterior's output ignores z_{l-1}
+        for a, b in zip(q(evidence, z_a), q(evidence, z_b)):  # the posterior's output ignores z_{l-1}
             torch.testing.assert_close(a, b)
-        for a, b in zip(prior(z_a), prior(z_b)):
+        for a, b in zip(priors.layer(l, z_a), priors.layer(l, z_b)):
             torch.testing.assert_close(a, b)
-    assert [b.context_dim for b in model.bijectors] == [0] + [TINY["latents"]] * (TINY["layers"] - 1)
+    assert [b.context_dim for b in model.generator.bijectors] == [0] + [TINY["latents"]] * (TINY["layers"] - 1)
 
 
 def test_no_path_variant_has_identity_transforms():
     model = build_model("conv_dlgm", {**TINY, "top_down": False}, data_dim=D)
-    assert all(isinstance(b, IdentityBijector) for b in model.bijectors)
+    assert all(isinstance(b, IdentityBijector) for b in model.generator.bijectors)
     s = model.score(torch.bernoulli(torch.full((4, D), 0.5)), 5)
     assert s.log_weights.shape == (5, 4) and s.kl.shape == (5, 4, TINY["layers"])

@@ -46,14 +46,16 @@ def test_no_latent_code_feedback_into_prior_or_posterior():
     torch.manual_seed(0)
     model = build_model("dlgm", TINY, data_dim=D)
     assert isinstance(model, DLGM) and model.cfg.top_down
-    assert all(p.context_dim == 0 and len(list(p.parameters())) == 1 for p in model.generator.priors)
+    priors = model.generator.priors  # free parameters only, one free Gaussian per layer
+    assert priors.context_dims == (0,) * TINY["layers"]
+    assert [p.shape for p in priors.parameters()] == [(TINY["layers"], 2 * TINY["latents"])]
     assert all(q.context_dim == 0 and q.first is None for q in model.inference.posteriors)
     h = model.inference.encode(torch.bernoulli(torch.full((3, D), 0.5)))
-    for q, prior, evidence in zip(model.inference.posteriors, model.generator.priors, h):
+    for l, (q, evidence) in enumerate(zip(model.inference.posteriors, h)):
         z_a, z_b = torch.randn(2, 3, TINY["latents"]), torch.randn(2, 3, TINY["latents"])
         for a, b in zip(q(evidence, z_a), q(evidence, z_b)):  # the posterior's output ignores z_{l-1}
             torch.testing.assert_close(a, b)
-        for a, b in zip(prior(z_a), prior(z_b)):
+        for a, b in zip(priors.layer(l, z_a), priors.layer(l, z_b)):
             torch.testing.assert_close(a, b)
 
 

@@ -11,7 +11,7 @@ from srvae.distributions import bernoulli_log_prob
 from srvae.models.registry import build_model
 from srvae.sere.bijector import AffineRankOneBijector
 from srvae.sere.conv_sere_vae import ConvSeReVAE, ConvSeReVAEConfig
-from srvae.sere.stochastic_layers import AmortisedGaussian, ResidualGaussianPosterior
+from srvae.sere.stochastic_layers import AmortisedGaussianPriors, ResidualGaussianPosterior
 
 D = 144  # a 12 × 12 image, 4 blocks of 36 pixels (3 rows each)
 TINY = dict(layers=4, latents=3, channels=3, depths=(1, 1), prior_hidden=(8,), posterior_hidden=(8,), bijector_hidden=(8,))
@@ -28,6 +28,12 @@ def binary(*shape, seed: int = 0) -> torch.Tensor:
     return torch.bernoulli(torch.full(shape, 0.4), generator=torch.Generator().manual_seed(seed))
 
 
+def data_logits(model: ConvSeReVAE, codes, x: torch.Tensor) -> list[torch.Tensor]:
+    """Teacher-forced logits of every block: ``γ_l(z_l, x_{l-1})`` with ``x_{l-1}`` the observed block."""
+    previous = [None, *model.partition.split(x)[:-1]]
+    return [layer(z, x_prev) for layer, z, x_prev in zip(model.generator.data.layers, codes, previous)]
+
+
 def test_interface_shapes():
     model = build_model("conv_sere_vae", TINY, data_dim=D)
     x = binary(5, D)
@@ -40,12 +46,15 @@ def test_interface_shapes():
 
 def test_dense_blocks_on_the_previous_code_are_the_mlp_versions():
     model = tiny_model()
-    assert all(isinstance(p, AmortisedGaussian) for p in model.priors)
-    assert all(isinstance(q, ResidualGaussianPosterior) for q in model.posteriors)
-    assert all(isinstance(b, AffineRankOneBijector) for b in model.bijectors)
-    for modules in (model.priors, model.bijectors, model.posteriors):
-        assert [m.context_dim for m in modules] == [0] + [TINY["latents"]] * (TINY["layers"] - 1)
-    assert len({id(e) for e in model.encoders}) == TINY["layers"]  # independent encoders, no shared trunk
+    expected = [0] + [TINY["latents"]] * (TINY["layers"] - 1)
+    assert isinstance(model.generator.priors, AmortisedGaussianPriors)
+    assert list(model.generator.priors.context_dims) == expected
+    assert all(isinstance(q, ResidualGaussianPosterior) for q in model.inference.posteriors)
+    assert all(isinstance(b, AffineRankOneBijector) for b in model.generator.bijectors)
+    for modules in (model.generator.bijectors, model.inference.posteriors):
+        assert [m.context_dim for m in modules] == expected
+    encoders = model.inference.encoder.encoders
+    assert len({id(e) for e in encoders}) == TINY["layers"]  # independent encoders, no shared trunk
 
 
 @pytest.mark.parametrize("l", [0, 1, 3])
@@ -53,20 +62,20 @@ def test_data_layer_of_block_l_sees_only_the_observed_block_l_minus_1(l):
     """Perturbing the pixels of any block but l − 1 leaves block l's logits unchanged, blocks ≥ l included."""
     model = tiny_model()
     x = binary(2, D, seed=3)
-    codes = [z.detach() for z in model.posterior_pass(x, 2)[0]]  # latents held fixed
-    before = model.data_logits(codes, x)[l]
+    codes = model.posterior_pass(x, 2)[0].detach()  # latents held fixed
+    before = data_logits(model, codes, x)[l]
     for other in range(TINY["layers"]):
         x_pert = x.clone()
         block = model.partition.split(x_pert)[other]
         block.copy_(1.0 - block)  # split returns views: flip every pixel of that block in place
-        after = model.data_logits(codes, x_pert)[l]
+        after = data_logits(model, codes, x_pert)[l]
         if other == l - 1:
             assert not torch.allclose(before, after)
         else:
             assert torch.equal(before, after), other
     # the gradient of block l's logits w.r.t. x lies on the pixels of block l − 1 alone
     x_req = x.clone().requires_grad_(True)
-    logits = model.data_logits(codes, x_req)[l]
+    logits = data_logits(model, codes, x_req)[l]
     (grad,) = torch.autograd.grad(logits.sum(), x_req, allow_unused=True, materialize_grads=True)
     grad_blocks = model.partition.split(grad.abs().sum(0))
     assert [bool(g.sum() > 0) for g in grad_blocks] == [i == l - 1 for i in range(TINY["layers"])]
@@ -82,13 +91,13 @@ def test_importance_weights_in_eps_space_equal_those_in_z_space():
 
     torch.manual_seed(123)  # the same noise, drawn in the same order as the model does
     with torch.no_grad():
-        evidence = [encoder(x) for encoder in model.encoders]
+        evidence = model.inference.encode(x)
         z, codes, log_p_z, log_q_z = None, [], 0.0, 0.0
         for l in range(TINY["layers"]):
-            q_mean, q_std = model.posteriors[l](evidence[l], z)
-            p_mean, p_std = model.priors[l](z)
+            q_mean, q_std = model.inference.posteriors[l](evidence[l], z)
+            p_mean, p_std = model.generator.priors.layer(l, z)
             eps = q_mean + q_std * torch.randn(k, 3, TINY["latents"], dtype=torch.float64)
-            c, d, u = model.bijectors[l].affine_parameters(z)
+            c, d, u = model.generator.bijectors[l].affine_parameters(z)
             A = torch.diag_embed(d) + u.unsqueeze(-1) * u.unsqueeze(-2)
 
             def density_of_z(mean, std):  # the law of c + A ε for ε ~ N(mean, diag std²)
@@ -99,7 +108,7 @@ def test_importance_weights_in_eps_space_equal_those_in_z_space():
             log_q_z = log_q_z + density_of_z(q_mean, q_std).log_prob(z)
             log_p_z = log_p_z + density_of_z(p_mean, p_std).log_prob(z)
             codes.append(z)
-        logits = model.data_logits(codes, x)
+        logits = data_logits(model, codes, x)
         log_lik = sum(bernoulli_log_prob(b.expand_as(g), g) for b, g in zip(model.partition.split(x), logits))
     torch.testing.assert_close(log_lik, eps_space.log_likelihood)
     torch.testing.assert_close(log_lik + log_p_z - log_q_z, eps_space.log_weights)
@@ -109,9 +118,9 @@ def test_importance_weights_in_eps_space_equal_those_in_z_space():
 def test_sampling_feeds_each_generated_block_to_the_next_layer_and_never_touches_data():
     model = tiny_model()
     seen_prev, calls = [], []
-    for layer in model.data:
+    for layer in model.generator.data.layers:
         layer.register_forward_pre_hook(lambda _m, args: seen_prev.append(args[1] if len(args) > 1 else None))
-    for m in [*model.encoders, *model.posteriors]:
+    for m in [model.inference.encoder, *model.inference.posteriors]:
         m.register_forward_hook(lambda *_: calls.append(1))
     samples = model.sample(8)
     assert calls == []  # neither the encoders of x nor the posteriors run
@@ -123,4 +132,4 @@ def test_sampling_feeds_each_generated_block_to_the_next_layer_and_never_touches
 def test_a_data_layer_with_a_previous_block_needs_it():
     model = tiny_model()
     with pytest.raises(ValueError, match="pass x_\\{l-1\\}"):
-        model.data[1](torch.randn(2, TINY["latents"]))
+        model.generator.data.layers[1](torch.randn(2, TINY["latents"]))

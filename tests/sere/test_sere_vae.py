@@ -26,6 +26,11 @@ def tiny_model(dtype=torch.float32, seed=0, **params) -> SeReVAE:
     return SeReVAE(SeReVAEConfig(**TINY, **params), data_dim=D, data_mean=torch.rand(D)).to(dtype)
 
 
+def block_logits(model: SeReVAE, codes: torch.Tensor, x: torch.Tensor) -> list[torch.Tensor]:
+    """The teacher-forced logits of each block."""
+    return model.generator.data.block_logits(model.generator.data.logits(codes, x))
+
+
 def binary(*shape, seed=0) -> torch.Tensor:
     return torch.bernoulli(torch.full(shape, 0.5), generator=torch.Generator().manual_seed(seed))
 
@@ -67,9 +72,10 @@ def test_one_bijector_per_layer_shared_by_generator_and_inference_network():
 
 def test_every_layer_but_the_first_is_conditioned_on_the_previous_code():
     model = tiny_model()
-    stacks = (model.generator.priors, model.generator.bijectors, model.inference.posteriors)
-    for modules in stacks:
-        assert [m.context_dim for m in modules] == [0] + [TINY["latents"]] * (TINY["layers"] - 1)
+    expected = [0] + [TINY["latents"]] * (TINY["layers"] - 1)
+    assert list(model.generator.priors.context_dims) == expected
+    for modules in (model.generator.bijectors, model.inference.posteriors):
+        assert [m.context_dim for m in modules] == expected
 
 
 def test_posterior_first_estimate_switch():
@@ -85,8 +91,8 @@ def test_posterior_first_estimate_switch():
     # with the residual's output at zero, q(ε_l | z_{l-1}, x) = p(ε_l | z_{l-1}): every layer's KL vanishes
     with torch.no_grad():
         for q in prior.inference.posteriors:
-            q.residual.rest[-1][-1].weight.zero_()
-            q.residual.rest[-1][-1].bias.zero_()
+            q.residual[-1][-1].weight.zero_()
+            q.residual[-1][-1].bias.zero_()
     assert prior.score(x, 3).kl.abs().max() < 1e-5
 
 
@@ -117,7 +123,7 @@ def test_importance_weights_in_eps_space_equal_those_in_z_space():
         z, codes, log_p_z, log_q_z = None, [], 0.0, 0.0
         for l in range(TINY["layers"]):
             q_mean, q_std = model.inference.posteriors[l](evidence[l], z)
-            p_mean, p_std = model.generator.priors[l](z)
+            p_mean, p_std = model.generator.priors.layer(l, z)
             eps = q_mean + q_std * torch.randn(k, 3, TINY["latents"], dtype=torch.float64)
             c, d, u = model.generator.bijectors[l].affine_parameters(z)
             A = torch.diag_embed(d) + u.unsqueeze(-1) * u.unsqueeze(-2)
@@ -131,7 +137,7 @@ def test_importance_weights_in_eps_space_equal_those_in_z_space():
             log_p_z = log_p_z + density_of_z(p_mean, p_std).log_prob(z)
             codes.append(z)
         blocks = model.partition.split(x)
-        logits = model.data_logits(codes, x)
+        logits = block_logits(model, torch.stack(codes), x)
         log_lik = sum(bernoulli_log_prob(b.expand_as(g), g) for b, g in zip(blocks, logits))
     torch.testing.assert_close(log_lik, eps_space.log_likelihood)
     torch.testing.assert_close(log_lik + log_p_z - log_q_z, eps_space.log_weights)
@@ -142,17 +148,18 @@ def test_data_layer_of_block_l_is_teacher_forced_on_the_observed_previous_block(
     model = tiny_model()
     x = binary(2, D, seed=3)
     codes, *_ = model.posterior_pass(x, 2)  # latents held fixed below
-    codes = [z.detach() for z in codes]
+    codes = codes.detach()
+
     l = 2  # block x_3 (0-based 2) must see x_2 (0-based 1), observed
     x_pert = x.clone()
     block = model.partition.split(x_pert)[l - 1]
     block.copy_(1.0 - block)  # split returns views: flip the pixels of x_{l-1} in place
-    before, after = model.data_logits(codes, x), model.data_logits(codes, x_pert)
+    before, after = block_logits(model, codes, x), block_logits(model, codes, x_pert)
     assert not torch.allclose(before[l], after[l])
     assert all(torch.equal(b, a) for i, (b, a) in enumerate(zip(before, after)) if i != l)
     # the gradient of block l's logits w.r.t. x lies exactly on the pixels of block l − 1
     x_req = x.clone().requires_grad_(True)
-    model.data_logits(codes, x_req)[l].sum().backward()
+    block_logits(model, codes, x_req)[l].sum().backward()
     grad_blocks = model.partition.split(x_req.grad.abs().sum(0))
     assert [bool(g.sum() > 0) for g in grad_blocks] == [i == l - 1 for i in range(TINY["layers"])]
 
@@ -160,9 +167,14 @@ def test_data_layer_of_block_l_is_teacher_forced_on_the_observed_previous_block(
 def test_sampling_feeds_each_generated_block_to_the_next_layer_and_never_touches_data():
     model = tiny_model()
     seen_prev, calls = [], []
-    for layer in model.generator.data:
-        layer.register_forward_pre_hook(lambda _m, args: seen_prev.append(args[1]))
-    for m in [*model.inference.encoders, *model.inference.posteriors]:
+    data_layer = model.generator.data.layer
+
+    def recording_data_layer(l, z, x_prev=None):
+        seen_prev.append(x_prev)
+        return data_layer(l, z, x_prev)
+
+    model.generator.data.layer = recording_data_layer
+    for m in [model.inference.encoder, *model.inference.posteriors]:
         m.register_forward_hook(lambda *_: calls.append(1))
     samples = model.sample(8)
     assert calls == []  # neither the encoders of x nor the posteriors run

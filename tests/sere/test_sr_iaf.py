@@ -16,8 +16,8 @@ def model():
 def test_is_sere_vae_with_standard_normal_priors_and_conditional_iaf_bijectors():
     m = model()
     assert isinstance(m, SeReVAE)
-    for l, (prior, bijector) in enumerate(zip(m.generator.priors, m.generator.bijectors)):
-        mean, std = prior(torch.randn(5, 4) if l else None)
+    for l, bijector in enumerate(m.generator.bijectors):
+        mean, std = m.generator.priors.layer(l, torch.randn(5, 4) if l else None)
         assert torch.equal(mean, torch.zeros(4)) and torch.equal(std, torch.ones(4))
         assert isinstance(bijector, IAF) and len(bijector.steps) == 2
     assert not list(m.generator.priors.parameters())  # the standard normal has nothing to learn
@@ -30,7 +30,7 @@ def test_standard_normal_prior_as_the_posteriors_first_estimate():
 
     torch.manual_seed(0)
     m = build_model("sr_iaf", {**PARAMS, "posterior_first": "prior"}, 784)
-    mean, std = mean_and_std(m.generator.priors[0].raw())
+    mean, std = mean_and_std(m.generator.priors.raw(0))
     torch.testing.assert_close(mean, torch.zeros(4))
     torch.testing.assert_close(std, torch.ones(4))
     s = m.score(torch.bernoulli(torch.full((3, 784), 0.2)), 2)
