@@ -130,9 +130,11 @@ def prepare(out: Path, requirements: list[str] | None = None) -> dict[str, Any]:
 
 
 def install(source: Path) -> None:
-    """Install the project's requirements from the carried wheels only, keeping what the image already has."""
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--find-links",
-                    str(source / WHEELS), "-r", str(source / "requirements.txt")], check=True)
+    """Install the project's requirements from the carried wheels only, keeping what the image already has, then
+    the project itself (editable, built with the image's setuptools): the study's jobs call the ``srvae`` command."""
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-index"]
+    subprocess.run([*pip, "--find-links", str(source / WHEELS), "-r", str(source / "requirements.txt")], check=True)
+    subprocess.run([*pip, "--no-deps", "--no-build-isolation", "--editable", str(ROOT)], check=True)
 
 
 # ---------------------------------------------------------------------------------------------- parts
