@@ -211,8 +211,8 @@ def graphed_throughput(cfg, name: str, data, batch: int, steps: int, warmup: int
     objective over the same batches from the same start in eager mode and graphed (same distribution expected)."""
     import torch
 
-    from srvae.study.graphed import GraphedStep, capturable_optimiser
-    from srvae.study.train import train_epoch
+    from srvae.study.graphed import GraphedStep
+    from srvae.study.train import make_optimiser, train_epoch
 
     settings = cfg.train_settings(name).model_copy(update={"batch_size": batch})
     generator = torch.Generator(device=data.train.device).manual_seed(0)
@@ -221,7 +221,8 @@ def graphed_throughput(cfg, name: str, data, batch: int, steps: int, warmup: int
     batches = order.view(-1, batch)
     model = _build(cfg, name, data)
     t0 = time.perf_counter()
-    step = GraphedStep(model, capturable_optimiser(model, settings), settings, x[batches[0]])
+    step = GraphedStep(model, make_optimiser(model, settings.model_copy(update={"cuda_graphs": True})), settings,
+                       x[batches[0]])
     _sync(x.device)
     capture_s = time.perf_counter() - t0
     graphed_total = torch.zeros((), device=x.device)
@@ -229,7 +230,7 @@ def graphed_throughput(cfg, name: str, data, batch: int, steps: int, warmup: int
         if i == warmup:
             _sync(x.device)
             t1 = time.perf_counter()
-        graphed_total += step(x[idx], 1.0, settings.lr)
+        graphed_total += step(x[idx], 1.0)
     _sync(x.device)
     seconds = time.perf_counter() - t1
     eager = _build(cfg, name, data)  # the same start (seed 0) and the same batches, eager

@@ -10,8 +10,10 @@ the KL weight β (a 0-d tensor) and the learning rate (a 0-d tensor, which Adam 
 PyTorch advances at every replay, so each step gets fresh noise (other draws than eager mode's, the same
 distribution).
 
-Capture needs a few warm-up steps on a side stream; they run on the first batch and are undone (weights and
-optimiser state restored in place) so that the run's sequence of updates is the eager run's.
+Capture needs a few warm-up steps on a side stream; they run on a sample batch and are undone (weights, buffers
+and optimiser state restored in place), so that the run's sequence of updates is unchanged. Only full batches
+replay the graph (its shapes are fixed); an epoch's last, smaller batch takes an eager step with the same
+optimiser. ``train.cuda_graphs`` turns this on in :func:`srvae.study.train.train`.
 """
 
 from __future__ import annotations
@@ -22,28 +24,21 @@ from torch import Tensor
 from srvae.models import LatentVariableModel
 
 from .config import TrainSettings
-from .train import OPTIMISERS, objective
+from .train import objective
 
 WARMUP_STEPS = 3
 
 
-def capturable_optimiser(model: LatentVariableModel, settings: TrainSettings) -> torch.optim.Optimizer:
-    """The run's optimiser (``train.optimizer``) in its capturable form, with the learning rate as a tensor."""
-    lr = torch.tensor(settings.lr, device=model.device)
-    return OPTIMISERS[settings.optimizer](model.parameters(), lr=lr, eps=settings.adam_eps,
-                                          weight_decay=settings.weight_decay, capturable=True, foreach=True)
-
-
 class GraphedStep:
-    """``step(x, beta, lr)``: one training update on batch ``x`` (always ``batch_size`` images), replayed from a
-    CUDA graph; returns the batch's summed objective as a device tensor (no host synchronisation)."""
+    """``step(x, beta)``: one training update on batch ``x`` (always ``batch_size`` images), replayed from a CUDA
+    graph; returns the batch's summed objective as a device tensor (no host synchronisation). The optimiser must be
+    capturable with its learning rate a tensor (:func:`srvae.study.train.make_optimiser` with ``cuda_graphs``),
+    set between steps with :func:`srvae.study.train.set_learning_rate`."""
 
     def __init__(self, model: LatentVariableModel, optimiser: torch.optim.Optimizer, settings: TrainSettings,
                  first_batch: Tensor) -> None:
         if first_batch.device.type != "cuda":
             raise RuntimeError("a CUDA graph needs a CUDA device: train without cuda_graphs on the CPU")
-        if optimiser.state:
-            raise RuntimeError("capture a step before the optimiser's first update: its warm-up resets the state")
         self.model, self.optimiser, self.settings = model, optimiser, settings
         self.x = first_batch.clone()
         self.beta = torch.ones((), device=self.x.device)
@@ -68,23 +63,25 @@ class GraphedStep:
         self.optimiser.step()
         return obj.detach().sum()
 
+    def _tensors(self) -> list[Tensor]:
+        """Everything the warm-up changes: weights, buffers and the optimiser's state (moments, step counts)."""
+        state = [v for s in self.optimiser.state.values() for v in s.values() if isinstance(v, Tensor)]
+        return [*self.model.parameters(), *self.model.buffers(), *state]
+
     def _state(self) -> list[Tensor]:
-        """Weights and buffers (the optimiser has no state before its first step)."""
-        return [t.detach().clone() for t in (*self.model.parameters(), *self.model.buffers())]
+        return [t.detach().clone() for t in self._tensors()]
 
     @torch.no_grad()
     def _restore(self, saved: list[Tensor]) -> None:
-        for tensor, value in zip((*self.model.parameters(), *self.model.buffers()), saved):
+        """Back to before the warm-up: state the warm-up created (a fresh optimiser's) back to its zeros."""
+        tensors = self._tensors()
+        for tensor, value in zip(tensors, saved):
             tensor.copy_(value)
-        for state in self.optimiser.state.values():  # moments and step counts back to a fresh optimiser's zeros
-            for value in state.values():
-                if isinstance(value, Tensor):
-                    value.zero_()
+        for tensor in tensors[len(saved):]:
+            tensor.zero_()
 
-    def __call__(self, x: Tensor, beta: float, lr: float) -> Tensor:
+    def __call__(self, x: Tensor, beta: float) -> Tensor:
         self.x.copy_(x)
         self.beta.fill_(beta)
-        for group in self.optimiser.param_groups:
-            group["lr"].fill_(lr)
         self.graph.replay()
         return self.total

@@ -30,7 +30,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -42,6 +42,9 @@ from srvae.models import LatentVariableModel, training_mode
 from .config import TrainSettings
 from .datasets import StudyData
 from .evaluate import iw_log_likelihood
+
+if TYPE_CHECKING:  # graphed builds on this module's objective: imported late where it runs
+    from .graphed import GraphedStep
 from .progress import duration, eta
 
 #: Burda et al. (2016): stage i = 0..7 lasts 3^i epochs at lr × 10^(−i/7)
@@ -183,14 +186,26 @@ def make_optimiser(model: LatentVariableModel, settings: TrainSettings) -> torch
     (PyTorch otherwise loops per tensor on CPU). With ``train.compile``, Adam is the fused kernel where this PyTorch
     has it (CPU since 2.4, CUDA): the same update in one pass over the parameters instead of foreach Adam's ten or
     so, which on CPU are bound by memory bandwidth; it rounds differently, hence only with ``compile``. Adamax has
-    no fused kernel."""
+    no fused kernel. With ``train.cuda_graphs`` on CUDA: the capturable form, its learning rate a tensor."""
     kwargs = {"lr": settings.lr, "eps": settings.adam_eps, "weight_decay": settings.weight_decay}
+    if settings.cuda_graphs and model.device.type == "cuda":  # a step in a CUDA graph reads the rate from a tensor
+        kwargs["lr"] = torch.tensor(settings.lr, device=model.device)
+        return OPTIMISERS[settings.optimizer](model.parameters(), foreach=True, capturable=True, **kwargs)
     if settings.compile and settings.optimizer == "adam":
         try:
             return torch.optim.Adam(model.parameters(), fused=True, **kwargs)
         except RuntimeError:  # a device without a fused kernel
             pass
     return OPTIMISERS[settings.optimizer](model.parameters(), foreach=True, **kwargs)
+
+
+def set_learning_rate(optimiser: torch.optim.Optimizer, lr: float) -> None:
+    """Set every group's learning rate: in place where it is a tensor (a captured step reads that tensor)."""
+    for group in optimiser.param_groups:
+        if isinstance(group["lr"], Tensor):
+            group["lr"].fill_(lr)
+        else:
+            group["lr"] = lr
 
 
 def initialisation_batch(data: StudyData, batch_size: int, seed: int) -> Tensor:
@@ -203,18 +218,24 @@ def initialisation_batch(data: StudyData, batch_size: int, seed: int) -> Tensor:
 
 def train_epoch(
     model: LatentVariableModel, optimiser: torch.optim.Optimizer, x: Tensor, order: Tensor, beta: float,
-    settings: TrainSettings, averaged: WeightAverage | None = None,
+    settings: TrainSettings, averaged: WeightAverage | None = None, graphed: GraphedStep | None = None,
 ) -> Tensor:
     """One pass over the binarised training images ``x`` in the given ``order``; the summed objective.
 
     ``averaged`` (Polyak averaging) is updated after every step. The sum stays on the device: no host
     synchronisation inside the step. With ``settings.compile`` the loss is :data:`COMPILED_LOSS`, β a tensor.
+    ``graphed``: full batches replay this captured step (an epoch's last, smaller batch steps eagerly).
     """
     model.train()
     total = torch.zeros((), device=x.device)
     loss_of = COMPILED_LOSS if settings.compile else batch_loss
     beta_in = torch.tensor(beta, dtype=x.dtype, device=x.device) if settings.compile else beta  # no recompiling
     for idx in order.split(settings.batch_size):
+        if graphed is not None and len(idx) == settings.batch_size:
+            total += graphed(x[idx], beta)
+            if averaged is not None:
+                averaged.update(model)
+            continue
         loss, batch_total = loss_of(model, x[idx], beta_in, settings.iw_samples)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
@@ -314,6 +335,11 @@ def train(
     if averaged is not None and progress.averaged is not None:
         averaged.module.load_state_dict(progress.averaged)
     evaluated = model if averaged is None else averaged.module  # the weights validated, selected and returned
+    graphed = None
+    if settings.cuda_graphs and device.type == "cuda":
+        from .graphed import GraphedStep  # late: it builds on this module's objective
+
+        graphed = GraphedStep(model, optimiser, settings, initialisation_batch(data, settings.batch_size, seed + 1))
 
     n = len(data.train)
     interactive = sys.stderr.isatty()
@@ -325,12 +351,11 @@ def train(
     for epoch in epochs:
         t0 = time.perf_counter()
         lr = learning_rate(epoch, settings)
-        for group in optimiser.param_groups:
-            group["lr"] = lr
+        set_learning_rate(optimiser, lr)
         beta = kl_weight(epoch, settings.kl_warmup_epochs)
         x_epoch = data.training_images(generator)
         order = torch.randperm(n, generator=generator, device=device)
-        train_objective = float(train_epoch(model, optimiser, x_epoch, order, beta, settings, averaged)) / n
+        train_objective = float(train_epoch(model, optimiser, x_epoch, order, beta, settings, averaged, graphed)) / n
         if not math.isfinite(train_objective):
             raise TrainingDivergedError(
                 f"{name}, seed {seed}: training objective is {train_objective} at epoch {epoch + 1}. "
