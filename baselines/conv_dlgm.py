@@ -8,7 +8,7 @@ ablation cuts it from the MLP SeRe-VAE (``baselines/dlgm.py``; ``docs/decisions.
   (``top_down=False``: ``z_l = ε_l``, no path between stochastic layers);
 - the convolutional stacks, encoders and data layers alike, are the conv SeRe-VAE's;
 - the dense Gaussian heads are wider, so that the parameter count matches the conv SeRe-VAE's
-  (:func:`matched_posterior_hidden`): cutting the feedback removes dense layers only, and dense layers give
+  (:func:`baselines.dlgm.matched_widths`): cutting the feedback removes dense layers only, and dense layers give
   them back, so that the two models differ in the feedback alone.
 
 The paper has no convolutional DLGM; this one gives the Table 2 models an in-study ablation.
@@ -16,9 +16,9 @@ The paper has no convolutional DLGM; this one gives the Table 2 models an in-stu
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 
-from baselines.dlgm import DLGM, closest_scaled_widths, count_parameters
+from baselines.dlgm import DLGM, matched_widths
 from srvae.sere.conv_sere_vae import ConvSeReVAE, ConvSeReVAEConfig
 
 
@@ -31,21 +31,6 @@ class ConvDLGMConfig(ConvSeReVAEConfig):
     match_sere_vae: bool = True
 
 
-def matched_posterior_hidden(cfg: ConvDLGMConfig, data_dim: int) -> tuple[int, ...]:
-    """Gaussian-head widths ``cfg.posterior_hidden × s`` whose conv DLGM parameter count is closest to the conv
-    SeRe-VAE's with ``cfg``'s shared fields (:func:`baselines.dlgm.closest_scaled_widths`)."""
-    if not cfg.posterior_hidden:
-        raise ValueError("matching parameter counts widens the Gaussian heads: posterior_hidden must not be empty")
-    shared = {f.name: getattr(cfg, f.name) for f in fields(ConvSeReVAEConfig)}
-    target = count_parameters(ConvSeReVAE, ConvSeReVAEConfig(**shared), data_dim)
-    return closest_scaled_widths(
-        cfg.posterior_hidden,
-        lambda widths: count_parameters(ConvDLGM, replace(cfg, posterior_hidden=widths, match_sere_vae=False),
-                                        data_dim),
-        target,
-    )
-
-
 class ConvDLGM(ConvSeReVAE, DLGM):
     """The conv SeRe-VAE without latent-code feedback: the conv SeRe-VAE's encoders and data layers
     (:class:`~srvae.sere.conv_sere_vae.ConvSeReVAE`) with the MLP DLGM's priors, posteriors and top-down transform
@@ -55,4 +40,6 @@ class ConvDLGM(ConvSeReVAE, DLGM):
     Config = ConvDLGMConfig
 
     def posterior_hidden(self) -> tuple[int, ...]:
-        return matched_posterior_hidden(self.cfg, self.data_dim) if self.cfg.match_sere_vae else self.cfg.posterior_hidden
+        if not self.cfg.match_sere_vae:
+            return self.cfg.posterior_hidden
+        return matched_widths(self.cfg, self.data_dim, "posterior_hidden", ConvDLGM, ConvSeReVAE)

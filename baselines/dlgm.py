@@ -12,7 +12,7 @@ layers are linked by a top-down transform ``z_l = T_l(z_{l-1}) + G_l ε_l``. The
 - ``z_l = c(z_{l-1}) + (diag d(z_{l-1}) + u(z_{l-1}) u(z_{l-1})ᵀ) ε_l``: the top-down transform, SeRe-VAE's
   amortised affine layer conditioned on the code of the layer above;
 - the blocks and residual data layers ``γ_l = γ¹_l(z_l) + δγ_l(x_{l-1}, z_l)`` are SeRe-VAE's;
-- the encoders are wider, so that the parameter count matches SeRe-VAE's (:func:`matched_encoder_hidden`).
+- the encoders are wider, so that the parameter count matches SeRe-VAE's (:func:`matched_widths`).
 
 ``top_down=False`` is a different, weaker model, kept as a named variant: no path between stochastic layers
 at all (``z_l = ε_l``), so that the latent groups are a priori independent and the layers talk only through
@@ -67,16 +67,17 @@ def closest_scaled_widths(base: tuple[int, ...], count: Callable[[tuple[int, ...
     return widths(min((lo, hi), key=lambda w: abs(count(widths(w)) - target)))
 
 
-def matched_encoder_hidden(cfg: DLGMConfig, data_dim: int) -> tuple[int, ...]:
-    """Encoder widths ``cfg.encoder_hidden × s`` whose DLGM parameter count is closest to SeRe-VAE's
-    (:func:`closest_scaled_widths`); SeRe-VAE's count is computed from ``cfg``'s shared fields."""
-    if not cfg.encoder_hidden:
-        raise ValueError("matching parameter counts widens the encoders: encoder_hidden must not be empty")
-    shared = {f.name: getattr(cfg, f.name) for f in fields(SeReVAEConfig)}
-    target = count_parameters(SeReVAE, SeReVAEConfig(**shared), data_dim)
+def matched_widths(cfg: Any, data_dim: int, field: str, model: type, reference: type) -> tuple[int, ...]:
+    """Widths ``cfg.<field> × s`` whose ``model`` parameter count is closest to that of ``reference`` built from
+    ``cfg``'s shared fields (:func:`closest_scaled_widths`): the DLGM's encoders against SeRe-VAE, the conv DLGM's
+    Gaussian heads against the conv SeRe-VAE."""
+    if not getattr(cfg, field):
+        raise ValueError(f"matching parameter counts widens {field}: it must not be empty")
+    shared = {f.name: getattr(cfg, f.name) for f in fields(reference.Config)}
+    target = count_parameters(reference, reference.Config(**shared), data_dim)
     return closest_scaled_widths(
-        cfg.encoder_hidden,
-        lambda widths: count_parameters(DLGM, replace(cfg, encoder_hidden=widths, match_sere_vae=False), data_dim),
+        getattr(cfg, field),
+        lambda widths: count_parameters(model, replace(cfg, **{field: widths, "match_sere_vae": False}), data_dim),
         target,
     )
 
@@ -88,7 +89,9 @@ class DLGM(SeReVAE):
     Config = DLGMConfig
 
     def encoder_hidden(self, cfg: DLGMConfig, data_dim: int) -> tuple[int, ...]:
-        return matched_encoder_hidden(cfg, data_dim) if cfg.match_sere_vae else cfg.encoder_hidden
+        if not cfg.match_sere_vae:
+            return cfg.encoder_hidden
+        return matched_widths(cfg, data_dim, "encoder_hidden", DLGM, SeReVAE)
 
     def make_priors(self) -> AmortisedGaussianPriors:
         return AmortisedGaussianPriors(self.cfg.layers, self.cfg.latents, 0, self.cfg.prior_hidden, self.cfg.activation)

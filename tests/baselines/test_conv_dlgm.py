@@ -4,11 +4,13 @@ Gaussian heads widened to the conv SeRe-VAE's parameter count."""
 import pytest
 import torch
 
-from baselines.conv_dlgm import ConvDLGM, ConvDLGMConfig, matched_posterior_hidden
-from baselines.dlgm import count_parameters
+from baselines.conv_dlgm import ConvDLGM, ConvDLGMConfig
+from baselines.dlgm import count_parameters, matched_widths
 from srvae.flows.base import IdentityBijector
 from srvae.models.registry import build_model
 from srvae.sere.conv_sere_vae import ConvSeReVAE, ConvSeReVAEConfig
+
+from .test_dlgm import assert_no_latent_code_feedback
 
 D = 144
 TINY = dict(layers=4, latents=3, channels=3, depths=(1, 1), prior_hidden=(8,), posterior_hidden=(8,),
@@ -27,7 +29,7 @@ def test_parameter_count_matches_the_conv_sere_vaes(params, top_down):
     matched = count_parameters(ConvDLGM, cfg, 784)
     assert unmatched < sere  # same widths: cutting the feedback removes parameters ...
     assert abs(matched - sere) <= 0.005 * sere  # ... and widening the Gaussian heads gives them back
-    assert matched_posterior_hidden(cfg, 784)[0] > cfg.posterior_hidden[0]
+    assert matched_widths(cfg, 784, "posterior_hidden", ConvDLGM, ConvSeReVAE)[0] > cfg.posterior_hidden[0]
 
 
 def test_convolutional_stacks_are_the_conv_sere_vaes():
@@ -45,16 +47,7 @@ def test_convolutional_stacks_are_the_conv_sere_vaes():
 def test_no_latent_code_feedback_into_prior_or_posterior():
     torch.manual_seed(0)
     model = build_model("conv_dlgm", TINY, data_dim=D)
-    priors = model.generator.priors
-    assert priors.context_dims == (0,) * TINY["layers"]
-    assert all(q.context_dim == 0 and q.first is None for q in model.inference.posteriors)
-    h = model.inference.encode(torch.bernoulli(torch.full((3, D), 0.5)))
-    for l, (q, evidence) in enumerate(zip(model.inference.posteriors, h)):
-        z_a, z_b = torch.randn(2, 3, TINY["latents"]), torch.randn(2, 3, TINY["latents"])
-        for a, b in zip(q(evidence, z_a), q(evidence, z_b)):  # the posterior's output ignores z_{l-1}
-            torch.testing.assert_close(a, b)
-        for a, b in zip(priors.layer(l, z_a), priors.layer(l, z_b)):
-            torch.testing.assert_close(a, b)
+    assert_no_latent_code_feedback(model, D, TINY["layers"], TINY["latents"])
     assert [b.context_dim for b in model.generator.bijectors] == [0] + [TINY["latents"]] * (TINY["layers"] - 1)
 
 

@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from baselines.dlgm import DLGM, DLGMConfig, count_parameters, matched_encoder_hidden
+from baselines.dlgm import DLGM, DLGMConfig, count_parameters, matched_widths
 from srvae.flows.base import IdentityBijector
 from srvae.models.registry import build_model
 from srvae.sere.bijector import AffineRankOneBijector
@@ -34,7 +34,7 @@ def test_parameter_count_is_within_half_a_percent_of_sere_vae(params, first, top
     matched = count_parameters(DLGM, cfg, 784)
     assert unmatched < sere  # same widths: cutting the feedback removes parameters ...
     assert abs(matched - sere) <= 0.005 * sere  # ... and widening the encoders gives them back
-    assert matched_encoder_hidden(cfg, 784)[0] > cfg.encoder_hidden[0]
+    assert matched_widths(cfg, 784, "encoder_hidden", DLGM, SeReVAE)[0] > cfg.encoder_hidden[0]
 
 
 def _codes(model: DLGM, x: torch.Tensor, seed: int = 5) -> list[torch.Tensor]:
@@ -47,12 +47,18 @@ def test_no_latent_code_feedback_into_prior_or_posterior():
     model = build_model("dlgm", TINY, data_dim=D)
     assert isinstance(model, DLGM) and model.cfg.top_down
     priors = model.generator.priors  # free parameters only, one free Gaussian per layer
-    assert priors.context_dims == (0,) * TINY["layers"]
     assert [p.shape for p in priors.parameters()] == [(TINY["layers"], 2 * TINY["latents"])]
+    assert_no_latent_code_feedback(model, D, TINY["layers"], TINY["latents"])
+
+
+def assert_no_latent_code_feedback(model, data_dim: int, layers: int, latents: int) -> None:
+    """Neither a prior nor a posterior of ``model`` reads z_{l-1}: their outputs do not change with it."""
+    priors = model.generator.priors
+    assert priors.context_dims == (0,) * layers
     assert all(q.context_dim == 0 and q.first is None for q in model.inference.posteriors)
-    h = model.inference.encode(torch.bernoulli(torch.full((3, D), 0.5)))
+    h = model.inference.encode(torch.bernoulli(torch.full((3, data_dim), 0.5)))
     for l, (q, evidence) in enumerate(zip(model.inference.posteriors, h)):
-        z_a, z_b = torch.randn(2, 3, TINY["latents"]), torch.randn(2, 3, TINY["latents"])
+        z_a, z_b = torch.randn(2, 3, latents), torch.randn(2, 3, latents)
         for a, b in zip(q(evidence, z_a), q(evidence, z_b)):  # the posterior's output ignores z_{l-1}
             torch.testing.assert_close(a, b)
         for a, b in zip(priors.layer(l, z_a), priors.layer(l, z_b)):

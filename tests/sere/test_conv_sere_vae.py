@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.distributions import MultivariateNormal
 
-from srvae.distributions import bernoulli_log_prob
 from srvae.models.registry import build_model
 from srvae.sere.bijector import AffineRankOneBijector
 from srvae.sere.conv_sere_vae import ConvSeReVAE, ConvSeReVAEConfig
 from srvae.sere.stochastic_layers import AmortisedGaussianPriors, ResidualGaussianPosterior
+
+from .test_sere_vae import assert_sampling_feeds_generated_blocks, assert_weights_in_eps_space_equal_those_in_z_space
 
 D = 144  # a 12 × 12 image, 4 blocks of 36 pixels (3 rows each)
 TINY = dict(layers=4, latents=3, channels=3, depths=(1, 1), prior_hidden=(8,), posterior_hidden=(8,), bijector_hidden=(8,))
@@ -82,51 +82,17 @@ def test_data_layer_of_block_l_sees_only_the_observed_block_l_minus_1(l):
 
 
 def test_importance_weights_in_eps_space_equal_those_in_z_space():
-    """Recompute the weights with z-space densities: z_l = c + A ε_l with ε_l Gaussian is Gaussian in z."""
     model = tiny_model(torch.float64)
-    x, k = binary(3, D, seed=2).double(), 4
-    torch.manual_seed(123)
-    with torch.no_grad():
-        eps_space = model.score(x, k)
-
-    torch.manual_seed(123)  # the same noise, drawn in the same order as the model does
-    with torch.no_grad():
-        evidence = model.inference.encode(x)
-        z, codes, log_p_z, log_q_z = None, [], 0.0, 0.0
-        for l in range(TINY["layers"]):
-            q_mean, q_std = model.inference.posteriors[l](evidence[l], z)
-            p_mean, p_std = model.generator.priors.layer(l, z)
-            eps = q_mean + q_std * torch.randn(k, 3, TINY["latents"], dtype=torch.float64)
-            c, d, u = model.generator.bijectors[l].affine_parameters(z)
-            A = torch.diag_embed(d) + u.unsqueeze(-1) * u.unsqueeze(-2)
-
-            def density_of_z(mean, std):  # the law of c + A ε for ε ~ N(mean, diag std²)
-                cov = A @ torch.diag_embed(std**2) @ A.transpose(-1, -2)
-                return MultivariateNormal(c + (A @ mean.unsqueeze(-1)).squeeze(-1), covariance_matrix=cov)
-
-            z = c + (A @ eps.unsqueeze(-1)).squeeze(-1)
-            log_q_z = log_q_z + density_of_z(q_mean, q_std).log_prob(z)
-            log_p_z = log_p_z + density_of_z(p_mean, p_std).log_prob(z)
-            codes.append(z)
-        logits = data_logits(model, codes, x)
-        log_lik = sum(bernoulli_log_prob(b.expand_as(g), g) for b, g in zip(model.partition.split(x), logits))
-    torch.testing.assert_close(log_lik, eps_space.log_likelihood)
-    torch.testing.assert_close(log_lik + log_p_z - log_q_z, eps_space.log_weights)
-    assert not torch.allclose(log_p_z, eps_space.log_prior)  # the Jacobians are not trivially zero
+    assert_weights_in_eps_space_equal_those_in_z_space(model, binary(3, D, seed=2).double(), 4, TINY["latents"],
+                                                      lambda codes, x: data_logits(model, codes, x))
 
 
 def test_sampling_feeds_each_generated_block_to_the_next_layer_and_never_touches_data():
     model = tiny_model()
-    seen_prev, calls = [], []
+    seen_prev = []
     for layer in model.generator.data.layers:
         layer.register_forward_pre_hook(lambda _m, args: seen_prev.append(args[1] if len(args) > 1 else None))
-    for m in [model.inference.encoder, *model.inference.posteriors]:
-        m.register_forward_hook(lambda *_: calls.append(1))
-    samples = model.sample(8)
-    assert calls == []  # neither the encoders of x nor the posteriors run
-    blocks = model.partition.split(samples)
-    assert seen_prev[0] is None
-    assert all(torch.equal(prev, blocks[i]) for i, prev in enumerate(seen_prev[1:]))
+    assert_sampling_feeds_generated_blocks(model, seen_prev)
 
 
 def test_a_data_layer_with_a_previous_block_needs_it():

@@ -109,10 +109,10 @@ def test_closed_form_kl_equals_its_monte_carlo_estimate(first):
     assert torch.all(s.kl.mean(0).sum(-1) > 10 * standard_error)  # the KL is far from zero: the test has teeth
 
 
-def test_importance_weights_in_eps_space_equal_those_in_z_space():
-    """Recompute the weights with z-space densities: z_l = c + A ε_l with ε_l Gaussian is Gaussian in z."""
-    model = tiny_model(torch.float64)
-    x, k = binary(3, D, seed=2).double(), 4
+def assert_weights_in_eps_space_equal_those_in_z_space(model, x: torch.Tensor, k: int, latents: int,
+                                                      logits_of) -> None:
+    """Recompute ``model``'s importance weights with z-space densities: z_l = c + A ε_l with ε_l Gaussian is
+    Gaussian in z. ``logits_of(codes, x)``: the teacher-forced logits of every block given the list of codes."""
     torch.manual_seed(123)
     with torch.no_grad():
         eps_space = model.score(x, k)
@@ -121,10 +121,10 @@ def test_importance_weights_in_eps_space_equal_those_in_z_space():
     with torch.no_grad():
         evidence = model.inference.encode(x)
         z, codes, log_p_z, log_q_z = None, [], 0.0, 0.0
-        for l in range(TINY["layers"]):
+        for l in range(len(evidence)):
             q_mean, q_std = model.inference.posteriors[l](evidence[l], z)
             p_mean, p_std = model.generator.priors.layer(l, z)
-            eps = q_mean + q_std * torch.randn(k, 3, TINY["latents"], dtype=torch.float64)
+            eps = q_mean + q_std * torch.randn(k, len(x), latents, dtype=x.dtype)
             c, d, u = model.generator.bijectors[l].affine_parameters(z)
             A = torch.diag_embed(d) + u.unsqueeze(-1) * u.unsqueeze(-2)
 
@@ -136,12 +136,19 @@ def test_importance_weights_in_eps_space_equal_those_in_z_space():
             log_q_z = log_q_z + density_of_z(q_mean, q_std).log_prob(z)
             log_p_z = log_p_z + density_of_z(p_mean, p_std).log_prob(z)
             codes.append(z)
-        blocks = model.partition.split(x)
-        logits = block_logits(model, torch.stack(codes), x)
-        log_lik = sum(bernoulli_log_prob(b.expand_as(g), g) for b, g in zip(blocks, logits))
+        logits = logits_of(codes, x)
+        log_lik = sum(bernoulli_log_prob(b.expand_as(g), g) for b, g in zip(model.partition.split(x), logits))
     torch.testing.assert_close(log_lik, eps_space.log_likelihood)
     torch.testing.assert_close(log_lik + log_p_z - log_q_z, eps_space.log_weights)
     assert not torch.allclose(log_p_z, eps_space.log_prior)  # the Jacobians are not trivially zero
+
+
+def test_importance_weights_in_eps_space_equal_those_in_z_space():
+    model = tiny_model(torch.float64)
+    assert len(model.inference.encode(binary(1, D).double())) == TINY["layers"]
+    assert_weights_in_eps_space_equal_those_in_z_space(
+        model, binary(3, D, seed=2).double(), 4, TINY["latents"],
+        lambda codes, x: block_logits(model, torch.stack(codes), x))
 
 
 def test_data_layer_of_block_l_is_teacher_forced_on_the_observed_previous_block():
@@ -166,7 +173,7 @@ def test_data_layer_of_block_l_is_teacher_forced_on_the_observed_previous_block(
 
 def test_sampling_feeds_each_generated_block_to_the_next_layer_and_never_touches_data():
     model = tiny_model()
-    seen_prev, calls = [], []
+    seen_prev = []
     data_layer = model.generator.data.layer
 
     def recording_data_layer(l, z, x_prev=None):
@@ -174,6 +181,13 @@ def test_sampling_feeds_each_generated_block_to_the_next_layer_and_never_touches
         return data_layer(l, z, x_prev)
 
     model.generator.data.layer = recording_data_layer
+    assert_sampling_feeds_generated_blocks(model, seen_prev)
+
+
+def assert_sampling_feeds_generated_blocks(model, seen_prev: list) -> None:
+    """``model.sample`` runs no encoder of x and no posterior, and each data layer sees the block generated before
+    it (``seen_prev``: what the data layers were given, filled by the caller's recording)."""
+    calls = []
     for m in [model.inference.encoder, *model.inference.posteriors]:
         m.register_forward_hook(lambda *_: calls.append(1))
     samples = model.sample(8)
