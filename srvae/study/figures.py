@@ -125,7 +125,8 @@ def kl_per_layer(kl: pd.DataFrame, colours: dict[str, tuple], stem: Path) -> lis
            ylabel="mean test KL (nats)")
     if collapsed:
         ax.plot([], [], marker="x", linestyle="none", color="0.3", label=f"collapsed (KL < {COLLAPSED:g})")
-    ax.legend(title=None, fontsize="small")
+    # below the bars: many models' labels would hide the short layers' bars (and the crosses) inside the axes
+    ax.legend(title=None, fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
     if len(per_unit):
         unit_labels = [label for label in labels if label in set(per_unit["label"])]
         sns.barplot(data=per_unit.assign(kl=per_unit["kl"] / per_unit["latents"].astype(float)), x="layer", y="kl",
