@@ -43,7 +43,7 @@ from srvae.models.registry import build_model
 
 from .config import StudyConfig, TrainSettings
 from .datasets import StudyData
-from .train import OPTIMISERS, initialisation_batch, kl_weight, learning_rate, objective
+from .train import OPTIMISERS, initialisation_batch, kl_weight, learning_rate, make_optimiser, objective
 
 
 class UnsupportedModelError(RuntimeError):
@@ -251,8 +251,7 @@ def fused_throughput(
     fused = FusedSeeds(models, settings, name=model_name, compile=compile)
     fused_rate = _images_per_s(lambda: fused.step(x, 1.0), seeds * batch_size, steps, warmup, device)
 
-    optimisers = [OPTIMISERS[settings.optimizer](m.parameters(), lr=settings.lr, eps=settings.adam_eps, foreach=True)
-                  for m in models]
+    optimisers = [make_optimiser(m, settings) for m in models]  # as train() builds each run's
     losses = [torch.compile(objective) if compile else objective for _ in models]  # one compiled graph per model
 
     def separate_step() -> None:
