@@ -251,7 +251,7 @@ def fused_throughput(
     fused = FusedSeeds(models, settings, name=model_name, compile=compile)
     fused_rate = _images_per_s(lambda: fused.step(x, 1.0), seeds * batch_size, steps, warmup, device)
 
-    optimisers = [make_optimiser(m, settings) for m in models]  # as train() builds each run's
+    optimisers = [make_optimiser(m, settings) for m in models]  # each as train() builds a run's
     losses = [torch.compile(objective) if compile else objective for _ in models]  # one compiled graph per model
 
     def separate_step() -> None:
