@@ -24,7 +24,7 @@ from torch import Tensor
 from srvae.models import LatentVariableModel
 
 from .config import TrainSettings
-from .train import objective
+from .train import apply_gradients, batch_loss
 
 WARMUP_STEPS = 3
 
@@ -56,12 +56,10 @@ class GraphedStep:
             self.total = self._update()
 
     def _update(self) -> Tensor:
-        obj = objective(self.model, self.x, self.beta, self.settings.iw_samples)
-        (-obj.mean()).backward()
-        if self.settings.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip, foreach=True)
-        self.optimiser.step()
-        return obj.detach().sum()
+        """The eager training step's loss and update (:func:`~srvae.study.train.train_epoch`), on the static input."""
+        loss, total = batch_loss(self.model, self.x, self.beta, self.settings.iw_samples)
+        apply_gradients(self.model, self.optimiser, loss, self.settings.grad_clip)
+        return total
 
     def _tensors(self) -> list[Tensor]:
         """Everything the warm-up changes: weights, buffers and the optimiser's state (moments, step counts)."""

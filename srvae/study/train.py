@@ -233,19 +233,23 @@ def train_epoch(
     for idx in order.split(settings.batch_size):
         if graphed is not None and len(idx) == settings.batch_size:
             total += graphed(x[idx], beta)
-            if averaged is not None:
-                averaged.update(model)
-            continue
-        loss, batch_total = loss_of(model, x[idx], beta_in, settings.iw_samples)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        if settings.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
-        optimiser.step()
+        else:
+            loss, batch_total = loss_of(model, x[idx], beta_in, settings.iw_samples)
+            optimiser.zero_grad(set_to_none=True)
+            apply_gradients(model, optimiser, loss, settings.grad_clip)
+            total += batch_total
         if averaged is not None:
             averaged.update(model)
-        total += batch_total
     return total
+
+
+def apply_gradients(model: LatentVariableModel, optimiser: torch.optim.Optimizer, loss: Tensor,
+                    grad_clip: float | None) -> None:
+    """``loss.backward()``, the gradients' global norm capped at ``grad_clip`` (None: no cap), one optimiser step."""
+    loss.backward()
+    if grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimiser.step()
 
 
 @dataclass
