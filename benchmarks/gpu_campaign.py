@@ -140,13 +140,6 @@ def install(source: Path) -> None:
 # ---------------------------------------------------------------------------------------------- parts
 
 
-def _sync(device) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def _setup(dry: bool, source: Path):
     """(config, dataset name, study data on the device, device) of the campaign: full MNIST from the carried
     tarball on a GPU, the embedded digits in a dry run."""
@@ -177,30 +170,25 @@ def _build(cfg, name: str, data, seed: int = 0):
     return build_model(entry.cls, entry.params, data.data_dim, data.train.mean(0)).to(data.train.device)
 
 
-def _optimiser(model, settings):
-    from srvae.study.train import make_optimiser
-
-    return make_optimiser(model, settings)  # as train() builds it (fused Adam with train.compile)
-
-
 def training_throughput(cfg, name: str, data, batch: int, steps: int, warmup: int, **overrides) -> dict[str, Any]:
     """Training images/s of model ``name`` in srvae's own ``train_epoch`` (after ``warmup`` untimed steps)."""
     import torch
 
-    from srvae.study.train import train_epoch
+    from srvae.study.speed import synchronize
+    from srvae.study.train import make_optimiser, train_epoch
 
     settings = cfg.train_settings(name).model_copy(update={"batch_size": batch, **overrides})
     model = _build(cfg, name, data)
-    optimiser = _optimiser(model, settings)
+    optimiser = make_optimiser(model, settings)
     generator = torch.Generator(device=data.train.device).manual_seed(0)
     x = data.training_images(generator)
     order = torch.randint(len(x), ((warmup + steps) * batch,), generator=generator, device=x.device)
     t0 = time.perf_counter()
     train_epoch(model, optimiser, x, order[: warmup * batch], 1.0, settings)
-    _sync(x.device)
+    synchronize(x.device)
     t1 = time.perf_counter()
     train_epoch(model, optimiser, x, order[warmup * batch:], 1.0, settings)
-    _sync(x.device)
+    synchronize(x.device)
     seconds = time.perf_counter() - t1
     return {"images_per_s": steps * batch / seconds, "step_ms": 1000 * seconds / steps, "warmup_s": t1 - t0,
             "batch": batch, "steps": steps, "parameters": model.num_parameters, **overrides}
@@ -212,6 +200,7 @@ def graphed_throughput(cfg, name: str, data, batch: int, steps: int, warmup: int
     import torch
 
     from srvae.study.graphed import GraphedStep
+    from srvae.study.speed import synchronize
     from srvae.study.train import make_optimiser, train_epoch
 
     settings = cfg.train_settings(name).model_copy(update={"batch_size": batch})
@@ -223,18 +212,18 @@ def graphed_throughput(cfg, name: str, data, batch: int, steps: int, warmup: int
     t0 = time.perf_counter()
     step = GraphedStep(model, make_optimiser(model, settings.model_copy(update={"cuda_graphs": True})), settings,
                        x[batches[0]])
-    _sync(x.device)
+    synchronize(x.device)
     capture_s = time.perf_counter() - t0
     graphed_total = torch.zeros((), device=x.device)
     for i, idx in enumerate(batches):
         if i == warmup:
-            _sync(x.device)
+            synchronize(x.device)
             t1 = time.perf_counter()
         graphed_total += step(x[idx], 1.0)
-    _sync(x.device)
+    synchronize(x.device)
     seconds = time.perf_counter() - t1
     eager = _build(cfg, name, data)  # the same start (seed 0) and the same batches, eager
-    eager_total = train_epoch(eager, _optimiser(eager, settings), x, order, 1.0, settings)
+    eager_total = train_epoch(eager, make_optimiser(eager, settings), x, order, 1.0, settings)
     return {"images_per_s": steps * batch / seconds, "step_ms": 1000 * seconds / steps, "capture_s": capture_s,
             "batch": batch, "steps": steps,
             "mean_objective_graphed": float(graphed_total) / ((steps + warmup) * batch),
@@ -269,17 +258,18 @@ def profile_step(cfg, name: str, data, batch: int, steps: int = 3) -> str:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from srvae.study.train import train_epoch
+    from srvae.study.speed import synchronize
+    from srvae.study.train import make_optimiser, train_epoch
 
     settings = cfg.train_settings(name).model_copy(update={"batch_size": batch})
     model = _build(cfg, name, data)
-    optimiser = _optimiser(model, settings)
+    optimiser = make_optimiser(model, settings)
     x = data.train[: batch * (steps + 1)].bernoulli()
     train_epoch(model, optimiser, x, torch.arange(batch, device=x.device), 1.0, settings)  # warm-up
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if x.is_cuda else [])
     with profile(activities=activities) as prof:
         train_epoch(model, optimiser, x, torch.arange(batch, batch * (steps + 1), device=x.device), 1.0, settings)
-        _sync(x.device)
+        synchronize(x.device)
     sort = "self_cuda_time_total" if x.is_cuda else "self_cpu_time_total"
     return prof.key_averages().table(sort_by=sort, row_limit=15, max_name_column_width=40)
 
@@ -304,6 +294,7 @@ def part_iw_nll(args, cfg, dataset, data, device) -> dict[str, Any]:
     import torch
 
     from srvae.study.evaluate import iw_log_likelihood
+    from srvae.study.speed import synchronize
 
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     k, names = (10, DRY_TABLE1) if args.dry_run else (1000, TABLE1)
@@ -313,10 +304,10 @@ def part_iw_nll(args, cfg, dataset, data, device) -> dict[str, Any]:
         x = data.test[: args.iw_images]
         ev = cfg.evaluate_settings(name)
         iw_log_likelihood(model, x[:100], k, min(ev.k_chunk, k), ev.batch_size)  # warm-up
-        _sync(device)
+        synchronize(device)
         t0 = time.perf_counter()
         estimate = iw_log_likelihood(model, x, k, min(ev.k_chunk, k), ev.batch_size)
-        _sync(device)
+        synchronize(device)
         seconds = time.perf_counter() - t0
         results[name] = {"images": len(x), "k": k, "k_chunk": min(ev.k_chunk, k), "batch_size": ev.batch_size,
                          "seconds": seconds, "seconds_full_test_set": seconds * len(data.test) / len(x),
@@ -363,6 +354,7 @@ def part_paper(args, cfg, dataset, data, device) -> dict[str, Any]:
     import torch
 
     from srvae.study.evaluate import iw_log_likelihood
+    from srvae.study.speed import synchronize
     from srvae.study.train import train
 
     name = "sere_vae" if args.dry_run else "sere_vae_table1"
@@ -388,11 +380,11 @@ def part_paper(args, cfg, dataset, data, device) -> dict[str, Any]:
     for label, tf32 in (("float32", False), ("tf32", True)):
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
         torch.manual_seed(0)  # the same draws for both: only the arithmetic differs
-        _sync(device)
+        synchronize(device)
         t0 = time.perf_counter()
         estimate = iw_log_likelihood(model.eval(), data.test[: args.paper_eval_images], k, min(ev.k_chunk, k),
                                      ev.batch_size)
-        _sync(device)
+        synchronize(device)
         out[f"test_nll_{label}"] = estimate.nll
         out[f"test_nll_sem_{label}"] = estimate.nll_sem
         out[f"eval_seconds_{label}"] = time.perf_counter() - t0

@@ -43,6 +43,7 @@ from srvae.models.registry import build_model
 
 from .config import StudyConfig, TrainSettings
 from .datasets import StudyData
+from .speed import synchronize
 from .train import OPTIMISERS, initialisation_batch, kl_weight, learning_rate, make_optimiser, objective
 
 
@@ -216,19 +217,14 @@ class FusedSeeds:
         return [model.state_dict() for model in self.models()]
 
 
-def _synchronise(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _images_per_s(step: Any, images: int, steps: int, warmup: int, device: torch.device) -> float:
     for _ in range(warmup):
         step()
-    _synchronise(device)
+    synchronize(device)
     start = time.perf_counter()
     for _ in range(steps):
         step()
-    _synchronise(device)
+    synchronize(device)
     return images * steps / (time.perf_counter() - start)
 
 

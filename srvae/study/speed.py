@@ -18,7 +18,8 @@ from srvae.infra.devices import device_name
 from srvae.models import LatentVariableModel
 
 
-def _synchronize(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously): before a clock stops."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -30,12 +31,12 @@ def sampling_speed(model: LatentVariableModel, n_samples: int, repeats: int, war
     device = model.device
     for _ in range(warmup):
         model.sample(n_samples)
-    _synchronize(device)
+    synchronize(device)
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         model.sample(n_samples)
-        _synchronize(device)
+        synchronize(device)
         times.append(time.perf_counter() - t0)
     median = statistics.median(times)
     quartiles = statistics.quantiles(times, n=4, method="inclusive") if len(times) > 1 else [median] * 3
