@@ -21,8 +21,9 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -60,6 +61,7 @@ REQUIRED = {
 CURVE_COLUMNS = ("epoch", "train_elbo", "valid_elbo", "beta", "seconds")
 SUMMARY_FILE, CURVES_FILE, KL_FILE, COMPARISONS_FILE = "summary.csv", "curves.csv", "kl_per_layer.csv", "comparisons.csv"
 _SEED_DIR = re.compile(r"seed(\d+)")
+T = TypeVar("T")
 
 
 class RunResultError(ValueError):
@@ -71,15 +73,23 @@ def _problem(run_dir: Path, name: str, what: str) -> str:
             f"(delete the file if it exists; the workflow rebuilds it)")
 
 
-def _read_json(run_dir: Path, name: str) -> dict:
-    """One JSON file of a run with its required fields checked; raises RunResultError."""
+def _load(run_dir: Path, name: str, read: Callable[[Path], T], errors: tuple[type[Exception], ...],
+          unreadable: str) -> T:
+    """``read(run_dir / name)``; a missing file, or one that fails with one of ``errors``, is a RunResultError
+    naming the run and the job to rerun (``unreadable``: what the message calls a failed read)."""
     path = run_dir / name
     if not path.is_file():
         raise RunResultError(_problem(run_dir, name, "missing"))
     try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise RunResultError(_problem(run_dir, name, f"unreadable JSON ({err})")) from err
+        return read(path)
+    except errors as err:
+        raise RunResultError(_problem(run_dir, name, f"{unreadable} ({err})")) from err
+
+
+def _read_json(run_dir: Path, name: str) -> dict:
+    """One JSON file of a run with its required fields checked; raises RunResultError."""
+    data = _load(run_dir, name, lambda path: json.loads(path.read_text()),
+                 (OSError, UnicodeDecodeError, json.JSONDecodeError), "unreadable JSON")
     if not isinstance(data, dict):
         raise RunResultError(_problem(run_dir, name, "not a JSON object"))
     fields = REQUIRED[name]
@@ -100,13 +110,8 @@ def _is_finite_number(value) -> bool:
 def _read_curves(run_dir: Path, epochs: int) -> pd.DataFrame:
     """The per-epoch metrics of a run: epochs 1..``epochs`` (train.json's count), every value finite."""
     name = "metrics.csv"
-    path = run_dir / name
-    if not path.is_file():
-        raise RunResultError(_problem(run_dir, name, "missing"))
-    try:
-        curves = pd.read_csv(path)
-    except (OSError, ValueError) as err:  # pandas' parser and empty-data errors are ValueErrors
-        raise RunResultError(_problem(run_dir, name, f"unreadable CSV ({err})")) from err
+    # pandas' parser and empty-data errors are ValueErrors
+    curves = _load(run_dir, name, pd.read_csv, (OSError, ValueError), "unreadable CSV")
     missing = [c for c in CURVE_COLUMNS if c not in curves.columns]
     if missing:
         raise RunResultError(_problem(run_dir, name, f"missing column(s) {missing}"))
@@ -133,13 +138,7 @@ def _run_identity(run_dir: Path) -> tuple[str, str, int]:
 def _read_log_px(run_dir: Path, n_test: int) -> np.ndarray:
     """Every test image's ``log p̂_K(x)`` of a run: ``[n_test]`` finite values."""
     name = "log_px.npy"
-    path = run_dir / name
-    if not path.is_file():
-        raise RunResultError(_problem(run_dir, name, "missing"))
-    try:
-        log_px = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as err:
-        raise RunResultError(_problem(run_dir, name, f"unreadable ({err})")) from err
+    log_px = _load(run_dir, name, lambda path: np.load(path, allow_pickle=False), (OSError, ValueError), "unreadable")
     if log_px.shape != (n_test,) or not np.isfinite(log_px).all():
         raise RunResultError(_problem(run_dir, name, f"expected {n_test} finite values, got shape {log_px.shape}"))
     return log_px
