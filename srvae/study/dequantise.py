@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .splits import Splits
+
 #: the 8-bit pixel range that dequantisation spreads over [0, 1)
 LEVELS = 256
 
@@ -45,18 +47,10 @@ def pixel_log_jacobian(y: Tensor, lam: float) -> Tensor:
 
 
 @dataclass
-class DequantisedData:
+class DequantisedData(Splits):
     """Train, validation and test images dequantised once and mapped to logit space, all ``[N, D]``."""
 
-    name: str
-    train: Tensor
-    valid: Tensor
-    test: Tensor
     logit_lambda: float
-
-    @property
-    def data_dim(self) -> int:
-        return self.train.shape[1]
 
     def training_images(self, generator: torch.Generator) -> Tensor:
         """The training set: the same every epoch (its noise was drawn once, as in the MAF protocol)."""
@@ -78,10 +72,6 @@ class DequantisedData:
         """Mean bits per dimension in 8-bit pixel space of test log-likelihoods ``log_px`` (logit space)."""
         log_px_pixels = log_px.double() + pixel_log_jacobian(self.test.double(), self.logit_lambda).cpu()
         return float(-log_px_pixels.mean() / (self.data_dim * math.log(2.0)))
-
-    def to(self, device: torch.device | str) -> DequantisedData:
-        return DequantisedData(self.name, self.train.to(device), self.valid.to(device), self.test.to(device),
-                               self.logit_lambda)
 
 
 def dequantised_data(name: str, train: Tensor, valid: Tensor, test: Tensor, lam: float, seed: int) -> DequantisedData:
