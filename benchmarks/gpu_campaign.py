@@ -161,13 +161,10 @@ def _setup(dry: bool, source: Path):
 
 
 def _build(cfg, name: str, data, seed: int = 0):
-    import torch
+    """Config model ``name`` as seed ``seed``'s run builds it."""
+    from srvae.study.train import build_run_model
 
-    from srvae.models.registry import build_model
-
-    torch.manual_seed(seed)
-    entry = cfg.models[name]
-    return build_model(entry.cls, entry.params, data.data_dim, data.train.mean(0)).to(data.train.device)
+    return build_run_model(cfg.models[name].cls, cfg.models[name].params, data, seed)
 
 
 def training_throughput(cfg, name: str, data, batch: int, steps: int, warmup: int, **overrides) -> dict[str, Any]:

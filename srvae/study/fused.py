@@ -9,7 +9,7 @@ separate run executes — so that each kernel does S seeds' work.
 
 What stays per seed, as in S separate runs:
 
-- initial weights: ``torch.manual_seed(seed)`` then :func:`~srvae.models.registry.build_model`, as
+- initial weights: :func:`~srvae.study.train.build_run_model` (``torch.manual_seed(seed)``, then the model), as
   ``srvae.study.steps.train_run`` builds a run's model, and the model's data-dependent initialisation on its own
   :func:`~srvae.study.train.initialisation_batch`;
 - data: each seed's generator, seeded and drawn from as ``train()`` does (one dynamic binarisation, then one
@@ -44,7 +44,8 @@ from srvae.models.registry import build_model
 from .config import StudyConfig, TrainSettings
 from .datasets import StudyData
 from .speed import synchronize
-from .train import OPTIMISERS, initialisation_batch, kl_weight, learning_rate, make_optimiser, objective
+from .train import (OPTIMISERS, build_run_model, initialisation_batch, kl_weight, learning_rate, make_optimiser,
+                     objective, set_learning_rate)
 
 
 class UnsupportedModelError(RuntimeError):
@@ -66,12 +67,11 @@ def build_seed_models(
     cls: str, params: dict[str, Any] | None, seeds: Sequence[int], data: StudyData, settings: TrainSettings,
     device: torch.device | str,
 ) -> list[LatentVariableModel]:
-    """One model per seed, each built and initialised as its separate run would be (``steps.train_run``'s
-    ``torch.manual_seed(seed)`` before :func:`build_model`, then ``train()``'s data-dependent initialisation)."""
+    """One model per seed, each built and initialised as its separate run would be (:func:`build_run_model`, then
+    ``train()``'s data-dependent initialisation)."""
     models = []
     for seed in seeds:
-        torch.manual_seed(seed)
-        model = build_model(cls, params, data.data_dim, data.train.mean(0)).to(device)
+        model = build_run_model(cls, params, data, seed).to(device)
         model.initialise(initialisation_batch(data, settings.batch_size, seed))
         models.append(model)
     return models
@@ -192,8 +192,7 @@ class FusedSeeds:
     def train_epoch(self, x: Tensor, order: Tensor, epoch: int) -> Tensor:
         """One pass of every seed over its images ``x[s]`` in ``order[s]`` (:func:`epoch_data`) at (0-based)
         ``epoch``'s learning rate and KL weight, as ``train()``; each seed's summed objective ``[S]``, on the device."""
-        for group in self.optimiser.param_groups:
-            group["lr"] = learning_rate(epoch, self.settings)
+        set_learning_rate(self.optimiser, learning_rate(epoch, self.settings))
         beta = kl_weight(epoch, self.settings.kl_warmup_epochs)
         rows = torch.arange(self.seeds, device=x.device).unsqueeze(1)
         total = torch.zeros(self.seeds, device=x.device)

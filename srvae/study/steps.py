@@ -38,7 +38,7 @@ from .evaluate import iw_log_likelihood, mean_kl_per_layer
 from .progress import duration, eta, write_status
 from .report import render_report
 from .speed import sampling_speed
-from .train import TrainingDivergedError, train
+from .train import TrainingDivergedError, build_run_model, train
 
 #: the official splits of the downloaded sources: (training pool, test set); a validation slice comes out of the pool
 OFFICIAL_SPLITS = {"mnist": (60_000, 10_000), "cifar10": (50_000, 10_000)}
@@ -73,8 +73,7 @@ def train_run(cfg: StudyConfig, dataset: str, model: str, seed: int) -> Path:
     data = _load_data(cfg, dataset, device)
     entry = cfg.models[model]
     settings = cfg.train_settings(model)
-    torch.manual_seed(seed)  # weights and reparameterisation noise; data noise has its own generator
-    net = build_model(entry.cls, entry.params, data.data_dim, data.train.mean(0)).to(device)
+    net = build_run_model(entry.cls, entry.params, data, seed)
     identity = {"model": entry.model_dump(mode="json", by_alias=True, include={"cls", "params"}),
                 "dataset": cfg.datasets[dataset].model_dump(mode="json", exclude={"description"}),
                 "data_dim": data.data_dim}

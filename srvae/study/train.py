@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 from srvae.infra.atomic_io import load_checkpoint, save_checkpoint
 from srvae.models import LatentVariableModel, training_mode
+from srvae.models.registry import build_model
 
 from .config import TrainSettings
 from .datasets import StudyData
@@ -206,6 +207,14 @@ def set_learning_rate(optimiser: torch.optim.Optimizer, lr: float) -> None:
             group["lr"].fill_(lr)
         else:
             group["lr"] = lr
+
+
+def build_run_model(cls: str, params: dict[str, Any] | None, data: StudyData, seed: int) -> LatentVariableModel:
+    """A run's model, on the data's device: ``torch.manual_seed(seed)`` first (its initial weights, and the
+    reparameterisation noise that follows; the data's noise has its own generator), then built with the training
+    set's pixel means."""
+    torch.manual_seed(seed)
+    return build_model(cls, params, data.data_dim, data.train.mean(0)).to(data.train.device)
 
 
 def initialisation_batch(data: StudyData, batch_size: int, seed: int) -> Tensor:
