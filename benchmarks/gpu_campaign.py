@@ -176,7 +176,7 @@ def training_throughput(cfg, name: str, data, batch: int, steps: int, warmup: in
 
     settings = cfg.train_settings(name).model_copy(update={"batch_size": batch, **overrides})
     model = _build(cfg, name, data)
-    optimiser = make_optimiser(model, settings)
+    optimiser = make_optimiser(model.parameters(), settings)
     generator = torch.Generator(device=data.train.device).manual_seed(0)
     x = data.training_images(generator)
     order = torch.randint(len(x), ((warmup + steps) * batch,), generator=generator, device=x.device)
@@ -207,8 +207,8 @@ def graphed_throughput(cfg, name: str, data, batch: int, steps: int, warmup: int
     batches = order.view(-1, batch)
     model = _build(cfg, name, data)
     t0 = time.perf_counter()
-    step = GraphedStep(model, make_optimiser(model, settings.model_copy(update={"cuda_graphs": True})), settings,
-                       x[batches[0]])
+    graphed = settings.model_copy(update={"cuda_graphs": True})
+    step = GraphedStep(model, make_optimiser(model.parameters(), graphed), settings, x[batches[0]])
     synchronize(x.device)
     capture_s = time.perf_counter() - t0
     graphed_total = torch.zeros((), device=x.device)
@@ -220,7 +220,7 @@ def graphed_throughput(cfg, name: str, data, batch: int, steps: int, warmup: int
     synchronize(x.device)
     seconds = time.perf_counter() - t1
     eager = _build(cfg, name, data)  # the same start (seed 0) and the same batches, eager
-    eager_total = train_epoch(eager, make_optimiser(eager, settings), x, order, 1.0, settings)
+    eager_total = train_epoch(eager, make_optimiser(eager.parameters(), settings), x, order, 1.0, settings)
     return {"images_per_s": steps * batch / seconds, "step_ms": 1000 * seconds / steps, "capture_s": capture_s,
             "batch": batch, "steps": steps,
             "mean_objective_graphed": float(graphed_total) / ((steps + warmup) * batch),
@@ -260,7 +260,7 @@ def profile_step(cfg, name: str, data, batch: int, steps: int = 3) -> str:
 
     settings = cfg.train_settings(name).model_copy(update={"batch_size": batch})
     model = _build(cfg, name, data)
-    optimiser = make_optimiser(model, settings)
+    optimiser = make_optimiser(model.parameters(), settings)
     x = data.train[: batch * (steps + 1)].bernoulli()
     train_epoch(model, optimiser, x, torch.arange(batch, device=x.device), 1.0, settings)  # warm-up
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if x.is_cuda else [])

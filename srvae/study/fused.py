@@ -44,7 +44,7 @@ from srvae.models.registry import build_model
 from .config import StudyConfig, TrainSettings
 from .datasets import StudyData
 from .speed import synchronize
-from .train import (OPTIMISERS, build_run_model, initialisation_batch, kl_weight, learning_rate, make_optimiser,
+from .train import (build_run_model, initialisation_batch, kl_weight, learning_rate, make_optimiser,
                      objective, set_learning_rate)
 
 
@@ -146,9 +146,7 @@ class FusedSeeds:
         self._names = _attribute_names(first)
         self.params, self.buffers = stack_module_state(list(models))
         # elementwise optimisers: each seed's moments live in its own slice of the stacked state
-        self.optimiser = OPTIMISERS[settings.optimizer](
-            list(self.params.values()), lr=settings.lr, eps=settings.adam_eps,
-            weight_decay=settings.weight_decay, foreach=True)
+        self.optimiser = make_optimiser(self.params.values(), settings)
         objectives = vmap(self._objective, in_dims=(0, 0, 0, None), randomness=randomness)
         self._objectives = torch.compile(objectives) if compile else objectives
         self._check_vmappable(first)
@@ -246,7 +244,7 @@ def fused_throughput(
     fused = FusedSeeds(models, settings, name=model_name, compile=compile)
     fused_rate = _images_per_s(lambda: fused.step(x, 1.0), seeds * batch_size, steps, warmup, device)
 
-    optimisers = [make_optimiser(m, settings) for m in models]  # each as train() builds a run's
+    optimisers = [make_optimiser(m.parameters(), settings) for m in models]  # each as train() builds a run's
     losses = [torch.compile(objective) if compile else objective for _ in models]  # one compiled graph per model
 
     def separate_step() -> None:

@@ -1,5 +1,5 @@
 """``train.compile``: the optimiser ``train`` builds, the compiled loss of ``train_epoch``, and the eager fallback
-when compiling fails; without it, ``train_epoch`` is the plain loop bit for bit."""
+when compiling fails; without it, ``train_epoch`` is the plain loop (fused Adam) bit for bit."""
 
 import copy
 
@@ -30,22 +30,23 @@ def fresh_compiled_loss(monkeypatch):
 
 @pytest.mark.parametrize("optimizer, cls", [("adam", torch.optim.Adam), ("adamax", torch.optim.Adamax)])
 @pytest.mark.parametrize("compile", [False, True])
-def test_the_optimiser_has_the_settings_and_is_fused_only_for_a_compiled_adam(optimizer, cls, compile):
+def test_the_optimiser_has_the_settings_and_adam_is_fused(optimizer, cls, compile):
     model, _ = vae_and_batch()
     settings = SETTINGS.model_copy(update={"optimizer": optimizer, "compile": compile})
-    opt = make_optimiser(model, settings)
+    opt = make_optimiser(model.parameters(), settings)
     assert type(opt) is cls
     assert (opt.defaults["lr"], opt.defaults["eps"], opt.defaults["weight_decay"]) == (
         settings.lr, settings.adam_eps, settings.weight_decay)
-    fused = compile and optimizer == "adam"
+    fused = optimizer == "adam"
     assert bool(opt.defaults.get("fused")) == fused and bool(opt.defaults["foreach"]) != fused
 
 
 def test_the_fused_adam_is_the_same_update_as_the_foreach_one():
     model, x = vae_and_batch()
     twin = copy.deepcopy(model)
-    for m, settings in ((model, SETTINGS), (twin, COMPILED)):
-        opt = make_optimiser(m, settings)
+    foreach = torch.optim.Adam(model.parameters(), lr=SETTINGS.lr, eps=SETTINGS.adam_eps,
+                               weight_decay=SETTINGS.weight_decay, foreach=True)
+    for m, opt in ((model, foreach), (twin, make_optimiser(twin.parameters(), SETTINGS))):
         for i in range(3):
             torch.manual_seed(i)  # the same draws for both
             opt.zero_grad()
@@ -56,16 +57,16 @@ def test_the_fused_adam_is_the_same_update_as_the_foreach_one():
 
 
 def test_an_eager_epoch_is_the_plain_loop_bit_for_bit():
-    """What train_epoch did before train.compile existed: objective, backward, clip, step, batch by batch."""
+    """What train_epoch does without train.compile: objective, backward, clip, step, batch by batch."""
     model, x = vae_and_batch()
     x = torch.cat([x, 1 - x])
     order = torch.randperm(16, generator=torch.Generator().manual_seed(0))
     twin = copy.deepcopy(model)
     torch.manual_seed(1)
-    total = train_epoch(model, make_optimiser(model, SETTINGS), x, order, 0.3, SETTINGS)
+    total = train_epoch(model, make_optimiser(model.parameters(), SETTINGS), x, order, 0.3, SETTINGS)
     torch.manual_seed(1)
     opt = torch.optim.Adam(twin.parameters(), lr=SETTINGS.lr, eps=SETTINGS.adam_eps,
-                           weight_decay=SETTINGS.weight_decay, foreach=True)
+                           weight_decay=SETTINGS.weight_decay, fused=True)
     twin.train()
     expected = torch.zeros(())
     for idx in order.split(SETTINGS.batch_size):
@@ -88,7 +89,7 @@ def test_a_compiled_epoch_computes_the_eager_one(monkeypatch, fresh_compiled_los
     totals = []
     for m, settings in ((model, SETTINGS), (twin, COMPILED)):
         torch.manual_seed(2)
-        opt = make_optimiser(m, settings)
+        opt = make_optimiser(m.parameters(), settings)
         totals.append([train_epoch(m, opt, x, torch.arange(8), beta, settings) for beta in (0.25, 1.0)])
     torch.testing.assert_close(totals[1], totals[0], rtol=1e-4, atol=1e-4)
     for a, b in zip(model.parameters(), twin.parameters()):
@@ -105,9 +106,9 @@ def test_a_failing_compilation_falls_back_to_eager_from_the_same_random_state(mo
     model, x = vae_and_batch()
     twin = copy.deepcopy(model)
     torch.manual_seed(3)
-    expected = train_epoch(model, make_optimiser(model, COMPILED), x, torch.arange(8), 1.0, SETTINGS)
+    expected = train_epoch(model, make_optimiser(model.parameters(), COMPILED), x, torch.arange(8), 1.0, SETTINGS)
     monkeypatch.setattr(torch, "compile", broken_compile)
-    opt = make_optimiser(twin, COMPILED)
+    opt = make_optimiser(twin.parameters(), COMPILED)
     torch.manual_seed(3)
     with pytest.warns(UserWarning, match="torch.compile failed, training eagerly: RuntimeError: no C"):
         got = train_epoch(twin, opt, x, torch.arange(8), 1.0, COMPILED)

@@ -26,7 +26,7 @@ from srvae.study.fused import (
     epoch_data,
     seed_generators,
 )
-from srvae.study.train import OPTIMISERS, mean_elbo, objective, train, train_epoch
+from srvae.study.train import make_optimiser, mean_elbo, objective, train, train_epoch
 
 SEEDS = [0, 1, 2]
 D = 24
@@ -54,12 +54,6 @@ def _data(n: int = 120) -> BinarisedData:
 def _settings(**kw) -> TrainSettings:
     return TrainSettings(**{"epochs": 2, "batch_size": 20, "lr": 3e-3, "checkpoint_every": 1000,
                             "eval_batch_size": 100, **kw})
-
-
-def _separate_optimiser(model: nn.Module, s: TrainSettings) -> torch.optim.Optimizer:
-    """The optimiser train() builds for a run."""
-    return OPTIMISERS[s.optimizer](model.parameters(), lr=s.lr, eps=s.adam_eps, weight_decay=s.weight_decay,
-                                   foreach=True)
 
 
 def test_one_step_objectives_and_gradients_equal_separate_models():
@@ -94,7 +88,7 @@ def test_epoch_equals_separate_train_epochs(optimizer):
     torch.manual_seed(3)
     totals = fused.train_epoch(x, order, epoch)
     for s, model in enumerate(separate):
-        optimiser = _separate_optimiser(model, settings)
+        optimiser = make_optimiser(model.parameters(), settings)
         for group in optimiser.param_groups:
             group["lr"] = train_module.learning_rate(epoch, settings)
         torch.manual_seed(3)

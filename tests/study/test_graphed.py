@@ -27,7 +27,7 @@ def _model(device: str = "cpu"):
 def test_refused_on_the_cpu():
     model = _model()
     with pytest.raises(RuntimeError, match="CUDA graph needs a CUDA device"):
-        GraphedStep(model, make_optimiser(model, GRAPHED), GRAPHED, torch.zeros(4, 784))
+        GraphedStep(model, make_optimiser(model.parameters(), GRAPHED), GRAPHED, torch.zeros(4, 784))
 
 
 def test_setting_has_no_effect_on_the_cpu(tiny_data, tmp_path):
@@ -36,7 +36,7 @@ def test_setting_has_no_effect_on_the_cpu(tiny_data, tmp_path):
     for graphs in (False, True):
         settings = TrainSettings(epochs=2, batch_size=64, cuda_graphs=graphs)
         model = _model()
-        assert not make_optimiser(model, settings).defaults["capturable"]
+        assert not make_optimiser(model.parameters(), settings).defaults["capturable"]
         result = train(model, tiny_data, settings, 0, tmp_path / f"ckpt{graphs}.pt", log=lambda msg: None)
         runs.append((result["metrics"], [p.detach().clone() for p in model.parameters()]))
     assert [{k: v for k, v in m.items() if k != "seconds"} for m in runs[0][0]] == \
@@ -64,7 +64,7 @@ def test_learning_rate_set_in_place_where_it_is_a_tensor():
 @cuda
 def test_capture_leaves_the_weights_and_the_optimiser_state():
     model = _model("cuda")
-    optimiser = make_optimiser(model, GRAPHED)
+    optimiser = make_optimiser(model.parameters(), GRAPHED)
     assert optimiser.defaults["capturable"] and isinstance(optimiser.param_groups[0]["lr"], torch.Tensor)
     before = [p.detach().clone() for p in model.parameters()]
     GraphedStep(model, optimiser, GRAPHED, torch.bernoulli(torch.full((100, 784), 0.2, device="cuda")))
@@ -79,9 +79,10 @@ def test_replays_train_as_eager_steps_do():
     batches = torch.arange(len(x), device="cuda").repeat(3).view(-1, 100)
     eager = _model("cuda")
     eager_settings = GRAPHED.model_copy(update={"cuda_graphs": False})
-    eager_total = train_epoch(eager, make_optimiser(eager, eager_settings), x, batches.flatten(), 1.0, eager_settings)
+    eager_optimiser = make_optimiser(eager.parameters(), eager_settings)
+    eager_total = train_epoch(eager, eager_optimiser, x, batches.flatten(), 1.0, eager_settings)
     graphed = _model("cuda")
-    step = GraphedStep(graphed, make_optimiser(graphed, GRAPHED), GRAPHED, x[batches[0]])
+    step = GraphedStep(graphed, make_optimiser(graphed.parameters(), GRAPHED), GRAPHED, x[batches[0]])
     per_step = [float(step(x[idx], 1.0)) / 100 for idx in batches]
     assert sum(per_step[-5:]) / 5 > sum(per_step[:5]) / 5 + 10  # replays update the weights: the model learns
     assert abs(sum(per_step) / len(per_step) - float(eager_total) / batches.numel()) < 2.0  # nats per image
