@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from srvae.models.registry import build_model
 from srvae.study.config import load_config
 from srvae.study.evaluate import iw_log_likelihood
-from srvae.study.train import train_epoch
+from srvae.study.train import make_optimiser, train_epoch
 
 CONFIG = load_config([Path(__file__).resolve().parents[1] / "config.yaml"])
 THREADS, BATCH, STEPS, ROUNDS = 2, 100, 20, 7
@@ -86,9 +86,8 @@ def vae_and_data(n: int) -> tuple[nn.Module, Tensor]:
     return build_model(entry.cls, entry.params, 784, data_mean=x.mean(0)), x
 
 
-def adam(model: nn.Module) -> torch.optim.Adam:
-    settings = CONFIG.train_settings("vae")
-    return torch.optim.Adam(model.parameters(), lr=settings.lr, eps=settings.adam_eps, foreach=True)  # as train()
+def adam(model: nn.Module) -> torch.optim.Optimizer:
+    return make_optimiser(model.parameters(), CONFIG.train_settings("vae"))  # as train() builds it
 
 
 def compare(benchmark, srvae: Callable[[], object], minimal: Callable[[], object]) -> float | None:
