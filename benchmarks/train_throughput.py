@@ -7,9 +7,10 @@ two source trees, for noisy shared machines.
 
 One measurement: a model as the study builds it, ``steps`` batches of random binary images after a warm-up;
 the median over ``windows`` such epochs gives images/s. Modes: ``loop`` is ``srvae.study.train.train_epoch``
-with the Adam that ``train`` builds; ``compiled`` the same with ``train.compile`` (the compiled loss and the fused
-Adam; it exists in this tree only and is compared with the other tree's ``loop``; the warm-up, which compiles, is
-reported as ``compile s``).
+with the optimiser that ``train`` builds; ``compiled`` the same with ``train.compile`` (the compiled loss; it
+exists in this tree only and is compared with the other tree's ``loop``; the warm-up, which compiles, is
+reported as ``compile s``). ``--against`` takes any revision of the current layout or of the flat one before it
+(``srvae/train.py``), such as 5ab965b, the tree issue 12 quoted its figures from.
 ``--against`` extracts the revision with ``git archive`` and runs both trees in alternating subprocesses
 (before, after, after, before, …), ``rounds`` times, and reports the median of the rounds: on a machine
 shared with other jobs, both trees see the same load. Threads are pinned (``--threads``). Several threads
@@ -37,12 +38,16 @@ MODELS = ["sere_vae_table1", "dlgm_table1", "sr_iaf_table1"]
 def training_epoch(name: str, batch: int, steps: int, mode: str, root: Path | None = None) -> Callable[[], float]:
     """One training epoch of config entry ``name`` (of ``root``'s ``config.yaml``, default the working directory's)
     over ``steps`` batches of ``batch`` random binary images, as a function; ``mode``: see the module docstring.
-    Uses the srvae tree on ``sys.path``."""
+    Uses the srvae tree on ``sys.path``, with the optimiser its ``train`` builds: ``make_optimiser`` where the
+    tree has one, else foreach Adam."""
     import torch
 
+    try:
+        from srvae.study import train as train_module
+    except ImportError:  # the flat layout before d12ca9c (srvae/study.py, srvae/train.py)
+        return flat_layout_epoch(name, batch, steps, root)
     from srvae.models.registry import build_model
     from srvae.study.config import load_config
-    from srvae.study.train import train_epoch
 
     cfg = load_config([(root or Path.cwd()) / "config.yaml"])
     entry, settings = cfg.models[name], cfg.train_settings(name).model_copy(update={"batch_size": batch})
@@ -50,14 +55,44 @@ def training_epoch(name: str, batch: int, steps: int, mode: str, root: Path | No
     x = torch.bernoulli(torch.full((steps * batch, 784), 0.13))
     model = build_model(entry.cls, entry.params, 784, data_mean=x.mean(0))
     order = torch.arange(len(x))
-    if mode == "loop":
-        opt = torch.optim.Adam(model.parameters(), lr=settings.lr, eps=settings.adam_eps, foreach=True)  # as train()
-        return lambda: float(train_epoch(model, opt, x, order, 1.0, settings))
-    from srvae.study.train import make_optimiser
+    if mode == "compiled":
+        settings = settings.model_copy(update={"compile": True})
+    if hasattr(train_module, "make_optimiser"):
+        opt = train_module.make_optimiser(model.parameters(), settings)
+    else:
+        opt = torch.optim.Adam(model.parameters(), lr=settings.lr, eps=settings.adam_eps, foreach=True)
+    return lambda: float(train_module.train_epoch(model, opt, x, order, 1.0, settings))
 
-    settings = settings.model_copy(update={"compile": True})
-    opt = make_optimiser(model, settings)
-    return lambda: float(train_epoch(model, opt, x, order, 1.0, settings))
+
+def flat_layout_epoch(name: str, batch: int, steps: int, root: Path | None) -> Callable[[], float]:
+    """:func:`training_epoch` for a tree of the flat layout (``srvae/train.py``; 5ab965b, the code issue 12 measured),
+    whose loop was written inside ``train``: the same steps (objective, backward, clip, foreach Adam)."""
+    import torch
+
+    from srvae.config import load_config, train_settings
+    from srvae.registry import build_model
+    from srvae.train import objective
+
+    cfg = load_config([(root or Path.cwd()) / "config.yaml"])
+    entry, settings = cfg["models"][name], train_settings(cfg, name)
+    torch.manual_seed(0)
+    x = torch.bernoulli(torch.full((steps * batch, 784), 0.13))
+    model = build_model(entry["class"], entry["params"], 784, data_mean=x.mean(0)).train()
+    opt = torch.optim.Adam(model.parameters(), lr=settings.lr, eps=settings.adam_eps, foreach=True)
+
+    def epoch() -> float:
+        total = torch.zeros(())
+        for xb in x.split(batch):
+            obj = objective(model, xb, 1.0, settings.iw_samples)
+            opt.zero_grad(set_to_none=True)
+            (-obj.mean()).backward()
+            if settings.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+            opt.step()
+            total += obj.detach().sum()
+        return float(total)
+
+    return epoch
 
 
 def measure(name: str, batch: int, steps: int, windows: int, mode: str) -> tuple[float, float]:
@@ -125,7 +160,7 @@ def run_one(tree: Path, args: argparse.Namespace, name: str, batch: int, mode: s
     if args.idle:
         wait_for_idle(args.idle)
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    out = subprocess.run(cmd, cwd=tree, env=env, check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(cmd, cwd=tree, env=env, check=True, stdout=subprocess.PIPE, text=True).stdout  # errors show
     return next(iter(json.loads(out.strip().splitlines()[-1]).values()))
 
 
