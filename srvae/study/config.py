@@ -127,9 +127,9 @@ class TrainSettings(Settings):
     log_every: PositiveInt = Field(1, description="epochs between log lines when not attached to a terminal")
     eval_batch_size: PositiveInt = Field(1000, description="batch size of the validation ELBO")
     compile: bool = Field(False, description="torch.compile the training objective (forward and backward): "
-                          "reproducible, but other random draws than an eager run; measured gain: 1.5-1.6x "
-                          "training images/s for the Table 1 self-reflective models and the DLGM (CPU, 2 threads, "
-                          "batch 100), 25-40 s of compiling")
+                          "reproducible, but other random draws than an eager run; measured gain over eager: "
+                          "1.2-1.3x training images/s for the Table 1 self-reflective models and the DLGM (CPU, 2 "
+                          "threads, batch 100), for 25-40 s of compiling the first time")
     cuda_graphs: bool = Field(False, description="on CUDA, replay every full batch's training step from a CUDA graph "
                               "(srvae.study.graphed): 12-19x the eager training images/s of the Table 1 models on "
                               "an H100 at batch 256; other noise draws than an eager run; no effect on the CPU")

@@ -185,9 +185,9 @@ def make_optimiser(params: Iterable[Tensor], settings: TrainSettings) -> torch.o
     """``train.optimizer`` over ``params`` with the settings' learning rate, ε and L2 penalty. Adam is the fused
     kernel where this PyTorch has it (CPU since 2.4, CUDA): the same update in one pass over the parameters instead
     of foreach Adam's ten or so, which on CPU are bound by memory bandwidth (4.3 → 1.4 ms a step for the 2.78M
-    parameters of ``sere_vae_table1`` on 2 threads, an eighth of its eager step). Otherwise, and for Adamax (no
-    fused kernel), foreach: one update over all tensors (PyTorch otherwise loops per tensor on CPU). With
-    ``train.cuda_graphs`` on CUDA: the capturable foreach form, its learning rate a tensor."""
+    parameters of ``sere_vae_table1`` on 2 threads; foreach's update was a sixth of the eager step). Otherwise,
+    and for Adamax (no fused kernel), foreach: one update over all tensors (PyTorch otherwise loops per tensor on
+    CPU). With ``train.cuda_graphs`` on CUDA: the capturable foreach form, its learning rate a tensor."""
     params = list(params)
     device = params[0].device
     kwargs = {"lr": settings.lr, "eps": settings.adam_eps, "weight_decay": settings.weight_decay}
