@@ -15,7 +15,7 @@ from srvae.models.registry import build_model
 from srvae.study.config import load_config
 from srvae.study.dequantise import logit_transform
 from srvae.study.evaluate import iw_log_likelihood
-from srvae.study.train import objective
+from srvae.study.train import make_optimiser, objective
 
 CONFIG = load_config([Path(__file__).resolve().parents[1] / "config.yaml"])
 MODELS = CONFIG.study.models
@@ -42,7 +42,7 @@ def test_training_step(throughput, name, device):
     torch.manual_seed(0)
     model = _model(name, device).train()
     settings = CONFIG.train_settings(name)
-    optimiser = torch.optim.Adam(model.parameters(), lr=settings.lr)
+    optimiser = make_optimiser(model.parameters(), settings)  # as train() builds it
     x = _data(model, BATCH, device)
 
     def step():

@@ -1,5 +1,5 @@
 """Training throughput of the paper-size (Table 1) self-reflective models and the DLGM with srvae's own loop,
-and with ``train.compile`` (the compiled loss and the fused Adam).
+and with ``train.compile`` (the compiled loss); both with the optimiser ``train`` builds (Adam's fused kernel).
 
     pytest benchmarks/test_training_speed.py --benchmark-only       # images/s in each result's extra_info
 
