@@ -67,7 +67,8 @@ class VAE(LatentVariableModel):
 
     def elbo_terms(self, x: Tensor) -> ElboTerms:
         """The single-sample ELBO with the closed-form KL: the same draw as ``score(x, 1)`` without the two
-        log-densities that only importance weights need (a tenth of a training step of Burda et al.'s network)."""
+        log-densities that only importance weights need (2-6% of a training step of Burda et al.'s network on 2 CPU
+        threads, batch 100)."""
         mean, std = self.posterior(x)
         z = reparameterise(mean, std)
         kl = gaussian_kl(mean, std, torch.zeros_like(mean), torch.ones_like(std))

@@ -70,6 +70,18 @@ def test_elbo_terms_add_up(model, x):
     assert torch.allclose(terms.elbo, terms.reconstruction - terms.kl)
 
 
+def test_an_elbo_terms_of_its_own_is_the_interfaces_draw_for_draw(model, x):
+    """A model that overrides elbo_terms (to skip work) computes what the interface's default, score(x, 1), does."""
+    from srvae.models import LatentVariableModel
+
+    torch.manual_seed(1)
+    own = model.elbo_terms(x)
+    torch.manual_seed(1)
+    default = LatentVariableModel.elbo_terms(model, x)
+    for field in ("reconstruction", "kl", "kl_per_layer"):
+        assert torch.equal(getattr(own, field), getattr(default, field)), field
+
+
 @torch.no_grad()
 def test_closed_form_kl_agrees_with_the_importance_weights(model, x):
     """E_q[log w] = ELBO: the KL used in training and the log-densities used in evaluation agree."""
