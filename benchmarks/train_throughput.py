@@ -39,20 +39,21 @@ def training_epoch(name: str, batch: int, steps: int, mode: str, root: Path | No
     """One training epoch of config entry ``name`` (of ``root``'s ``config.yaml``, default the working directory's)
     over ``steps`` batches of ``batch`` random binary images, as a function; ``mode``: see the module docstring.
     Uses the srvae tree on ``sys.path``, with the optimiser its ``train`` builds: ``make_optimiser`` where the
-    tree has one, else foreach Adam."""
+    tree has one, else :func:`foreach_adam`."""
     import torch
 
+    config = (root or Path.cwd()) / "config.yaml"
+    torch.manual_seed(0)  # the same images, and then the same initial weights, in every tree
+    x = torch.bernoulli(torch.full((steps * batch, 784), 0.13))
     try:
         from srvae.study import train as train_module
     except ImportError:  # the flat layout before d12ca9c (srvae/study.py, srvae/train.py)
-        return flat_layout_epoch(name, batch, steps, root)
+        return flat_layout_epoch(name, batch, x, config)
     from srvae.models.registry import build_model
     from srvae.study.config import load_config
 
-    cfg = load_config([(root or Path.cwd()) / "config.yaml"])
+    cfg = load_config([config])
     entry, settings = cfg.models[name], cfg.train_settings(name).model_copy(update={"batch_size": batch})
-    torch.manual_seed(0)
-    x = torch.bernoulli(torch.full((steps * batch, 784), 0.13))
     model = build_model(entry.cls, entry.params, 784, data_mean=x.mean(0))
     order = torch.arange(len(x))
     if mode == "compiled":
@@ -60,25 +61,30 @@ def training_epoch(name: str, batch: int, steps: int, mode: str, root: Path | No
     if hasattr(train_module, "make_optimiser"):
         opt = train_module.make_optimiser(model.parameters(), settings)
     else:
-        opt = torch.optim.Adam(model.parameters(), lr=settings.lr, eps=settings.adam_eps, foreach=True)
+        opt = foreach_adam(model, settings)
     return lambda: float(train_module.train_epoch(model, opt, x, order, 1.0, settings))
 
 
-def flat_layout_epoch(name: str, batch: int, steps: int, root: Path | None) -> Callable[[], float]:
+def foreach_adam(model, settings):
+    """The optimiser of trees older than ``make_optimiser``: foreach Adam with the settings' rate and ε."""
+    import torch
+
+    return torch.optim.Adam(model.parameters(), lr=settings.lr, eps=settings.adam_eps, foreach=True)
+
+
+def flat_layout_epoch(name: str, batch: int, x, config: Path) -> Callable[[], float]:
     """:func:`training_epoch` for a tree of the flat layout (``srvae/train.py``; 5ab965b, the code issue 12 measured),
-    whose loop was written inside ``train``: the same steps (objective, backward, clip, foreach Adam)."""
+    whose loop was written inside ``train``: the same steps (objective, backward, clip, foreach Adam) over ``x``."""
     import torch
 
     from srvae.config import load_config, train_settings
     from srvae.registry import build_model
     from srvae.train import objective
 
-    cfg = load_config([(root or Path.cwd()) / "config.yaml"])
+    cfg = load_config([config])
     entry, settings = cfg["models"][name], train_settings(cfg, name)
-    torch.manual_seed(0)
-    x = torch.bernoulli(torch.full((steps * batch, 784), 0.13))
     model = build_model(entry["class"], entry["params"], 784, data_mean=x.mean(0)).train()
-    opt = torch.optim.Adam(model.parameters(), lr=settings.lr, eps=settings.adam_eps, foreach=True)
+    opt = foreach_adam(model, settings)
 
     def epoch() -> float:
         total = torch.zeros(())
