@@ -44,7 +44,7 @@ from srvae.models.registry import build_model
 from .config import StudyConfig, TrainSettings
 from .datasets import StudyData
 from .speed import synchronize
-from .train import (build_run_model, initialisation_batch, kl_weight, learning_rate, make_optimiser,
+from .train import (apply_gradients, build_run_model, initialisation_batch, kl_weight, learning_rate, make_optimiser,
                      objective, set_learning_rate)
 
 
@@ -251,10 +251,7 @@ def fused_throughput(
         for s, (model, optimiser) in enumerate(zip(models, optimisers)):
             loss = -losses[s](model, x[s], 1.0, settings.iw_samples).mean()
             optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            if settings.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
-            optimiser.step()
+            apply_gradients(model, optimiser, loss, settings.grad_clip)
 
     separate_rate = _images_per_s(separate_step, seeds * batch_size, steps, warmup, device)
     return {"model": model_name, "seeds": seeds, "batch_size": batch_size, "steps": steps, "device": str(device),
