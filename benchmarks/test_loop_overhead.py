@@ -33,17 +33,21 @@ THREADS, BATCH, STEPS, ROUNDS = 2, 100, 20, 7
 K, K_CHUNK, EVAL_IMAGES = 1000, 250, 100
 
 
+def minimal_loss(encoder: nn.Module, decoder: nn.Module, xb: Tensor) -> Tensor:
+    """The negated mean single-sample ELBO of a Gaussian VAE with a Bernoulli decoder, written out by hand."""
+    mean, pre_std = encoder(xb).chunk(2, dim=-1)
+    std = F.softplus(pre_std) + 1e-4
+    z = mean + std * torch.randn_like(std)
+    reconstruction = -F.binary_cross_entropy_with_logits(decoder(z), xb, reduction="none").sum(-1)
+    kl = 0.5 * (std.square() + mean.square() - 1.0 - 2.0 * std.log()).sum(-1)
+    return -(reconstruction - kl).mean()
+
+
 def minimal_train_epoch(encoder: nn.Module, decoder: nn.Module, opt: torch.optim.Optimizer, x: Tensor,
                         order: Tensor) -> None:
-    """Adam on the single-sample ELBO of a Gaussian VAE with a Bernoulli decoder, written out by hand."""
+    """Adam on :func:`minimal_loss`, batch by batch."""
     for idx in order.split(BATCH):
-        xb = x[idx]
-        mean, pre_std = encoder(xb).chunk(2, dim=-1)
-        std = F.softplus(pre_std) + 1e-4
-        z = mean + std * torch.randn_like(std)
-        reconstruction = -F.binary_cross_entropy_with_logits(decoder(z), xb, reduction="none").sum(-1)
-        kl = 0.5 * (std.square() + mean.square() - 1.0 - 2.0 * std.log()).sum(-1)
-        loss = -(reconstruction - kl).mean()
+        loss = minimal_loss(encoder, decoder, x[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -124,12 +128,7 @@ def test_vae_training_loop_against_a_minimal_loop(benchmark, threads):
     torch.manual_seed(1)
     srvae_objective = -model.elbo_terms(x[:BATCH]).elbo.mean()
     torch.manual_seed(1)
-    mean, pre_std = twin.encoder(x[:BATCH]).chunk(2, dim=-1)
-    std = F.softplus(pre_std) + 1e-4
-    z = mean + std * torch.randn_like(std)
-    kl = 0.5 * (std.square() + mean.square() - 1.0 - 2.0 * std.log()).sum(-1)
-    reconstruction = -F.binary_cross_entropy_with_logits(twin.decoder(z), x[:BATCH], reduction="none").sum(-1)
-    torch.testing.assert_close(srvae_objective, -(reconstruction - kl).mean())
+    torch.testing.assert_close(srvae_objective, minimal_loss(twin.encoder, twin.decoder, x[:BATCH]))
 
     compare(benchmark, lambda: train_epoch(model, opt, x, order, 1.0, settings),
             lambda: minimal_train_epoch(twin.encoder, twin.decoder, twin_opt, x, order))
