@@ -193,7 +193,7 @@ class ResidualBernoulliLayers(DataLayers):
     """Data layers of all blocks: logits ``γ_l = γ¹_l(z_l) + δγ_l(x_{l-1}, z_l)`` of ``p(x_l | z_l, x_{l-1})``.
 
     ``γ¹`` is one grouped MLP over the ``L`` blocks and ``δγ`` one over blocks ``2..L`` (block 1 has no previous
-    block). They work on the image in block layout ``[L, ..., D_1]``, the last (smaller) block zero-padded: every
+    block). They work in block layout ``[L, ..., D_1]``, the last (smaller) block's logits zero-padded: every
     block but the last must have the same size, as raster blocks do. ``data_mean`` (training pixel means) starts
     ``γ¹`` at the data's marginal, as Burda et al. (2016) do for their decoders.
     """
@@ -213,18 +213,19 @@ class ResidualBernoulliLayers(DataLayers):
         if data_mean is not None:
             self.first.output_layer.set_bias(marginal_logits(data_mean))
 
-    def blocks(self, x: Tensor) -> Tensor:
-        """``[..., D] → [L, ..., D_1]``: the image's blocks, the last one zero-padded."""
+    def previous_blocks(self, x: Tensor) -> Tensor:
+        """``[..., D] → [L − 1, ..., D_1]``: the image's blocks ``x_1..x_{L−1}`` (all of the full size), each the
+        previous block of a residual data layer."""
         size, layers = self.block_sizes[0], len(self.block_sizes)
-        padded = nn.functional.pad(x, (0, size * layers - x.shape[-1]))
-        return padded.unflatten(-1, (layers, size)).movedim(-2, 0).contiguous()  # plain strides: faster kernels
+        full = x[..., : size * (layers - 1)].unflatten(-1, (layers - 1, size))
+        return full.movedim(-2, 0).contiguous()  # plain strides: faster kernels
 
     def logits(self, codes: Tensor, x: Tensor) -> Tensor:
         """Teacher-forced logits of every block, ``[L, k, B, D_1]`` (block ``l``'s are ``[l, ..., :D_l]``), from the
         codes ``z_1..z_L`` ``[L, k, B, N]`` and the *observed* image ``x`` ``[B, D]``."""
         logits = self.first(codes)
         if self.residual is not None:
-            previous = self.blocks(x)[:-1].unsqueeze(1)  # x_1..x_{L-1}: [L-1, 1, B, D_1]
+            previous = self.previous_blocks(x).unsqueeze(1)  # x_1..x_{L-1}: [L-1, 1, B, D_1]
             logits[1:] += self.residual(previous, codes[1:])  # in place: no copy of all the logits
         return logits
 
