@@ -133,33 +133,40 @@ def protocol_text(protocol: dict) -> str:
     return f"{k}, {protocol['binarisation'] or 'binarisation unknown'}"
 
 
-def protocol_gaps(protocol: dict, k: int, full_mnist: bool) -> list[str]:
-    """How a published number's estimate differs from this study's own (none: comparable): another or an unknown
-    K, a binarisation other than dynamic, or a study that does not run on the full MNIST split."""
+def protocol_gaps(protocol: dict, k: int, ds: dict) -> list[str]:
+    """How a published number's estimate differs from this study's own on dataset ``ds`` (none: comparable).
+
+    Binary data: another or an unknown K, a binarisation other than dynamic, or a study that does not run on the
+    full MNIST split. Continuous data (Table 3; the estimate, exact or ELBO, is matched per column): a study
+    not in logit space or not on the whole of the published number's data set, another λ, other flips.
+    """
     gaps = []
+    if "estimate" in protocol:
+        if ds["transform"] != "dequantise_logit":
+            gaps.append("this study is not in logit space")
+        if protocol["data"] != ds["paper_data"] or not ds["full"]:
+            gaps.append(f"this study is not on the whole {PAPER_DATA_NAMES[protocol['data']]} data set")
+        if protocol["logit_lambda"] != ds["logit_lambda"]:
+            gaps.append(f"λ = {protocol['logit_lambda']:g}")
+        if protocol["flips"] != ds["hflip"]:
+            gaps.append("with flips" if protocol["flips"] else "no flips")
+        return gaps
     if protocol["binarisation"] != "dynamic":
         gaps.append(f"{protocol['binarisation'] or 'unknown'} binarisation")
     if protocol["k"] != k:
         gaps.append("K unknown" if protocol["k"] is None else f"K = {protocol['k']:,}")
-    if not full_mnist:
+    if not ds["full"]:
         gaps.append("this study is not on full MNIST")
     return gaps
 
 
-def same_protocol(protocol: dict, k: int, full_mnist: bool) -> bool:
-    """Whether a published number was estimated as this study estimates its own: same K, dynamic
-    binarisation, and the study runs on the full MNIST split (otherwise Δ would compare different things)."""
-    return not protocol_gaps(protocol, k, full_mnist)
+def same_protocol(protocol: dict, k: int, ds: dict) -> bool:
+    """Whether a published number was estimated as this study estimates its own on dataset ``ds``
+    (:func:`protocol_gaps`; otherwise Δ would compare different things)."""
+    return not protocol_gaps(protocol, k, ds)
 
 
-def same_continuous_protocol(protocol: dict, ds: dict) -> bool:
-    """Whether a published Table 3 number was measured on this dataset's data: the paper's whole data set (the
-    source's official splits), the same logit λ and the same flips (the estimate is matched per column)."""
-    return (ds["full"] and ds["transform"] == "dequantise_logit" and protocol["data"] == ds["paper_data"]
-            and protocol["logit_lambda"] == ds["logit_lambda"] and protocol["flips"] == ds["hflip"])
-
-
-def _nll_rows(runs: pd.DataFrame, models: dict, reported: dict, k: int, full_mnist: bool, decimals: int,
+def _nll_rows(runs: pd.DataFrame, models: dict, reported: dict, k: int, ds: dict, decimals: int,
               m: Markup) -> list[dict]:
     """One row per model (config order): NLL mean ± sd over seeds against the published number.
 
@@ -187,7 +194,7 @@ def _nll_rows(runs: pd.DataFrame, models: dict, reported: dict, k: int, full_mni
         if rid:
             paper_nll, protocol = -reported[rid]["log_px"], reported[rid]["protocol"]
             row |= {"reported": _num(paper_nll, decimals, m), "protocol": m.escape(protocol_text(protocol))}
-            if same_protocol(protocol, model_k, full_mnist):
+            if same_protocol(protocol, model_k, ds):
                 row["delta"] = _num(nll - paper_nll, decimals, m, signed=True)
         rows.append(row)
     return rows
@@ -199,8 +206,7 @@ def _log_likelihood_rows(runs: pd.DataFrame, models: dict, reported: dict, ds: d
 
     A flow's is exact; a variational model's is its importance-weighted bound with its K, next to its ELBO. Δ =
     reproduced − published (positive: better than published), against the column the published number is of
-    (exact log-density or ELBO), only where it was measured on this dataset's data
-    (:func:`same_continuous_protocol`).
+    (exact log-density or ELBO), only where it was measured on this dataset's data (:func:`same_protocol`).
     """
     groups = {name: runs[runs["model"] == name] for name in models}
     best = max(round(-g["nll"].mean(), decimals) for g in groups.values())
@@ -227,7 +233,7 @@ def _log_likelihood_rows(runs: pd.DataFrame, models: dict, reported: dict, ds: d
                                                                      if "pm" in entry else "")
             row["protocol"] = m.escape(protocol_text(protocol))
             ours = {"exact": log_px.mean() if spec["exact"] else None, "elbo": g["elbo"].mean()}
-            if "estimate" in protocol and same_continuous_protocol(protocol, ds) \
+            if "estimate" in protocol and same_protocol(protocol, spec["k"], ds) \
                     and ours[protocol["estimate"]] is not None:
                 row["delta"] = _num(ours[protocol["estimate"]] - entry["log_px"], decimals, m, signed=True)
         rows.append(row)
@@ -296,14 +302,14 @@ def _k_check_rows(runs: pd.DataFrame, models: dict, decimals: int, m: Markup) ->
     return rows
 
 
-def _published_rows(reported: dict, section: str, k: int, full_mnist: bool, decimals: int, m: Markup) -> list[dict]:
+def _published_rows(reported: dict, section: str, k: int, ds: dict, decimals: int, m: Markup) -> list[dict]:
     """Every published row listed in ``section`` (its ``section`` in the reported-values file), best NLL first,
     each marked comparable with this study's protocol or not, and why not."""
     rows = []
     for rid, entry in sorted(reported.items(), key=lambda item: -item[1]["log_px"]):
         if entry.get("section") != section:
             continue
-        gaps = protocol_gaps(entry["protocol"], k, full_mnist)
+        gaps = protocol_gaps(entry["protocol"], k, ds)
         rows.append({"model": m.escape(entry["model"]), "details": m.escape(entry["details"]),
                      "nll": _num(-entry["log_px"], decimals, m),
                      "protocol": m.escape(protocol_text(entry["protocol"])),
@@ -409,12 +415,12 @@ def _dataset_section(runs: pd.DataFrame, comparisons: pd.DataFrame, name: str, d
         pairs = comparisons[comparisons["model_a"].isin(members) & comparisons["model_b"].isin(members)]
         continuous = ds["transform"] == "dequantise_logit"
         tables.append({"title": m.escape(title), "kind": "log_likelihood" if continuous else "nll",
-                       "nll_rows": [] if continuous else _nll_rows(runs, members, reported, k, ds["full"], decimals, m),
+                       "nll_rows": [] if continuous else _nll_rows(runs, members, reported, k, ds, decimals, m),
                        "log_likelihood_rows": _log_likelihood_rows(runs, members, reported, ds, decimals, m)
                        if continuous else [],
                        "comparison_rows": _comparison_rows(pairs, models, decimals, m),
                        **dict(zip(("speed_rows", "speed_devices"), _speed_rows(runs, members, m))),
-                       "published_rows": _published_rows(reported, table, k, ds["full"], decimals, m),
+                       "published_rows": _published_rows(reported, table, k, ds, decimals, m),
                        "k_check_rows": _k_check_rows(runs, members, decimals, m)})
     table_of = {name: spec["table"] for name, spec in models.items()}
     across = comparisons[comparisons["model_a"].map(table_of) != comparisons["model_b"].map(table_of)]
@@ -460,7 +466,7 @@ def _published_same_protocol(models: dict, reported: dict, k: int, ds: dict) -> 
     if ds["transform"] != "binarise":  # Table 3's log-likelihoods: their figure has no published marks yet
         return {}
     return {spec["label"]: -reported[spec["reported"]]["log_px"] for spec in models.values()
-            if spec["reported"] and same_protocol(reported[spec["reported"]]["protocol"], k, ds["full"])}
+            if spec["reported"] and same_protocol(reported[spec["reported"]]["protocol"], spec.get("k", k), ds)}
 
 
 def _figures(summary, curves, kl, dataset: str, labels: dict, published: dict[str, float],
