@@ -67,11 +67,11 @@ def nll_per_model(summary: pd.DataFrame, colours: dict[str, tuple], stem: Path,
                   errorbar="sd", linestyle="none", marker="D", markersize=5, capsize=0.15, legend=False, ax=ax)
     sns.stripplot(data=summary, y="label", x="nll", order=order, color="0.15", size=4, jitter=0.12,
                   edgecolor="white", linewidth=0.6, zorder=10, ax=ax)  # seeds drawn over the mean marker
-    for label, nll in (published or {}).items():
-        if label in order:
-            ax.plot(nll, order.index(label), marker="s", markerfacecolor="none", markeredgecolor="0.3",
-                    markersize=8, zorder=5, label="published" if label == next(iter(published)) else None)
-    if published:
+    shown = {label: nll for label, nll in (published or {}).items() if label in order}  # this dataset's models
+    for i, (label, nll) in enumerate(shown.items()):
+        ax.plot(nll, order.index(label), marker="s", markerfacecolor="none", markeredgecolor="0.3",
+                markersize=8, zorder=5, label="published" if i == 0 else None)  # one legend entry
+    if shown:
         ax.legend(loc="lower right")
     ax.set(ylabel="", xlabel="test NLL (nats, lower is better)")
     return save_figure(fig, stem)

@@ -363,12 +363,9 @@ def test_table3_published_rows_say_what_differs_in_data_lambda_and_flips(table3_
     assert f"| {maf5} |" in rows["sere2020/table3/maf5"]
 
 
-def test_kl_per_latent_unit_panel_only_where_layers_differ_in_width(tmp_path, monkeypatch):
-    """Runs that give their layers' widths (the Ladder VAE's 64-32-16-8-4) get a second panel, KL per latent
-    unit; eval.json files of equal-width models (no widths) draw one panel."""
-    colours = {"Ladder": (0.1, 0.2, 0.5), "SeRe": (0.8, 0.4, 0.0)}
-    kl = pd.DataFrame({"label": ["Ladder"] * 3 + ["SeRe"] * 3, "layer": [1, 2, 3] * 2,
-                       "kl": [32.0, 8.0, 0.04, 5.0, 5.0, 5.0], "latents": [64, 16, 4, None, None, None]})
+@pytest.fixture
+def drawn_axes(monkeypatch) -> dict:
+    """The axes of every figure saved during the test, by file stem."""
     axes, save = {}, figures.save_figure
 
     def keep_axes(fig, stem):
@@ -376,10 +373,29 @@ def test_kl_per_latent_unit_panel_only_where_layers_differ_in_width(tmp_path, mo
         return save(fig, stem)
 
     monkeypatch.setattr(figures, "save_figure", keep_axes)
+    return axes
+
+
+def test_published_marks_get_one_legend_entry_whichever_models_the_dataset_has(tmp_path, drawn_axes):
+    """``published`` holds every study model's value; the first one drawn, not the first listed, is labelled."""
+    summary = pd.DataFrame({"label": ["A", "A", "B", "B"], "nll": [90.0, 91.0, 95.0, 96.0]})
+    colours = {"A": (0.1, 0.2, 0.5), "B": (0.8, 0.4, 0.0)}
+    figures.nll_per_model(summary, colours, tmp_path / "marks", published={"other dataset's": 80.0, "B": 94.0,
+                                                                          "A": 89.0})
+    legend = drawn_axes["marks"][0].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["published"]
+
+
+def test_kl_per_latent_unit_panel_only_where_layers_differ_in_width(tmp_path, drawn_axes):
+    """Runs that give their layers' widths (the Ladder VAE's 64-32-16-8-4) get a second panel, KL per latent
+    unit; eval.json files of equal-width models (no widths) draw one panel."""
+    colours = {"Ladder": (0.1, 0.2, 0.5), "SeRe": (0.8, 0.4, 0.0)}
+    kl = pd.DataFrame({"label": ["Ladder"] * 3 + ["SeRe"] * 3, "layer": [1, 2, 3] * 2,
+                       "kl": [32.0, 8.0, 0.04, 5.0, 5.0, 5.0], "latents": [64, 16, 4, None, None, None]})
     figures.kl_per_layer(kl, colours, tmp_path / "two")
     figures.kl_per_layer(kl.assign(latents=None), colours, tmp_path / "one")
-    assert len(axes["two"]) == 2 and len(axes["one"]) == 1
-    per_unit = sorted(round(p.get_height(), 3) for p in axes["two"][1].patches if p.get_height() > 0)
+    assert len(drawn_axes["two"]) == 2 and len(drawn_axes["one"]) == 1
+    per_unit = sorted(round(p.get_height(), 3) for p in drawn_axes["two"][1].patches if p.get_height() > 0)
     assert per_unit == [0.01, 0.5, 0.5]  # 32/64, 8/16, 0.04/4: only the Ladder VAE's bars
 
 
