@@ -18,6 +18,7 @@ which gives the usual bits per dimension, ``−log p(x̃) / (D ln 2)`` (:meth:`D
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -56,12 +57,13 @@ class DequantisedData(Splits):
         """The training set: the same every epoch (its noise was drawn once, as in the MAF protocol)."""
         return self.train
 
-    @property
+    @functools.cached_property
     def divergence_floor(self) -> float:
         """The uniform density on the 8-bit pixel cube, in logit space, mean over the training images (nats per
         image): 8 bits per dimension, the continuous counterpart of binary data's ``−D ln 2``.
 
-        Any trained model must do better; a bound below it (even a finite one) means training diverged.
+        Any trained model must do better; a bound below it (even a finite one) means training diverged. Computed
+        once per data object (a float64 pass over the training set): the check and its error message share it.
         """
         log_uniform = -self.data_dim * math.log(LEVELS)  # log p(x̃) of U[0, 256)^D
         return float(log_uniform - pixel_log_jacobian(self.train.double(), self.logit_lambda).mean())
