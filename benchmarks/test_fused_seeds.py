@@ -1,4 +1,4 @@
-"""Throughput of fused seeds (srvae.study.fused): three seeds of one model stepped as one vmapped model with
+"""Throughput of fused seeds (srvae.study.run.fused): three seeds of one model stepped as one vmapped model with
 stacked parameters, against the same three models stepped one after another, on CPU (and on CUDA when one is
 visible). Items (training images of all seeds) per second are in each result's ``extra_info``.
 
@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from srvae.study.config import load_config
-from srvae.study.fused import fused_throughput
+from srvae.study.run.fused import fused_throughput
 
 CONFIG = load_config([Path(__file__).resolve().parents[1] / "config.yaml"])
 

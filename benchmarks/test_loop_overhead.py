@@ -4,7 +4,7 @@ loop for the same mean-field VAE (``config.yaml``'s ``vae``, Burda et al.'s netw
     pytest benchmarks/test_loop_overhead.py --benchmark-only -s      # prints the ratios (also in extra_info)
 
 The minimal loops use the very modules of the srvae model (``model.encoder``, ``model.decoder``) and the same
-optimiser as ``srvae.study.train.train``; a smoke check (plain ``pytest``) asserts that they compute what srvae
+optimiser as ``srvae.study.run.train.train``; a smoke check (plain ``pytest``) asserts that they compute what srvae
 computes. Both sides run alternately in each round, on ``THREADS`` threads, and the ratio is of the medians
 (srvae / minimal: 1.00 is no overhead).
 """
@@ -23,10 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from srvae.models.registry import build_model
+from srvae.registry import build_model
 from srvae.study.config import load_config
-from srvae.study.evaluate import iw_log_likelihood
-from srvae.study.train import make_optimiser, train_epoch
+from srvae.study.run.evaluate import iw_log_likelihood
+from srvae.study.run.train import make_optimiser, train_epoch
 
 CONFIG = load_config([Path(__file__).resolve().parents[1] / "config.yaml"])
 THREADS, BATCH, STEPS, ROUNDS = 2, 100, 20, 7

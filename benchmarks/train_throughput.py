@@ -1,4 +1,4 @@
-"""Training images/s of srvae's own loop (``srvae.study.train.train_epoch``), and a side-by-side comparison of
+"""Training images/s of srvae's own loop (``srvae.study.run.train.train_epoch``), and a side-by-side comparison of
 two source trees, for noisy shared machines.
 
     python benchmarks/train_throughput.py                                  # this tree, the Table 1 models
@@ -6,7 +6,7 @@ two source trees, for noisy shared machines.
     python benchmarks/train_throughput.py --modes loop compiled            # with train.compile
 
 One measurement: a model as the study builds it, ``steps`` batches of random binary images after a warm-up;
-the median over ``windows`` such epochs gives images/s. Modes: ``loop`` is ``srvae.study.train.train_epoch``
+the median over ``windows`` such epochs gives images/s. Modes: ``loop`` is ``srvae.study.run.train.train_epoch``
 with the optimiser that ``train`` builds; ``compiled`` the same with ``train.compile`` (the compiled loss; it
 exists in this tree only and is compared with the other tree's ``loop``; the warm-up, which compiles, is
 reported as ``compile s``). ``--against`` takes any revision of the current layout or of the flat one before it
@@ -30,6 +30,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ["sere_vae_table1", "dlgm_table1", "sr_iaf_table1"]
@@ -45,11 +46,10 @@ def training_epoch(name: str, batch: int, steps: int, mode: str, root: Path | No
     config = (root or Path.cwd()) / "config.yaml"
     torch.manual_seed(0)  # the same images, and then the same initial weights, in every tree
     x = torch.bernoulli(torch.full((steps * batch, 784), 0.13))
-    try:
-        from srvae.study import train as train_module
-    except ImportError:  # the flat layout before d12ca9c (srvae/study.py, srvae/train.py)
+    modules = _layout_modules()
+    if modules is None:  # the flat layout before d12ca9c (srvae/study.py, srvae/train.py)
         return flat_layout_epoch(name, batch, x, config)
-    from srvae.models.registry import build_model
+    train_module, build_model = modules
     from srvae.study.config import load_config
 
     cfg = load_config([config])
@@ -63,6 +63,20 @@ def training_epoch(name: str, batch: int, steps: int, mode: str, root: Path | No
     else:
         opt = foreach_adam(model, settings)
     return lambda: float(train_module.train_epoch(model, opt, x, order, 1.0, settings))
+
+
+def _layout_modules() -> tuple[Any, Callable] | None:
+    """The training module and ``build_model`` of the tree on ``sys.path``: this layout (``srvae/study/run/``),
+    the one before it (``srvae/study/train.py``, ``srvae/models/registry.py``), or None for the flat layout."""
+    import importlib
+
+    for train_name, registry_name in (("srvae.study.run.train", "srvae.registry"),
+                                      ("srvae.study.train", "srvae.models.registry")):
+        try:
+            return importlib.import_module(train_name), importlib.import_module(registry_name).build_model
+        except ModuleNotFoundError:
+            continue
+    return None
 
 
 def foreach_adam(model, settings):

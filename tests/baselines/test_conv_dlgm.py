@@ -7,7 +7,7 @@ import torch
 from baselines.conv_dlgm import ConvDLGM, ConvDLGMConfig
 from baselines.dlgm import count_parameters, matched_widths
 from srvae.flows.base import IdentityBijector
-from srvae.models.registry import build_model
+from srvae.registry import build_model
 from srvae.sere.conv_sere_vae import ConvSeReVAE, ConvSeReVAEConfig
 
 from .test_dlgm import assert_no_latent_code_feedback

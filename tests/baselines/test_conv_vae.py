@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from baselines.conv_vae import ConvVAE
-from srvae.models.registry import build_model
+from srvae.registry import build_model
 
 
 @pytest.mark.parametrize("vae, sere, tolerance", [("conv_vae", "conv_sere_vae", 0.05),

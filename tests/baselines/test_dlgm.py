@@ -11,7 +11,7 @@ import torch
 
 from baselines.dlgm import DLGM, DLGMConfig, count_parameters, matched_widths
 from srvae.flows.base import IdentityBijector
-from srvae.models.registry import build_model
+from srvae.registry import build_model
 from srvae.sere.bijector import AffineRankOneBijector
 from srvae.sere.sere_vae import SeReVAE, SeReVAEConfig
 

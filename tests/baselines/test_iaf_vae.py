@@ -5,7 +5,7 @@ from torch.autograd.functional import jacobian
 
 import baselines.iaf_vae as iaf_vae
 from srvae.distributions import gaussian_log_prob
-from srvae.models.registry import build_model
+from srvae.registry import build_model
 
 SMALL = {"latents": 8, "hidden": [64], "context": 8, "iaf_steps": 2, "made_hidden": [32]}
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import baselines.ladder_vae as ladder_vae
-from srvae.models.registry import build_model
+from srvae.registry import build_model
 
 SMALL = {"latents": [6, 4, 2], "hidden": [32, 16, 8]}
 D = 20

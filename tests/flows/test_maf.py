@@ -6,7 +6,7 @@ from torch.distributions import MultivariateNormal
 from baselines.maf import MAF
 from srvae.flows.batch_norm import BatchNormBijector
 from srvae.flows.maf import MaskedAutoregressiveFlow
-from srvae.models.registry import build_model
+from srvae.registry import build_model
 
 
 def linear_gaussian_maf(a: float, c: float, b: torch.Tensor, log_scale: torch.Tensor) -> MAF:

@@ -11,7 +11,7 @@ import torch
 
 import srvae.infra.atomic_io as atomic_io
 from srvae.infra.atomic_io import DiskFullError, load_checkpoint, save_checkpoint, write_array, write_json, write_text
-from srvae.study.figures import save_figure
+from srvae.study.report.figures import save_figure
 
 
 @pytest.fixture

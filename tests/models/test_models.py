@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from srvae.infra.atomic_io import load_checkpoint, save_checkpoint
-from srvae.models.registry import build_model
-from srvae.study.dequantise import logit_transform
-from srvae.study.evaluate import iw_log_likelihood
+from srvae.registry import build_model
+from srvae.study.data.dequantise import logit_transform
+from srvae.study.run.evaluate import iw_log_likelihood
 
 from ..conftest import REPO
 

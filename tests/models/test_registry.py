@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 
 from srvae.models import LatentVariableModel
-from srvae.models.registry import MODELS, UnknownModelError, build_model, make_config, model_class
+from srvae.registry import MODELS, UnknownModelError, build_model, make_config, model_class
 
 #: trainable parameters of every entry of config.yaml on 784-pixel images (the study's tables print them too)
 PARAMETERS = {

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from srvae.models.registry import build_model
+from srvae.registry import build_model
 from srvae.sere.bijector import AffineRankOneBijector
 from srvae.sere.conv_sere_vae import ConvSeReVAE, ConvSeReVAEConfig
 from srvae.sere.stochastic_layers import AmortisedGaussianPriors, ResidualGaussianPosterior

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from srvae.distributions import bernoulli_log_prob, gaussian_kl, gaussian_log_prob, reparameterise
-from srvae.models.registry import build_model
+from srvae.registry import build_model
 from srvae.sere.conv_sere_vae import ConvEncoders
 from srvae.sere.stochastic_layers import BLOCKWISE_ROWS, IndependentDataLayers
 

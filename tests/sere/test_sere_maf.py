@@ -5,12 +5,12 @@ import torch
 from torch.distributions import MultivariateNormal
 
 from srvae.flows.spline_coupling import SplineCouplingFlow
-from srvae.models.registry import build_model
+from srvae.registry import build_model
 from srvae.sere.sere_maf import FlowDataLayer
 from srvae.study.config import DatasetSettings
-from srvae.study.datasets import load_dataset
-from srvae.study.evaluate import iw_log_likelihood
-from srvae.study.train import objective
+from srvae.study.data.datasets import load_dataset
+from srvae.study.run.evaluate import iw_log_likelihood
+from srvae.study.run.train import objective
 
 PARAMS = {"layers": 4, "latents": 6, "encoder_hidden": [32], "prior_hidden": [16], "posterior_hidden": [16],
           "bijector_hidden": [16], "data_hidden": [32], "made_hidden": [32], "data_mades": 2}

@@ -10,7 +10,7 @@ from torch.distributions import MultivariateNormal
 
 from srvae.distributions import bernoulli_log_prob
 from srvae.models import LatentVariableModel
-from srvae.models.registry import build_model
+from srvae.registry import build_model
 from srvae.sere.sere_vae import SeReVAE, SeReVAEConfig
 
 D = 40  # a small image: 4 blocks of 10 pixels

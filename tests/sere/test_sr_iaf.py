@@ -1,7 +1,7 @@
 import torch
 
 from srvae.flows.iaf import IAF
-from srvae.models.registry import build_model
+from srvae.registry import build_model
 from srvae.sere.sere_vae import SeReVAE
 
 PARAMS = {"layers": 3, "latents": 4, "encoder_hidden": [32], "prior_hidden": [16], "posterior_hidden": [16],
@@ -67,8 +67,8 @@ def test_prior_term_is_the_standard_normal_density_of_the_inverted_codes():
 
 def test_short_training_lowers_the_validation_nll(tmp_path):
     from srvae.study.config import TrainSettings
-    from srvae.study.evaluate import iw_log_likelihood
-    from srvae.study.train import train
+    from srvae.study.run.evaluate import iw_log_likelihood
+    from srvae.study.run.train import train
 
     from ..conftest import tiny_dataset
 

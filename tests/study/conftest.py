@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from srvae.study.mnist_download import FileSpec
+from srvae.study.data.mnist_download import FileSpec
 
 
 def spec_of(name: str, data: bytes) -> FileSpec:

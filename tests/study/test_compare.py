@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from srvae.study.compare import paired_difference
+from srvae.study.report.compare import paired_difference
 
 
 def test_gap_and_standard_error_follow_the_two_sources_of_noise():

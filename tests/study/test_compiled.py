@@ -6,10 +6,10 @@ import copy
 import pytest
 import torch
 
-from srvae.models.registry import build_model
-from srvae.study import train as train_module
+from srvae.registry import build_model
+from srvae.study.run import train as train_module
 from srvae.study.config import TrainSettings
-from srvae.study.train import CompiledLoss, make_optimiser, objective, train_epoch
+from srvae.study.run.train import CompiledLoss, make_optimiser, objective, train_epoch
 
 SETTINGS = TrainSettings(batch_size=8, lr=1e-2, grad_clip=1.0, weight_decay=1e-3)
 COMPILED = SETTINGS.model_copy(update={"compile": True})

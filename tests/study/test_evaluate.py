@@ -7,7 +7,7 @@ import torch
 
 from srvae.distributions import gaussian_log_prob, standard_normal_log_prob
 from srvae.models import LatentVariableModel, Scores
-from srvae.study.evaluate import iw_log_likelihood
+from srvae.study.run.evaluate import iw_log_likelihood
 
 
 class LinearGaussian(LatentVariableModel):

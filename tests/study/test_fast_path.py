@@ -4,10 +4,10 @@ test NLL to within 0.01 nats, with the same model and the same random draws."""
 import pytest
 import torch
 
-from srvae.models.registry import build_model
+from srvae.registry import build_model
 from srvae.study.config import TrainSettings
-from srvae.study.evaluate import iw_log_likelihood
-from srvae.study.train import train
+from srvae.study.run.evaluate import iw_log_likelihood
+from srvae.study.run.train import train
 
 from ..conftest import tiny_dataset
 

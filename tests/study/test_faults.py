@@ -3,11 +3,11 @@ that diverges but stays finite, a truncated metrics file."""
 
 import pytest
 
-import srvae.study.steps as steps
-import srvae.study.train as loop
-from srvae.study.aggregate import RunResultError, aggregate
+import srvae.study.run.steps as steps
+import srvae.study.run.train as loop
+from srvae.study.report.aggregate import RunResultError, aggregate
 from srvae.study.config import TrainSettings, validate_config
-from srvae.study.train import TrainingDivergedError, train
+from srvae.study.run.train import TrainingDivergedError, train
 
 from ..conftest import small_vae, tiny_config
 

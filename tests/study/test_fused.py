@@ -1,4 +1,4 @@
-"""Fused seeds (srvae.study.fused): the same code path as separate runs (objectives, gradients, clipping, Adam and
+"""Fused seeds (srvae.study.run.fused): the same code path as separate runs (objectives, gradients, clipping, Adam and
 Adamax state, data streams) to float tolerance, training that reaches the separate runs' validation ELBO, and a
 clear error for a model that vmap cannot batch."""
 
@@ -13,12 +13,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-import srvae.study.train as train_module
+import srvae.study.run.train as train_module
 from srvae.models.base import LatentVariableModel, Scores
-from srvae.models.registry import build_model
+from srvae.registry import build_model
 from srvae.study.config import TrainSettings
-from srvae.study.datasets import BinarisedData, binarise_fixed
-from srvae.study.fused import (
+from srvae.study.data.datasets import BinarisedData, binarise_fixed
+from srvae.study.run.fused import (
     FusedSeeds,
     UnsupportedModelError,
     build_seed_models,
@@ -26,7 +26,7 @@ from srvae.study.fused import (
     epoch_data,
     seed_generators,
 )
-from srvae.study.train import make_optimiser, mean_elbo, objective, train, train_epoch
+from srvae.study.run.train import make_optimiser, mean_elbo, objective, train, train_epoch
 
 SEEDS = [0, 1, 2]
 D = 24

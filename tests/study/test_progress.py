@@ -4,11 +4,11 @@ import json
 
 import pytest
 
-import srvae.study.steps as steps
+import srvae.study.run.steps as steps
 from srvae.cli import main
 from srvae.infra.locks import exclusive
 from srvae.study.config import validate_config
-from srvae.study.progress import duration, eta, run_status, write_status
+from srvae.study.run.progress import duration, eta, run_status, write_status
 
 from ..conftest import tiny_config
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-import srvae.study.steps as steps
+import srvae.study.run.steps as steps
 from srvae.study.config import validate_config
 
 from ..conftest import tiny_config

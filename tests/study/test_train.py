@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from srvae.study.config import TrainSettings
-from srvae.study.train import TrainingDivergedError, kl_weight, objective, train
+from srvae.study.run.train import TrainingDivergedError, kl_weight, objective, train
 
 from ..conftest import small_vae, tiny_config
 
@@ -81,7 +81,7 @@ def test_sigkill_mid_training_then_rerun_gives_the_uninterrupted_metrics(tmp_pat
 
 
 def test_early_stopping_after_patience_epochs_without_a_better_validation_value(tiny_data, tmp_path, monkeypatch):
-    import srvae.study.train as loop
+    import srvae.study.run.train as loop
 
     bounds = iter([-300.0, -200.0, -210.0, -205.0, -100.0])  # best at epoch 2, then two epochs without progress
     monkeypatch.setattr(loop, "validate", lambda model, x, settings: {"valid_elbo": next(bounds)})
@@ -92,7 +92,7 @@ def test_early_stopping_after_patience_epochs_without_a_better_validation_value(
 
 def test_weight_decay_is_an_l2_penalty_on_the_parameters(tiny_data, tmp_path, monkeypatch):
     """A strong penalty pulls the weights towards zero; without it they do not shrink."""
-    import srvae.study.train as loop
+    import srvae.study.run.train as loop
 
     monkeypatch.setattr(loop, "validate", lambda model, x, settings: {"valid_elbo": -100.0})
     norms = {}

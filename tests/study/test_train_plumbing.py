@@ -6,11 +6,11 @@ import copy
 import pytest
 import torch
 
-import srvae.study.train as loop
+import srvae.study.run.train as loop
 from srvae.models import LatentVariableModel, Scores
 from srvae.models.base import ElboTerms
 from srvae.study.config import TrainSettings
-from srvae.study.train import BURDA_STAGES, WeightAverage, learning_rate, objective, train
+from srvae.study.run.train import BURDA_STAGES, WeightAverage, learning_rate, objective, train
 
 from ..conftest import small_vae
 

@@ -3,7 +3,7 @@ import json
 import os
 
 from srvae.study.config import NAME_REGEX, ConfigError, read_config_file, resolved_path, validate_config, write_resolved
-from srvae.study.report import TEMPLATES_DIR
+from srvae.study.report.render import TEMPLATES_DIR
 
 try:
     for _path in workflow.configfiles:  # Snakemake's own YAML reader keeps a repeated key's last value silently

@@ -10,7 +10,7 @@ config) and writes
 - ``curves.csv``: one row per run and epoch (training and validation ELBO),
 - ``kl_per_layer.csv``: one row per run and stochastic layer (mean test KL),
 - ``comparisons.csv``: one row per dataset and requested pair of models, the paired gap in test NLL with its
-  standard error (:mod:`srvae.study.compare`).
+  standard error (:mod:`srvae.study.report.compare`).
 
 A missing file, unreadable JSON, a missing field or a non-finite metric is an error naming the run
 and the job to rerun: a failed run never becomes a table cell.

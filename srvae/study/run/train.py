@@ -37,10 +37,10 @@ from tqdm import tqdm
 
 from srvae.infra.atomic_io import load_checkpoint, save_checkpoint
 from srvae.models import LatentVariableModel, training_mode
-from srvae.models.registry import build_model
+from srvae.registry import build_model
 
-from .config import TrainSettings
-from .datasets import StudyData
+from ..config import TrainSettings
+from ..data.datasets import StudyData
 from .evaluate import iw_log_likelihood
 
 if TYPE_CHECKING:  # graphed builds on this module's objective: imported late where it runs

@@ -1,7 +1,7 @@
 """CIFAR-10 (Krizhevsky 2009): the official python tarball, downloaded and verified, and its reader.
 
 The tarball ``cifar-10-python.tar.gz`` (170,498,071 bytes) is fetched with the machinery of
-:mod:`srvae.study.mnist_download` — https mirrors (or ``file://``), streamed to a temporary file, hashed as it is
+:mod:`srvae.study.data.mnist_download` — https mirrors (or ``file://``), streamed to a temporary file, hashed as it is
 written, checked against its size, MD5 (the one the dataset's page and torchvision publish) and SHA-256 (Keras's),
 a size cap and a deadline, moved into the cache only when verified, and an offline error that names the file,
 its checksums and where to put it.
@@ -60,7 +60,7 @@ def fetch_cifar10(cache_dir: Path, *, mirrors: Sequence[str] = DEFAULT_MIRRORS, 
     """The CIFAR-10 python tarball (``spec``, default :data:`CIFAR10_FILE`), present and verified in ``cache_dir``
     (fetched from ``mirrors`` if need be).
 
-    Raises :class:`~srvae.study.mnist_download.DataUnavailableError` with the offline instructions when no
+    Raises :class:`~srvae.study.data.mnist_download.DataUnavailableError` with the offline instructions when no
     mirror serves a verified copy.
     """
     spec = spec or CIFAR10_FILE

@@ -25,7 +25,7 @@ from srvae.sere.sere_maf import SeReMAF
 from srvae.sere.sere_vae import SeReVAE
 from srvae.sere.sr_iaf import SelfReflectiveIAF
 
-from .base import LatentVariableModel
+from srvae.models.base import LatentVariableModel
 
 #: config name (``models.<entry>.class``) → model class
 MODELS: dict[str, type[LatentVariableModel]] = {

@@ -1,17 +1,17 @@
 """Several seeds of one model trained in one process, their parameters stacked: one set of kernels for all seeds.
 
-The study trains each (model, seed) as its own run (:func:`srvae.study.train.train`). On a GPU a Table 1 model at
+The study trains each (model, seed) as its own run (:func:`srvae.study.run.train.train`). On a GPU a Table 1 model at
 batch 256 is too small to fill the device: every step is hundreds of small kernel launches. :class:`FusedSeeds`
 stacks the parameters and buffers of S models of the same class and config along a new leading dimension
 (``torch.func.stack_module_state``) and evaluates the training objective of every seed with one
-``torch.func.vmap`` over ``torch.func.functional_call`` of :func:`srvae.study.train.objective` — the same code a
+``torch.func.vmap`` over ``torch.func.functional_call`` of :func:`srvae.study.run.train.objective` — the same code a
 separate run executes — so that each kernel does S seeds' work.
 
 What stays per seed, as in S separate runs:
 
-- initial weights: :func:`~srvae.study.train.build_run_model` (``torch.manual_seed(seed)``, then the model), as
-  ``srvae.study.steps.train_run`` builds a run's model, and the model's data-dependent initialisation on its own
-  :func:`~srvae.study.train.initialisation_batch`;
+- initial weights: :func:`~srvae.study.run.train.build_run_model` (``torch.manual_seed(seed)``, then the model), as
+  ``srvae.study.run.steps.train_run`` builds a run's model, and the model's data-dependent initialisation on its own
+  :func:`~srvae.study.run.train.initialisation_batch`;
 - data: each seed's generator, seeded and drawn from as ``train()`` does (one dynamic binarisation, then one
   permutation, per epoch), so seed s sees exactly the batches its separate run would;
 - reparameterisation noise: ``vmap(randomness="different")`` draws independent noise per seed (from the one
@@ -21,8 +21,8 @@ What stays per seed, as in S separate runs:
 - optimiser state: Adam and Adamax are elementwise (moments, step size and ε act per entry), so one optimiser
   over the stacked tensors keeps each seed's moments in its own slice: the update equals S separate ones.
 
-The KL warm-up β and the learning-rate schedule follow :func:`~srvae.study.train.kl_weight` and
-:func:`~srvae.study.train.learning_rate`. :meth:`FusedSeeds.models` unstacks into S ordinary models, so
+The KL warm-up β and the learning-rate schedule follow :func:`~srvae.study.run.train.kl_weight` and
+:func:`~srvae.study.run.train.learning_rate`. :meth:`FusedSeeds.models` unstacks into S ordinary models, so
 validation, evaluation and checkpoints are the separate runs' code. Models that ``vmap`` cannot batch
 (data-dependent shapes or control flow, ``.item()``) are refused with :class:`UnsupportedModelError`.
 """
@@ -39,10 +39,10 @@ from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from srvae.models import LatentVariableModel
-from srvae.models.registry import build_model
+from srvae.registry import build_model
 
-from .config import StudyConfig, TrainSettings
-from .datasets import StudyData
+from ..config import StudyConfig, TrainSettings
+from ..data.datasets import StudyData
 from .speed import synchronize
 from .train import (apply_gradients, build_run_model, initialisation_batch, kl_weight, learning_rate, make_optimiser,
                      objective, set_learning_rate)

@@ -13,7 +13,7 @@ distribution).
 Capture needs a few warm-up steps on a side stream; they run on a sample batch and are undone (weights, buffers
 and optimiser state restored in place), so that the run's sequence of updates is unchanged. Only full batches
 replay the graph (its shapes are fixed); an epoch's last, smaller batch takes an eager step with the same
-optimiser. ``train.cuda_graphs`` turns this on in :func:`srvae.study.train.train`.
+optimiser. ``train.cuda_graphs`` turns this on in :func:`srvae.study.run.train.train`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from torch import Tensor
 
 from srvae.models import LatentVariableModel
 
-from .config import TrainSettings
+from ..config import TrainSettings
 from .train import apply_gradients, batch_loss
 
 WARMUP_STEPS = 3
@@ -32,8 +32,8 @@ WARMUP_STEPS = 3
 class GraphedStep:
     """``step(x, beta)``: one training update on batch ``x`` (always ``batch_size`` images), replayed from a CUDA
     graph; returns the batch's summed objective as a device tensor (no host synchronisation). The optimiser must be
-    capturable with its learning rate a tensor (:func:`srvae.study.train.make_optimiser` with ``cuda_graphs``),
-    set between steps with :func:`srvae.study.train.set_learning_rate`."""
+    capturable with its learning rate a tensor (:func:`srvae.study.run.train.make_optimiser` with ``cuda_graphs``),
+    set between steps with :func:`srvae.study.run.train.set_learning_rate`."""
 
     def __init__(self, model: LatentVariableModel, optimiser: torch.optim.Optimizer, settings: TrainSettings,
                  first_batch: Tensor) -> None:
@@ -56,7 +56,7 @@ class GraphedStep:
             self.total = self._update()
 
     def _update(self) -> Tensor:
-        """The eager training step's loss and update (:func:`~srvae.study.train.train_epoch`), on the static input."""
+        """The eager training step's loss and update (:func:`~srvae.study.run.train.train_epoch`), on the static input."""
         loss, total = batch_loss(self.model, self.x, self.beta, self.settings.iw_samples)
         apply_gradients(self.model, self.optimiser, loss, self.settings.grad_clip)
         return total

@@ -1,7 +1,7 @@
 """The study's report: NLL and speed tables (Markdown and LaTeX) and figures, from the aggregated CSVs.
 
 Compares the reproduced importance-weighted test NLL with the numbers printed in Apostolopoulou et al.
-2020 (arXiv:2007.05166, Tables 1-3) and Burda et al. 2016 (:mod:`srvae.study.reported`). All numbers are
+2020 (arXiv:2007.05166, Tables 1-3) and Burda et al. 2016 (:mod:`srvae.study.report.reported`). All numbers are
 formatted and the best cells marked here, so that the Jinja2 templates (``templates/tables.{md,tex}.j2``,
 shipped with the package) only lay them out.
 
@@ -46,7 +46,7 @@ import pandas as pd
 from srvae.infra.atomic_io import write_text
 
 from .aggregate import COMPARISONS_FILE, CURVES_FILE, KL_FILE, SUMMARY_FILE
-from .config import ReportSettings
+from ..config import ReportSettings
 from .provenance import git_commit, machine_info
 from .reported import check_reported_ids, load_reported
 

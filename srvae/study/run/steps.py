@@ -28,15 +28,15 @@ import torch
 from srvae.infra.atomic_io import load_checkpoint, save_checkpoint, write_array, write_json, write_text
 from srvae.infra.devices import device_name
 from srvae.models import LatentVariableModel
-from srvae.models.registry import build_model, model_class
+from srvae.registry import build_model, model_class
 
-from .aggregate import aggregate
-from .config import ConfigError, DatasetSettings, StudyConfig, TrainSettings
-from .datasets import StudyData, load_dataset
-from .dequantise import DequantisedData
+from ..report.aggregate import aggregate
+from ..config import ConfigError, DatasetSettings, StudyConfig, TrainSettings
+from ..data.datasets import StudyData, load_dataset
+from ..data.dequantise import DequantisedData
 from .evaluate import iw_log_likelihood, mean_kl_per_layer
 from .progress import duration, eta, write_status
-from .report import render_report
+from ..report.render import render_report
 from .speed import sampling_speed
 from .train import TrainingDivergedError, build_run_model, train
 
@@ -202,7 +202,7 @@ def _preprocessing(ds: DatasetSettings) -> str:
 
 
 def describe(cfg: StudyConfig) -> dict[str, Any]:
-    """The ``study`` description :func:`srvae.study.report.render_report` prints in the report's header."""
+    """The ``study`` description :func:`srvae.study.report.render.render_report` prints in the report's header."""
     datasets = {}
     for name in cfg.study.datasets:
         ds = cfg.datasets[name]
