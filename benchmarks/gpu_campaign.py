@@ -173,7 +173,8 @@ def training_throughput(cfg, name: str, data, batch: int, steps: int, warmup: in
     import torch
 
     from srvae.study.run.speed import synchronize
-    from srvae.study.run.train import make_optimiser, train_epoch
+    from srvae.study.run.step import make_optimiser
+    from srvae.study.run.train import train_epoch
 
     settings = cfg.train_settings(name).model_copy(update={"batch_size": batch, **overrides})
     model = _build(cfg, name, data)
@@ -199,7 +200,8 @@ def graphed_throughput(cfg, name: str, data, batch: int, steps: int, warmup: int
 
     from srvae.study.run.graphed import GraphedStep
     from srvae.study.run.speed import synchronize
-    from srvae.study.run.train import make_optimiser, train_epoch
+    from srvae.study.run.step import make_optimiser
+    from srvae.study.run.train import train_epoch
 
     settings = cfg.train_settings(name).model_copy(update={"batch_size": batch})
     generator = torch.Generator(device=data.train.device).manual_seed(0)
@@ -254,7 +256,8 @@ def profile_step(cfg, name: str, data, batch: int, steps: int = 3) -> str:
     from torch.profiler import ProfilerActivity, profile
 
     from srvae.study.run.speed import synchronize
-    from srvae.study.run.train import make_optimiser, train_epoch
+    from srvae.study.run.step import make_optimiser
+    from srvae.study.run.train import train_epoch
 
     settings = cfg.train_settings(name).model_copy(update={"batch_size": batch})
     model = _build(cfg, name, data)

@@ -26,7 +26,8 @@ from torch import Tensor, nn
 from srvae.registry import build_model
 from srvae.study.config import load_config
 from srvae.study.run.evaluate import iw_log_likelihood
-from srvae.study.run.train import make_optimiser, train_epoch
+from srvae.study.run.step import make_optimiser
+from srvae.study.run.train import train_epoch
 
 CONFIG = load_config([Path(__file__).resolve().parents[1] / "config.yaml"])
 THREADS, BATCH, STEPS, ROUNDS = 2, 100, 20, 7

@@ -15,7 +15,7 @@ from srvae.registry import build_model
 from srvae.study.config import load_config
 from srvae.study.data.dequantise import logit_transform
 from srvae.study.run.evaluate import iw_log_likelihood
-from srvae.study.run.train import make_optimiser, objective
+from srvae.study.run.step import make_optimiser, objective
 
 CONFIG = load_config([Path(__file__).resolve().parents[1] / "config.yaml"])
 MODELS = CONFIG.study.models

@@ -90,10 +90,10 @@ def flat_layout_epoch(name: str, batch: int, x, config: Path) -> Callable[[], fl
     """:func:`training_epoch` for a tree of the flat layout (``srvae/train.py``; 5ab965b, the code issue 12 measured),
     whose loop was written inside ``train``: the same steps (objective, backward, clip, foreach Adam) over ``x``."""
     import torch
-
     from srvae.config import load_config, train_settings
-    from srvae.registry import build_model
     from srvae.train import objective
+
+    from srvae.registry import build_model
 
     cfg = load_config([config])
     entry, settings = cfg["models"][name], train_settings(cfg, name)

@@ -10,7 +10,7 @@ from srvae.sere.sere_maf import FlowDataLayer
 from srvae.study.config import DatasetSettings
 from srvae.study.data.datasets import load_dataset
 from srvae.study.run.evaluate import iw_log_likelihood
-from srvae.study.run.train import objective
+from srvae.study.run.step import objective
 
 PARAMS = {"layers": 4, "latents": 6, "encoder_hidden": [32], "prior_hidden": [16], "posterior_hidden": [16],
           "bijector_hidden": [16], "data_hidden": [32], "made_hidden": [32], "data_mades": 2}

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
+from srvae.study.config import DatasetSettings
 from srvae.study.data import cifar10_download
 from srvae.study.data.cifar10_download import CIFAR10_FILE, fetch_cifar10, read_cifar10
-from srvae.study.config import DatasetSettings
 from srvae.study.data.datasets import load_dataset
 from srvae.study.data.mnist_download import ChecksumError, DataUnavailableError
 

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from srvae.registry import build_model
-from srvae.study.run import train as train_module
 from srvae.study.config import TrainSettings
-from srvae.study.run.train import CompiledLoss, make_optimiser, objective, train_epoch
+from srvae.study.run import train as train_module
+from srvae.study.run.step import CompiledLoss, make_optimiser, objective
+from srvae.study.run.train import train_epoch
 
 SETTINGS = TrainSettings(batch_size=8, lr=1e-2, grad_clip=1.0, weight_decay=1e-3)
 COMPILED = SETTINGS.model_copy(update={"compile": True})

@@ -5,8 +5,8 @@ import pytest
 
 import srvae.study.run.steps as steps
 import srvae.study.run.train as loop
-from srvae.study.report.aggregate import RunResultError, aggregate
 from srvae.study.config import TrainSettings, validate_config
+from srvae.study.report.aggregate import RunResultError, aggregate
 from srvae.study.run.train import TrainingDivergedError, train
 
 from ..conftest import small_vae, tiny_config

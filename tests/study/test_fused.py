@@ -26,7 +26,8 @@ from srvae.study.run.fused import (
     epoch_data,
     seed_generators,
 )
-from srvae.study.run.train import make_optimiser, mean_elbo, objective, train, train_epoch
+from srvae.study.run.step import make_optimiser, objective
+from srvae.study.run.train import mean_elbo, train, train_epoch
 
 SEEDS = [0, 1, 2]
 D = 24

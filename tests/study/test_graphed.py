@@ -11,7 +11,8 @@ import torch
 from srvae.registry import build_model
 from srvae.study.config import TrainSettings
 from srvae.study.run.graphed import GraphedStep
-from srvae.study.run.train import make_optimiser, set_learning_rate, train, train_epoch
+from srvae.study.run.step import make_optimiser, set_learning_rate
+from srvae.study.run.train import train, train_epoch
 
 PARAMS = {"layers": 2, "latents": 4, "encoder_hidden": [32], "prior_hidden": [16], "posterior_hidden": [16],
           "bijector_hidden": [16], "data_hidden": [32]}

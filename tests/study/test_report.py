@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from srvae.study.config import ReportSettings
 from srvae.study.report import figures
 from srvae.study.report.aggregate import RunResultError, aggregate
-from srvae.study.config import ReportSettings
 from srvae.study.report.render import MARKDOWN, ReportError, _mean_sd, _setting_warnings, render_report
 from srvae.study.report.reported import ReportedValueError, check_reported_ids, load_reported
 

@@ -11,7 +11,8 @@ import torch
 import yaml
 
 from srvae.study.config import TrainSettings
-from srvae.study.run.train import TrainingDivergedError, kl_weight, objective, train
+from srvae.study.run.step import kl_weight, objective
+from srvae.study.run.train import TrainingDivergedError, train
 
 from ..conftest import small_vae, tiny_config
 

@@ -10,7 +10,8 @@ import srvae.study.run.train as loop
 from srvae.models import LatentVariableModel, Scores
 from srvae.models.base import ElboTerms
 from srvae.study.config import TrainSettings
-from srvae.study.run.train import BURDA_STAGES, WeightAverage, learning_rate, objective, train
+from srvae.study.run.step import BURDA_STAGES, learning_rate, objective
+from srvae.study.run.train import WeightAverage, train
 
 from ..conftest import small_vae
 

@@ -4,7 +4,7 @@ The study trains each (model, seed) as its own run (:func:`srvae.study.run.train
 batch 256 is too small to fill the device: every step is hundreds of small kernel launches. :class:`FusedSeeds`
 stacks the parameters and buffers of S models of the same class and config along a new leading dimension
 (``torch.func.stack_module_state``) and evaluates the training objective of every seed with one
-``torch.func.vmap`` over ``torch.func.functional_call`` of :func:`srvae.study.run.train.objective` — the same code a
+``torch.func.vmap`` over ``torch.func.functional_call`` of :func:`srvae.study.run.step.objective` — the same code a
 separate run executes — so that each kernel does S seeds' work.
 
 What stays per seed, as in S separate runs:
@@ -21,8 +21,8 @@ What stays per seed, as in S separate runs:
 - optimiser state: Adam and Adamax are elementwise (moments, step size and ε act per entry), so one optimiser
   over the stacked tensors keeps each seed's moments in its own slice: the update equals S separate ones.
 
-The KL warm-up β and the learning-rate schedule follow :func:`~srvae.study.run.train.kl_weight` and
-:func:`~srvae.study.run.train.learning_rate`. :meth:`FusedSeeds.models` unstacks into S ordinary models, so
+The KL warm-up β and the learning-rate schedule follow :func:`~srvae.study.run.step.kl_weight` and
+:func:`~srvae.study.run.step.learning_rate`. :meth:`FusedSeeds.models` unstacks into S ordinary models, so
 validation, evaluation and checkpoints are the separate runs' code. Models that ``vmap`` cannot batch
 (data-dependent shapes or control flow, ``.item()``) are refused with :class:`UnsupportedModelError`.
 """
@@ -44,8 +44,8 @@ from srvae.registry import build_model
 from ..config import StudyConfig, TrainSettings
 from ..data.datasets import StudyData
 from .speed import synchronize
-from .train import (apply_gradients, build_run_model, initialisation_batch, kl_weight, learning_rate, make_optimiser,
-                     objective, set_learning_rate)
+from .step import apply_gradients, kl_weight, learning_rate, make_optimiser, objective, set_learning_rate
+from .train import build_run_model, initialisation_batch
 
 
 class UnsupportedModelError(RuntimeError):

@@ -24,7 +24,7 @@ from torch import Tensor
 from srvae.models import LatentVariableModel
 
 from ..config import TrainSettings
-from .train import apply_gradients, batch_loss
+from .step import apply_gradients, batch_loss
 
 WARMUP_STEPS = 3
 
@@ -32,8 +32,8 @@ WARMUP_STEPS = 3
 class GraphedStep:
     """``step(x, beta)``: one training update on batch ``x`` (always ``batch_size`` images), replayed from a CUDA
     graph; returns the batch's summed objective as a device tensor (no host synchronisation). The optimiser must be
-    capturable with its learning rate a tensor (:func:`srvae.study.run.train.make_optimiser` with ``cuda_graphs``),
-    set between steps with :func:`srvae.study.run.train.set_learning_rate`."""
+    capturable with its learning rate a tensor (:func:`srvae.study.run.step.make_optimiser` with ``cuda_graphs``),
+    set between steps with :func:`srvae.study.run.step.set_learning_rate`."""
 
     def __init__(self, model: LatentVariableModel, optimiser: torch.optim.Optimizer, settings: TrainSettings,
                  first_batch: Tensor) -> None:

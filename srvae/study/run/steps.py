@@ -30,13 +30,13 @@ from srvae.infra.devices import device_name
 from srvae.models import LatentVariableModel
 from srvae.registry import build_model, model_class
 
-from ..report.aggregate import aggregate
 from ..config import ConfigError, DatasetSettings, StudyConfig, TrainSettings
 from ..data.datasets import StudyData, load_dataset
 from ..data.dequantise import DequantisedData
+from ..report.aggregate import aggregate
+from ..report.render import render_report
 from .evaluate import iw_log_likelihood, mean_kl_per_layer
 from .progress import duration, eta, write_status
-from ..report.render import render_report
 from .speed import sampling_speed
 from .train import TrainingDivergedError, build_run_model, train
 

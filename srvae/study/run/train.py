@@ -1,22 +1,10 @@
-"""The training loop, written once for every model: Adam or Adamax on the single-sample ELBO (optionally the
-importance-weighted bound of Burda et al. 2016; an exact log-likelihood for a flow), linear KL warm-up, an
-optional L2 penalty, a learning-rate schedule (constant, exponential, or Burda et al.'s stages) with an optional
-fine-tuning phase, the data's training images for each epoch (a fresh binarisation, or the fixed dequantised
-set), the model's data-dependent initialisation before the first update, optional Polyak averaging of the
-weights (validated, selected and returned in place of the last weights), model selection on the validation ELBO
-or its importance-weighted bound with optional early stopping, and periodic atomic checkpoints from which an
-interrupted run resumes exactly where it stopped (same weights, averaged weights, optimiser state and random
-streams).
-
-Adam is PyTorch's fused kernel wherever it has one (:func:`make_optimiser`). ``train.compile`` (opt-in) is the
-fast path of a step: the objective, forward and backward, compiled by ``torch.compile`` (:data:`COMPILED_LOSS`;
-Inductor fuses the model's many small element-wise operations: the sequential chain of SeRe-VAE's layers, the
-log-densities).
-The KL weight β enters the compiled objective as a tensor, so that the warm-up does not recompile every epoch;
-each model and batch size compiles once (the last, smaller batch of an epoch too). Where compilation is
-unavailable or fails (no C++ compiler, an unsupported Python or platform), training warns once and runs eagerly,
-from the same random state. Compiled code draws its Gaussian noise with Inductor's own generator: seeded from
-PyTorch's, so a compiled run is reproducible, but not the same draws as an eager run of the same seed.
+"""The training loop, written once for every model: the training step of :mod:`.step` over each epoch's
+training images (a fresh binarisation, or the fixed dequantised set), with an optional learning-rate schedule
+and fine-tuning phase, the model's data-dependent initialisation before the first update, optional Polyak
+averaging of the weights (validated, selected and returned in place of the last weights), model selection on the
+validation ELBO or its importance-weighted bound with optional early stopping, and periodic atomic checkpoints
+from which an interrupted run resumes exactly where it stopped (same weights, averaged weights, optimiser state
+and random streams). ``train.cuda_graphs`` replays full batches' steps from a CUDA graph (:mod:`.graphed`).
 """
 
 from __future__ import annotations
@@ -25,11 +13,10 @@ import copy
 import math
 import sys
 import time
-import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -42,103 +29,27 @@ from srvae.registry import build_model
 from ..config import TrainSettings
 from ..data.datasets import StudyData
 from .evaluate import iw_log_likelihood
-
-if TYPE_CHECKING:  # graphed builds on this module's objective: imported late where it runs
-    from .graphed import GraphedStep
+from .graphed import GraphedStep
 from .progress import duration, eta
-
-#: Burda et al. (2016): stage i = 0..7 lasts 3^i epochs at lr × 10^(−i/7)
-BURDA_STAGES = 8
-#: ``train.optimizer`` → optimiser class (both take ``lr`` and ``eps``)
-OPTIMISERS: dict[str, type[torch.optim.Optimizer]] = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax}
+from .step import (
+    COMPILED_LOSS,
+    apply_gradients,
+    batch_loss,
+    kl_weight,
+    learning_rate,
+    make_optimiser,
+    set_learning_rate,
+)
 
 
 class TrainingDivergedError(RuntimeError):
     """Training diverged: its objective became NaN or infinite, or its bound is worse than ignoring the data."""
 
 
-def kl_weight(epoch: int, warmup_epochs: int) -> float:
-    """Deterministic warm-up β for (0-based) ``epoch``: linear from 0 to 1 over ``warmup_epochs``."""
-    return 1.0 if warmup_epochs <= 0 else min(1.0, epoch / warmup_epochs)
-
-
 def _worse_than_floor(name: str, seed: int, bound: float, epoch: int, data: StudyData) -> str:
     return (f"{name}, seed {seed}: the validation bound is {bound:.6g} nats at epoch {epoch}, worse than "
             f"{data.floor_name} ({data.divergence_floor:.1f} nats): training diverged. Lower train.lr, set "
             f"train.grad_clip or a KL warm-up for this model, then rerun.")
-
-
-def learning_rate(epoch: int, settings: TrainSettings) -> float:
-    """The learning rate of (0-based) ``epoch`` under ``settings``' schedule and fine-tuning phase."""
-    if epoch >= settings.epochs:  # fine-tuning: continued training at a lower rate
-        return settings.lr * settings.finetune_lr_factor
-    if settings.lr_schedule == "exponential":
-        return settings.lr * settings.lr_decay**epoch
-    if settings.lr_schedule == "burda":
-        stage, end = 0, 1
-        while epoch >= end and stage < BURDA_STAGES - 1:  # stage i ends after 3^0 + … + 3^i epochs
-            stage += 1
-            end += 3**stage
-        return settings.lr * 10 ** (-stage / 7)
-    return settings.lr
-
-
-def objective(model: LatentVariableModel, x: Tensor, beta: float, iw_samples: int) -> Tensor:
-    """Per-example training objective to maximise.
-
-    ``iw_samples == 1``: the ELBO ``E_q[log p(x|z)] − β KL``; otherwise the importance-weighted bound
-    ``log (1/K) Σ_k exp(log p(x|z_k) + β (log p(z_k) − log q(z_k|x)))``.
-    """
-    if iw_samples == 1:
-        terms = model.elbo_terms(x)
-        return terms.reconstruction - beta * terms.kl
-    s = model.score(x, iw_samples)
-    log_w = s.log_likelihood + beta * (s.log_prior - s.log_posterior)
-    return torch.logsumexp(log_w, dim=0) - math.log(iw_samples)
-
-
-def batch_loss(model: LatentVariableModel, x: Tensor, beta: Tensor | float, iw_samples: int) -> tuple[Tensor, Tensor]:
-    """The loss of a training step (the negated mean objective) and the batch's summed objective, detached."""
-    obj = objective(model, x, beta, iw_samples)
-    return -obj.mean(), obj.detach().sum()
-
-
-class CompiledLoss:
-    """:func:`batch_loss` compiled by ``torch.compile`` (forward and backward), once per process: Dynamo keeps a
-    graph per model and batch size. If compiling fails, it warns and computes eagerly for good, replaying the
-    random state the failed call started from."""
-
-    def __init__(self) -> None:
-        self.compiled: Callable[..., tuple[Tensor, Tensor]] | None = None
-        self.failed = False
-
-    def __call__(self, model: LatentVariableModel, x: Tensor, beta: Tensor, iw_samples: int) -> tuple[Tensor, Tensor]:
-        if self.failed:
-            return batch_loss(model, x, beta, iw_samples)
-        if self.compiled is None:
-            self.compiled = torch.compile(batch_loss, dynamic=False)
-        state = _global_rng_state(x.device)
-        try:
-            return self.compiled(model, x, beta, iw_samples)
-        except Exception as error:  # a genuine error in the model is raised again by the eager call below
-            warnings.warn(f"torch.compile failed, training eagerly: {type(error).__name__}: {error}", stacklevel=3)
-            self.failed = True
-            _set_global_rng_state(x.device, state)
-            return batch_loss(model, x, beta, iw_samples)
-
-
-#: the compiled training loss of ``train.compile``
-COMPILED_LOSS = CompiledLoss()
-
-
-def _global_rng_state(device: torch.device) -> tuple[Tensor, Tensor | None]:
-    return torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-
-
-def _set_global_rng_state(device: torch.device, state: tuple[Tensor, Tensor | None]) -> None:
-    torch.set_rng_state(state[0])
-    if state[1] is not None:
-        torch.cuda.set_rng_state(state[1], device)
 
 
 @torch.no_grad()
@@ -179,36 +90,6 @@ class WeightAverage:
             average.lerp_(weight, 1.0 - self.decay)
         for average, buffer in zip(self.module.buffers(), model.buffers()):
             average.copy_(buffer)
-
-
-def make_optimiser(params: Iterable[Tensor], settings: TrainSettings) -> torch.optim.Optimizer:
-    """``train.optimizer`` over ``params`` with the settings' learning rate, ε and L2 penalty. Adam is the fused
-    kernel where this PyTorch has it (CPU since 2.4, CUDA): the same update in one pass over the parameters instead
-    of foreach Adam's ten or so, which on CPU are bound by memory bandwidth (4.3 → 1.4 ms a step for the 2.78M
-    parameters of ``sere_vae_table1`` on 2 threads; foreach's update was a sixth of the eager step). Otherwise,
-    and for Adamax (no fused kernel), foreach: one update over all tensors (PyTorch otherwise loops per tensor on
-    CPU). With ``train.cuda_graphs`` on CUDA: the capturable foreach form, its learning rate a tensor."""
-    params = list(params)
-    device = params[0].device
-    kwargs = {"lr": settings.lr, "eps": settings.adam_eps, "weight_decay": settings.weight_decay}
-    if settings.cuda_graphs and device.type == "cuda":  # a step in a CUDA graph reads the rate from a tensor
-        kwargs["lr"] = torch.tensor(settings.lr, device=device)
-        return OPTIMISERS[settings.optimizer](params, foreach=True, capturable=True, **kwargs)
-    if settings.optimizer == "adam":
-        try:
-            return torch.optim.Adam(params, fused=True, **kwargs)
-        except RuntimeError:  # a device without a fused kernel
-            pass
-    return OPTIMISERS[settings.optimizer](params, foreach=True, **kwargs)
-
-
-def set_learning_rate(optimiser: torch.optim.Optimizer, lr: float) -> None:
-    """Set every group's learning rate: in place where it is a tensor (a captured step reads that tensor)."""
-    for group in optimiser.param_groups:
-        if isinstance(group["lr"], Tensor):
-            group["lr"].fill_(lr)
-        else:
-            group["lr"] = lr
 
 
 def build_run_model(cls: str, params: dict[str, Any] | None, data: StudyData, seed: int) -> LatentVariableModel:
@@ -252,15 +133,6 @@ def train_epoch(
         if averaged is not None:
             averaged.update(model)
     return total
-
-
-def apply_gradients(model: LatentVariableModel, optimiser: torch.optim.Optimizer, loss: Tensor,
-                    grad_clip: float | None) -> None:
-    """``loss.backward()``, the gradients' global norm capped at ``grad_clip`` (None: no cap), one optimiser step."""
-    loss.backward()
-    if grad_clip is not None:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    optimiser.step()
 
 
 @dataclass
@@ -352,8 +224,6 @@ def train(
     evaluated = model if averaged is None else averaged.module  # the weights validated, selected and returned
     graphed = None
     if settings.cuda_graphs and device.type == "cuda":
-        from .graphed import GraphedStep  # late: it builds on this module's objective
-
         graphed = GraphedStep(model, optimiser, settings, initialisation_batch(data, settings.batch_size, seed + 1))
 
     n = len(data.train)
