@@ -19,27 +19,16 @@ import dataclasses
 import logging
 import os
 import sys
-from pathlib import Path
 
 import torch
 
-from srvae.infra.atomic_io import CheckpointError, DiskFullError
-from srvae.infra.gpu_slots import GPUSlotError, acquire_gpu
-from srvae.infra.locks import LockedError, exclusive
+from srvae.errors import UserError
+from srvae.infra.gpu_slots import acquire_gpu
+from srvae.infra.locks import exclusive
 from srvae.registry import MODELS, make_config
-from srvae.study.run import steps
-from srvae.study.report.aggregate import RunResultError
 from srvae.study.config import ConfigError, StudyConfig, load_config, schema_yaml
-from srvae.study.data.datasets import DataError
-from srvae.study.data.mnist_download import ChecksumError, DataUnavailableError, IDXFormatError
+from srvae.study.run import paths, steps
 from srvae.study.run.progress import run_status, write_status
-from srvae.study.report.render import ReportError
-from srvae.study.run.train import TrainingDivergedError
-
-#: errors caused by input or circumstances, not bugs: reported in one line, exit status 2
-USER_ERRORS = (ConfigError, DataError, DataUnavailableError, ChecksumError, IDXFormatError,
-               TrainingDivergedError, GPUSlotError, RunResultError, ReportError, DiskFullError, LockedError,
-               CheckpointError)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -82,10 +71,10 @@ def _run_step(args: argparse.Namespace, cfg: StudyConfig) -> None:
                           f"{cfg.datasets[args.dataset].data_kind} data, the model {cfg.models[args.model].data_kind} "
                           f"data, and the model's datasets are {cfg.models[args.model].datasets or 'any of its kind'}")
     step = {"train": steps.train_run, "evaluate": steps.evaluate_run, "speed": steps.speed_run}[args.command]
-    run = cfg.run_dir(args.dataset, args.model, args.seed)
+    run = paths.run_dir(cfg.results_dir, args.dataset, args.model, args.seed)
     # One process per step of a run (a killed Snakemake's orphaned job and its rerun would clobber each other's
     # checkpoint); then a GPU slot, taken before anything initialises CUDA. Both held until the step ends.
-    with exclusive(run / f".{args.command}.lock", f"{args.command} for {run}"):
+    with exclusive(run / paths.lock_file(args.command), f"{args.command} for {run}"):
         try:
             with acquire_gpu(slots=args.gpu_slots) if cfg.device != "cpu" else contextlib.nullcontext():
                 step(cfg, args.dataset, args.model, args.seed)
@@ -114,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name}{study}: {entry.label!r}, {cls.__module__}.{cls.__name__}({params})")
         elif args.command == "status":
             for dataset, model, seed in cfg.runs():
-                state = run_status(cfg.run_dir(dataset, model, seed), Path("logs") / dataset / model / f"seed{seed}")
+                state = run_status(paths.run_dir(cfg.results_dir, dataset, model, seed),
+                                   paths.log_dir(dataset, model, seed))
                 print(state.line(dataset, model, seed))
         elif args.command in ("train", "evaluate", "speed"):
             logging.basicConfig(format="%(name)s: %(message)s", stream=sys.stderr)
@@ -124,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             steps.aggregate_study(cfg)
         elif args.command == "report":
             steps.report_study(cfg)
-    except USER_ERRORS as e:
+    except UserError as e:  # input or circumstances, not a bug: one line, exit status 2
         print(f"srvae {args.command}: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -20,12 +20,12 @@ from baselines.iaf_vae import IAFVAE
 from baselines.ladder_vae import LadderVAE
 from baselines.maf import MAF
 from baselines.vae import VAE
+from srvae.errors import UserError
+from srvae.models.base import LatentVariableModel
 from srvae.sere.conv_sere_vae import ConvSeReVAE
 from srvae.sere.sere_maf import SeReMAF
 from srvae.sere.sere_vae import SeReVAE
 from srvae.sere.sr_iaf import SelfReflectiveIAF
-
-from srvae.models.base import LatentVariableModel
 
 #: config name (``models.<entry>.class``) → model class
 MODELS: dict[str, type[LatentVariableModel]] = {
@@ -43,7 +43,7 @@ MODELS: dict[str, type[LatentVariableModel]] = {
 }
 
 
-class UnknownModelError(ValueError):
+class UnknownModelError(UserError, ValueError):
     pass
 
 

@@ -5,6 +5,7 @@ import json
 import yaml
 
 from srvae.cli import main
+from srvae.study.run import paths
 
 from .conftest import tiny_config
 
@@ -75,7 +76,7 @@ def test_a_step_already_running_for_the_same_run_is_refused_naming_its_pid(tmp_p
     from srvae.study.config import validate_config
 
     path = _write(tmp_path, tiny_config(tmp_path, epochs=1))
-    run = validate_config(yaml.safe_load(open(path))).run_dir("tiny", "vae", 0)
+    run = paths.run_dir(validate_config(yaml.safe_load(open(path))).results_dir, "tiny", "vae", 0)
     holder = subprocess.Popen([sys.executable, "-c", (
         "import sys; from pathlib import Path; from srvae.infra.locks import exclusive\n"
         f"with exclusive(Path({str(run / '.train.lock')!r}), 'train'):\n"

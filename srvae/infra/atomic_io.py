@@ -22,12 +22,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from srvae.errors import UserError
 
-class DiskFullError(OSError):
+
+class DiskFullError(UserError, OSError):
     """No space (or quota) left while writing an output file."""
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint is missing, corrupt or from another version; the message says what to do."""
 
 

@@ -32,6 +32,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterator
 
+from srvae.errors import UserError
+
 from .locks import mark_holder, try_lock
 
 log = logging.getLogger(__name__)
@@ -42,7 +44,7 @@ LOCK_DIR_ENV = "SRVAE_GPU_LOCK_DIR"
 FAKE_GPU_COUNT_ENV = "SRVAE_FAKE_GPU_COUNT"
 
 
-class GPUSlotError(RuntimeError):
+class GPUSlotError(UserError, RuntimeError):
     """A GPU slot could not be taken; the message says why and what to do."""
 
 

@@ -14,8 +14,10 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
+from srvae.errors import UserError
 
-class LockedError(RuntimeError):
+
+class LockedError(UserError, RuntimeError):
     """Another process holds the lock; the message names it."""
 
 

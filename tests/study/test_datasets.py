@@ -104,7 +104,7 @@ def test_validation_and_test_never_share_an_image_separate_test_file(monkeypatch
     rng = np.random.default_rng(0)
     pool, pool_labels = rng.integers(0, 256, (1000, 784)), np.arange(1000) % 10
     test_file = rng.integers(0, 256, (250, 784))
-    monkeypatch.setitem(datasets.SOURCES, "mnist", lambda ds: (pool, pool_labels, test_file, np.arange(250) % 10))
+    monkeypatch.setitem(datasets.LOADERS, "mnist", lambda ds: (pool, pool_labels, test_file, np.arange(250) % 10))
     monkeypatch.setattr(datasets, "binarise_fixed", lambda images, seed: images)
     data = load_dataset("full", DatasetSettings.model_validate({"source": "mnist", "split": {"valid": 130}}))
     assert (len(data.train), len(data.valid), len(data.test)) == (870, 130, 250)

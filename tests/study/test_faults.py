@@ -7,6 +7,7 @@ import srvae.study.run.steps as steps
 import srvae.study.run.train as loop
 from srvae.study.config import TrainSettings, validate_config
 from srvae.study.report.aggregate import RunResultError, aggregate
+from srvae.study.run import paths
 from srvae.study.run.train import TrainingDivergedError, train
 
 from ..conftest import small_vae, tiny_config
@@ -75,14 +76,14 @@ def test_a_test_nll_worse_than_ignoring_the_data_is_refused(tmp_path, monkeypatc
     monkeypatch.setattr(steps, "iw_log_likelihood", diverged)
     with pytest.raises(TrainingDivergedError, match=r"tiny/vae/seed0: the test NLL is 1\.6e\+07 nats"):
         steps.evaluate_run(cfg, "tiny", "vae", 0)
-    assert not (cfg.run_dir("tiny", "vae", 0) / "eval.json").exists()
+    assert not (paths.run_dir(cfg.results_dir, "tiny", "vae", 0) / "eval.json").exists()
 
 
 def test_truncated_metrics_are_refused(tmp_path):
     cfg = validate_config(tiny_config(tmp_path, epochs=3))
     for step in (steps.train_run, steps.evaluate_run, steps.speed_run):
         step(cfg, "tiny", "vae", 0)
-    run = cfg.run_dir("tiny", "vae", 0)
+    run = paths.run_dir(cfg.results_dir, "tiny", "vae", 0)
     lines = (run / "metrics.csv").read_text().splitlines(keepends=True)
     (run / "metrics.csv").write_text("".join(lines[:-1]))  # cut at a line boundary: still valid CSV
     with pytest.raises(RunResultError, match=r"metrics\.csv: records epochs \[1, 2\], not 1\.\.3"):

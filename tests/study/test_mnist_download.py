@@ -25,7 +25,6 @@ from srvae.study.data.mnist_download import (
     DataUnavailableError,
     FileSpec,
     IDXFormatError,
-    InsecureMirrorError,
     NpmPackage,
     fetch_files,
     fetch_mnist,
@@ -35,6 +34,7 @@ from srvae.study.data.mnist_download import (
     resolve_cache_dir,
     verify_file,
 )
+from srvae.study.data.sources import InsecureMirrorError
 
 from .conftest import publish, spec_of
 

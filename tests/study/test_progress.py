@@ -8,6 +8,7 @@ import srvae.study.run.steps as steps
 from srvae.cli import main
 from srvae.infra.locks import exclusive
 from srvae.study.config import validate_config
+from srvae.study.run import paths
 from srvae.study.run.progress import duration, eta, run_status, write_status
 
 from ..conftest import tiny_config
@@ -31,7 +32,7 @@ def test_every_step_says_what_it_does(tmp_path, capsys):
 def test_status_of_each_kind_of_run(tmp_path, capsys):
     raw = {**tiny_config(tmp_path, epochs=1), "seeds": [0, 1, 2, 3, 4]}
     cfg = validate_config(raw)
-    run = [cfg.run_dir("tiny", "vae", s) for s in range(5)]
+    run = [paths.run_dir(cfg.results_dir, "tiny", "vae", s) for s in range(5)]
     for step in (steps.train_run, steps.evaluate_run, steps.speed_run):
         step(cfg, "tiny", "vae", 0)  # seed 0: done
     steps.train_run(cfg, "tiny", "vae", 1)  # seed 1: trained, not yet evaluated
@@ -61,7 +62,7 @@ def test_a_failing_step_leaves_a_failed_status(tmp_path, capsys):
     path = tmp_path / "c.yaml"
     path.write_text(json.dumps(raw))
     assert main(["evaluate", "--config", str(path), "--dataset", "tiny", "--model", "vae", "--seed", "0"]) != 0
-    status = json.loads((validate_config(raw).run_dir("tiny", "vae", 0) / "status.json").read_text())
+    status = json.loads((paths.run_dir(validate_config(raw).results_dir, "tiny", "vae", 0) / "status.json").read_text())
     assert status["state"] == "failed" and status["step"] == "evaluate" and "train this run first" in status["error"]
 
 

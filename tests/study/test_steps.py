@@ -7,6 +7,7 @@ import torch
 
 import srvae.study.run.steps as steps
 from srvae.study.config import validate_config
+from srvae.study.run import paths
 
 from ..conftest import tiny_config
 
@@ -43,7 +44,7 @@ def test_training_follows_tf32_and_evaluation_scores_the_test_split_in_float32(t
     data = steps.load_dataset("tiny", cfg.datasets["tiny"])
     assert torch.equal(seen["x"], data.test) and not torch.equal(seen["x"][: len(data.valid)], data.valid)
     assert seen["k"] == cfg.evaluate.k and seen["tf32"] == (False, False)  # the reported NLL: full float32
-    log_px = np.load(cfg.run_dir("tiny", "vae", 0) / "log_px.npy", allow_pickle=False)
+    log_px = np.load(paths.run_dir(cfg.results_dir, "tiny", "vae", 0) / "log_px.npy", allow_pickle=False)
     assert log_px.shape == (result["n_test"],) and -log_px.mean() == pytest.approx(result["nll"])
 
 

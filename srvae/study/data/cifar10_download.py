@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from .mnist_download import DEFAULT_DEADLINE_S, DEFAULT_TIMEOUT_S, ChecksumError, FileSpec, fetch_files
+from .mnist_download import DEFAULT_TIMEOUT_S, ChecksumError, FileSpec, fetch_files
+from .sources import DEFAULT_DEADLINE_S
 
 CIFAR10_FILE = FileSpec("cifar-10-python.tar.gz", size=170498071, md5="c58f30108f718f92721af3b95e74349a",
                         sha256="6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce")

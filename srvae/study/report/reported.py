@@ -18,6 +18,8 @@ from typing import Iterable
 
 import yaml
 
+from srvae.errors import UserError
+
 REPORTED_FIELDS = ("table", "model", "details", "log_px", "source", "protocol")
 BINARISATIONS = ("dynamic", "static", None)
 #: the protocol of a row on continuous data (Table 3): key → a check of its value
@@ -33,7 +35,7 @@ CONTINUOUS_PROTOCOL = {
 SECTIONS = ("table1", "table2", "table3")
 
 
-class ReportedValueError(ValueError):
+class ReportedValueError(UserError, ValueError):
     """The reported-values file is malformed, or the config names an id it does not define."""
 
 

@@ -38,6 +38,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from srvae.errors import UserError
 from srvae.models import LatentVariableModel
 from srvae.registry import build_model
 
@@ -48,7 +49,7 @@ from .step import apply_gradients, kl_weight, learning_rate, make_optimiser, obj
 from .train import build_run_model, initialisation_batch
 
 
-class UnsupportedModelError(RuntimeError):
+class UnsupportedModelError(UserError, RuntimeError):
     """The model cannot be trained with fused seeds: ``torch.func.vmap`` fails on its training objective."""
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from srvae.infra.atomic_io import write_json
 from srvae.infra.locks import try_lock
 
-STATUS_FILE = "status.json"
+from . import paths
 
 
 def duration(seconds: float) -> str:
@@ -37,7 +37,7 @@ def eta(done: float, total: float, elapsed: float) -> float | None:
 
 def write_status(run_dir: Path, step: str, state: str, **fields: Any) -> None:
     """Record what ``step`` of the run in ``run_dir`` is doing (``state``: running, failed)."""
-    write_json(Path(run_dir) / STATUS_FILE, {"step": step, "state": state, "pid": os.getpid(),
+    write_json(Path(run_dir) / paths.STATUS, {"step": step, "state": state, "pid": os.getpid(),
                                              "updated": time.time(), **fields})
 
 
@@ -73,18 +73,18 @@ class RunStatus:
 def run_status(run_dir: Path, log_dir: Path) -> RunStatus:
     """The state of the run in ``run_dir`` from its files and locks; ``log_dir`` holds its step logs."""
     run_dir = Path(run_dir)
-    status = _read_json(run_dir / STATUS_FILE) or {}
+    status = _read_json(run_dir / paths.STATUS) or {}
     step = status.get("step", "")
-    if status and _lock_held(run_dir / f".{step}.lock"):
+    if status and _lock_held(run_dir / paths.lock_file(step)):
         return RunStatus("training" if step == "train" else f"{step}ing".replace("evaluateing", "evaluating"),
                          status.get("detail", ""))
-    evaluation, trained = _read_json(run_dir / "eval.json"), _read_json(run_dir / "train.json")
+    evaluation, trained = _read_json(run_dir / paths.EVAL), _read_json(run_dir / paths.TRAIN)
     if status.get("state") == "failed":
         return RunStatus("failed", f"{step}: {status.get('error', '?')} (log: {log_dir / f'{step}.log'})")
     if status.get("state") == "running":
         return RunStatus("interrupted", f"{step} stopped without finishing (log: {log_dir / f'{step}.log'}); "
                                         "rerun the study to resume it")
-    if evaluation and trained and (run_dir / "speed.json").exists():
+    if evaluation and trained and (run_dir / paths.SPEED).exists():
         return RunStatus("done", f"test NLL {evaluation['nll']:.2f} (K = {evaluation['k']}), "
                                  f"trained in {duration(trained['train_seconds'])}, best epoch {trained['best_epoch']}")
     if trained:

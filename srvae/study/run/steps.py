@@ -35,6 +35,7 @@ from ..data.datasets import StudyData, load_dataset
 from ..data.dequantise import DequantisedData
 from ..report.aggregate import aggregate
 from ..report.render import render_report
+from . import paths
 from .evaluate import iw_log_likelihood, mean_kl_per_layer
 from .progress import duration, eta, write_status
 from .speed import sampling_speed
@@ -68,7 +69,7 @@ def _load_data(cfg: StudyConfig, dataset: str, device: torch.device) -> StudyDat
 
 def train_run(cfg: StudyConfig, dataset: str, model: str, seed: int) -> Path:
     """Train one (dataset, model, seed) and write its run directory."""
-    out = cfg.run_dir(dataset, model, seed)
+    out = paths.run_dir(cfg.results_dir, dataset, model, seed)
     device = pick_device(cfg, allow_tf32=cfg.tf32)
     data = _load_data(cfg, dataset, device)
     entry = cfg.models[model]
@@ -78,16 +79,16 @@ def train_run(cfg: StudyConfig, dataset: str, model: str, seed: int) -> Path:
                 "dataset": cfg.datasets[dataset].model_dump(mode="json", exclude={"description"}),
                 "data_dim": data.data_dim}
     write_status(out, "train", "running", detail="starting")
-    result = train(net, data, settings, seed, out / "checkpoint.pt", name=f"{dataset}/{model}/seed{seed}",
+    result = train(net, data, settings, seed, out / paths.CHECKPOINT, name=f"{dataset}/{model}/seed{seed}",
                    identity=identity, on_epoch=lambda message: write_status(out, "train", "running", detail=message))
     statistics_generator = torch.Generator(device=device).manual_seed(seed)
     net.refresh_statistics(data.training_images(statistics_generator).split(settings.eval_batch_size))
-    save_checkpoint(out / "model.pt", {
+    save_checkpoint(out / paths.MODEL, {
         "class": entry.cls, "params": entry.params, "data_dim": data.data_dim, "state_dict": net.state_dict(),
     })
-    write_text(out / "metrics.csv", pd.DataFrame(result["metrics"]).to_csv(index=False))
+    write_text(out / paths.METRICS, pd.DataFrame(result["metrics"]).to_csv(index=False))
     epochs = len(result["metrics"])
-    write_json(out / "train.json", {
+    write_json(out / paths.TRAIN, {
         "dataset": dataset, "model": model, "class": entry.cls, "seed": seed,
         "num_parameters": net.num_parameters, "epochs": epochs, "best_epoch": result["best_epoch"],
         "train_seconds": result["train_seconds"],
@@ -97,14 +98,14 @@ def train_run(cfg: StudyConfig, dataset: str, model: str, seed: int) -> Path:
         "selection": result["selection"],
         "hyperparameters": dataclasses.asdict(net.cfg), "train_settings": settings.model_dump(),
     })
-    (out / "checkpoint.pt").unlink(missing_ok=True)
+    (out / paths.CHECKPOINT).unlink(missing_ok=True)
     write_status(out, "train", "done", detail=f"{epochs} epochs in {duration(result['train_seconds'])}")
     return out
 
 
 def load_trained(run: Path, device: torch.device) -> LatentVariableModel:
     """The model saved by :func:`train_run` in ``run``, in eval mode on ``device``."""
-    ckpt = load_checkpoint(run / "model.pt", map_location=device)
+    ckpt = load_checkpoint(run / paths.MODEL, map_location=device)
     net = build_model(ckpt["class"], ckpt["params"], ckpt["data_dim"])
     net.load_state_dict(ckpt["state_dict"])
     return net.to(device).eval()
@@ -117,7 +118,7 @@ def evaluate_run(cfg: StudyConfig, dataset: str, model: str, seed: int) -> dict[
     ``p(x)``, so the K-sample estimate is that one value. Continuous data also get bits per dimension in 8-bit
     pixel space (the logit transform's Jacobian added back).
     """
-    out = cfg.run_dir(dataset, model, seed)
+    out = paths.run_dir(cfg.results_dir, dataset, model, seed)
     device = pick_device(cfg, allow_tf32=False)  # the reported NLL: full float32
     net = load_trained(out, device)
     data = _load_data(cfg, dataset, device)
@@ -145,7 +146,7 @@ def evaluate_run(cfg: StudyConfig, dataset: str, model: str, seed: int) -> dict[
         raise TrainingDivergedError(
             f"{dataset}/{model}/seed{seed}: the test NLL is {estimate.nll:.6g} nats, worse than {data.floor_name} "
             f"({-data.divergence_floor:.1f} nats): the trained model is broken; retrain this run "
-            f"(delete {out / 'model.pt'}) with a lower train.lr")
+            f"(delete {out / paths.MODEL}) with a lower train.lr")
     extra: dict[str, Any] = {}
     if ev.check_k and seed in ev.check_seeds and not net.exact:  # does the estimate still move with a larger K?
         larger = iw_log_likelihood(net, data.test, ev.check_k, ev.k_chunk, ev.batch_size)
@@ -158,8 +159,8 @@ def evaluate_run(cfg: StudyConfig, dataset: str, model: str, seed: int) -> dict[
         "latents_per_layer": net.latents_per_layer,
         "eval_seconds": seconds, "device_name": device_name(device),
     }
-    write_array(out / "log_px.npy", estimate.log_px.double().numpy())
-    write_json(out / "eval.json", result)
+    write_array(out / paths.LOG_PX, estimate.log_px.double().numpy())
+    write_json(out / paths.EVAL, result)
     print(f"{name}: test NLL {estimate.nll:.2f} ± {estimate.nll_sem:.2f} (K = {ev.k}) in {duration(seconds)}",
           file=sys.stderr, flush=True)
     write_status(out, "evaluate", "done", detail=f"test NLL {estimate.nll:.2f}")
@@ -168,13 +169,13 @@ def evaluate_run(cfg: StudyConfig, dataset: str, model: str, seed: int) -> dict[
 
 def speed_run(cfg: StudyConfig, dataset: str, model: str, seed: int) -> dict[str, Any]:
     """Sampling speed of a trained run."""
-    out = cfg.run_dir(dataset, model, seed)
+    out = paths.run_dir(cfg.results_dir, dataset, model, seed)
     net = load_trained(out, pick_device(cfg, allow_tf32=cfg.tf32))
     sp = cfg.speed_settings(model)
     torch.manual_seed(seed)
     write_status(out, "speed", "running", detail=f"{sp.repeats} × {sp.n_samples:,} samples")
     result = sampling_speed(net, sp.n_samples, sp.repeats, sp.warmup)
-    write_json(out / "speed.json", result)
+    write_json(out / paths.SPEED, result)
     print(f"{dataset}/{model}/seed{seed}: {result['samples_per_s']:,.0f} samples/s on {result['device_name']}",
           file=sys.stderr, flush=True)
     write_status(out, "speed", "done", detail=f"{result['samples_per_s']:,.0f} samples/s")

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from srvae.errors import UserError
 from srvae.infra.atomic_io import load_checkpoint, save_checkpoint
 from srvae.models import LatentVariableModel, training_mode
 from srvae.registry import build_model
@@ -42,7 +43,7 @@ from .step import (
 )
 
 
-class TrainingDivergedError(RuntimeError):
+class TrainingDivergedError(UserError, RuntimeError):
     """Training diverged: its objective became NaN or infinite, or its bound is worse than ignoring the data."""
 
 
