@@ -15,7 +15,7 @@ include: "workflow/rules/common.smk"
 
 
 onstart:
-    write_resolved(CFG, f"{RESULTS}/configs")
+    write_resolved(CFG, CONFIGS)
 
 
 rule all:

@@ -26,7 +26,10 @@ from srvae.errors import UserError
 from srvae.infra.gpu_slots import acquire_gpu
 from srvae.infra.locks import exclusive
 from srvae.registry import MODELS, make_config
-from srvae.study.config import ConfigError, StudyConfig, load_config, schema_yaml
+from srvae.study.config import ConfigError, StudyConfig, schema_yaml
+from srvae.study.load import load_study
+from srvae.study.report.aggregate import aggregate_study
+from srvae.study.report.render import report_study
 from srvae.study.run import paths, steps
 from srvae.study.run.progress import run_status, write_status
 
@@ -89,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "schema":
             print(schema_yaml(), end="")
             return 0
-        cfg = load_config(args.config)
+        cfg = load_study(args.config)
         torch.set_num_threads(args.threads or cfg.threads)
         if args.command == "check":
             for dataset, model, seed in cfg.runs():
@@ -111,9 +114,9 @@ def main(argv: list[str] | None = None) -> int:
             logging.getLogger("srvae.infra.gpu_slots").setLevel(logging.INFO)  # the job's GPU slot, in its log
             _run_step(args, cfg)
         elif args.command == "aggregate":
-            steps.aggregate_study(cfg)
+            aggregate_study(cfg)
         elif args.command == "report":
-            steps.report_study(cfg)
+            report_study(cfg)
     except UserError as e:  # input or circumstances, not a bug: one line, exit status 2
         print(f"srvae {args.command}: error: {e}", file=sys.stderr)
         return 2

