@@ -247,7 +247,7 @@ def train_epoch(
         else:
             loss, batch_total = loss_of(model, x[idx], beta_in, settings.iw_samples)
             optimiser.zero_grad(set_to_none=True)
-            apply_gradients(model, optimiser, loss, settings.grad_clip)
+            apply_gradients(model, optimiser, loss, settings.grad_clip, settings.grad_clip_value)
             total += batch_total
         if averaged is not None:
             averaged.update(model)
@@ -255,11 +255,14 @@ def train_epoch(
 
 
 def apply_gradients(model: LatentVariableModel, optimiser: torch.optim.Optimizer, loss: Tensor,
-                    grad_clip: float | None) -> None:
-    """``loss.backward()``, the gradients' global norm capped at ``grad_clip`` (None: no cap), one optimiser step."""
+                    grad_clip: float | None, grad_clip_value: float | None = None) -> None:
+    """``loss.backward()``, the gradients' global norm capped at ``grad_clip``, then each entry clipped to
+    ``±grad_clip_value`` (the Ladder VAE code's order; None: no cap), one optimiser step."""
     loss.backward()
     if grad_clip is not None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    if grad_clip_value is not None:
+        torch.nn.utils.clip_grad_value_(model.parameters(), grad_clip_value)
     optimiser.step()
 
 
