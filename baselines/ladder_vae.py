@@ -11,6 +11,11 @@ blocks as the generative model,
 (the precision-weighted merge, :func:`srvae.nets.gaussian.precision_weighted_merge`; paper eqs. 17–19). Given the
 sampled ``z_{l+1}`` both ``q(z_l|·)`` and ``p(z_l|z_{l+1})`` are Gaussian, so the per-layer KL is closed-form.
 
+``share_top_down``: the paper's equations reuse the generative top-down blocks in the merge (``True``, this
+project's CPU study); the authors' reference code (github.com/casperkaae/LVAE) gives the inference path top-down
+blocks of its own by default (``False``, the paper configs): ``N(μ_p, σ_p²)`` in the merge then comes from
+separate blocks of the same shape, and ``p(z_l | z_{l+1})`` keeps the generative ones (``docs/decisions.md``).
+
 Paper setting: 5 layers of 64-32-16-8-4 latents; between consecutive stochastic layers two deterministic
 layers of 512-256-128-64-32 units (linear → batch norm → leaky ReLU), mirrored in the top-down path (the
 block below ``z_l`` has width ``hidden[l]``). Reported: −81.84 nats (−81.74 with 10 IW samples).
@@ -46,6 +51,9 @@ class LadderVAEConfig:
     layers_per_block: PositiveInt = 2
     activation: Activation = "leaky_relu"
     batch_norm: bool = True
+    #: the posterior's merge reuses the generative top-down blocks (paper eqs. 17–19); False: the inference path has
+    #: top-down blocks of its own (the reference code's default)
+    share_top_down: bool = True
 
     def __post_init__(self) -> None:
         if len(self.latents) != len(self.hidden) or not self.latents:
@@ -83,6 +91,10 @@ class LadderVAE(LatentVariableModel):
         # top-down block l maps z_{l+1} to p(z_l | z_{l+1}); its width is that of the block below z_{l+1}
         self.down = nn.ModuleList(block(z, w, n, act, bn) for z, w in zip(cfg.latents[1:], cfg.hidden[1:]))
         self.down_heads = nn.ModuleList(GaussianHead(w, z) for w, z in zip(cfg.hidden[1:], cfg.latents[:-1]))
+        if not cfg.share_top_down:  # the inference path's own top-down blocks, of the same shapes
+            self.inference_down = nn.ModuleList(block(z, w, n, act, bn) for z, w in zip(cfg.latents[1:], cfg.hidden[1:]))
+            self.inference_down_heads = nn.ModuleList(GaussianHead(w, z)
+                                                      for w, z in zip(cfg.hidden[1:], cfg.latents[:-1]))
         self.decoder = nn.Sequential(
             block(cfg.latents[0], cfg.hidden[0], n, act, bn), nn.Linear(cfg.hidden[0], data_dim)
         )
@@ -95,6 +107,13 @@ class LadderVAE(LatentVariableModel):
     def prior(self, l: int, z_above: Tensor) -> tuple[Tensor, Tensor]:
         """Mean and std of p(z_l | z_{l+1}) for a layer ``l`` below the top."""
         return self.down_heads[l](self.down[l](z_above))
+
+    def top_down_term(self, l: int, z_above: Tensor, prior: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        """The top-down Gaussian that the posterior of layer ``l`` merges with its bottom-up term: the prior
+        ``p(z_l | z_{l+1})`` itself when shared, else the inference path's own blocks of ``z_{l+1}``."""
+        if self.cfg.share_top_down:
+            return prior
+        return self.inference_down_heads[l](self.inference_down[l](z_above))
 
     def score(self, x: Tensor, k: int) -> Scores:
         likelihood_terms = []  # bottom-up N(μ̂_l, σ̂_l²), each [B, Z_l], computed once for all k samples
@@ -109,7 +128,8 @@ class LadderVAE(LatentVariableModel):
         for l in reversed(range(len(self.cfg.latents))):
             if l < len(self.cfg.latents) - 1:
                 mean_p, std_p = self.prior(l, z)  # noqa: F821 -- z: the layer above's code, drawn last iteration
-                mean_q, std_q = precision_weighted_merge(*likelihood_terms[l], mean_p, std_p)
+                top_down = self.top_down_term(l, z, (mean_p, std_p))  # noqa: F821 -- z as above
+                mean_q, std_q = precision_weighted_merge(*likelihood_terms[l], *top_down)
             z = reparameterise(mean_q, std_q)
             log_prior.append(gaussian_log_prob(z, mean_p, std_p))
             log_posterior.append(gaussian_log_prob(z, mean_q, std_q))

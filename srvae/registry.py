@@ -17,6 +17,7 @@ from baselines.conv_dlgm import ConvDLGM
 from baselines.conv_vae import ConvVAE
 from baselines.dlgm import DLGM
 from baselines.iaf_vae import IAFVAE
+from baselines.independent_vae import IndependentVAE
 from baselines.ladder_vae import LadderVAE
 from baselines.maf import MAF
 from baselines.vae import VAE
@@ -32,6 +33,7 @@ MODELS: dict[str, type[LatentVariableModel]] = {
     "sere_vae": SeReVAE,
     "sr_iaf": SelfReflectiveIAF,
     "dlgm": DLGM,
+    "independent_vae": IndependentVAE,
     "ladder_vae": LadderVAE,
     "iaf_vae": IAFVAE,
     "vae": VAE,

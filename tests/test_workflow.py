@@ -73,7 +73,7 @@ def test_paper_config_dry_run_lists_the_full_paper_study(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     cfg = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
     models, out = cfg["study"]["models"], result.stdout
-    assert len(models) == 11 and cfg["seeds"] == [0, 1, 2]  # Table 1's seven, the DLGM variant, Table 2's three
+    assert len(models) == 12 and cfg["seeds"] == [0, 1, 2]  # Table 1's seven, two more DLGM readings, Table 2's three
     for step in ("train", "evaluate", "speed"):
         assert re.search(rf"^{step}\s+{len(models) * 3}$", out, re.M), out[-2000:]
     for model in models:

@@ -20,6 +20,11 @@ authors' code, github.com/openai/iaf), which this module rebuilds:
 the IAF's MNIST model has ``(2, 2)``); :class:`Decoder` mirrors it from a latent vector to the logits of chosen
 pixels, computing only the rows that hold them, and takes optional feature maps at half resolution (SeRe-VAE's
 previous image block enters there).
+
+The dense blocks on a latent code get the same residual form (:class:`DenseResidualBlock`,
+``h ← h + 0.1 · W₂ act(W₁ act(h))``, plain linear maps with PyTorch's initialisation): :func:`with_dense_blocks`
+inserts them after the first map of a dense network (:class:`~srvae.nets.mlp.ConditionalMLP` or the hidden part of
+one), :class:`ResidualGroupedMLP` after that of a :class:`~srvae.nets.grouped.GroupedMLP`.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from __future__ import annotations
 import contextlib
 import math
 from abc import abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Annotated
 
 import pydantic
@@ -36,6 +41,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from srvae.distributions import marginal_logits
+from srvae.nets.grouped import GroupedLinear, GroupedMLP
+from srvae.nets.mlp import activation
 
 #: the scale of every residual branch (the IAF's ``input + 0.1 * conv(...)``)
 RESIDUAL_SCALE = 0.1
@@ -313,3 +320,44 @@ class DataDependentInit:
     def initialise(self, x: Tensor) -> None:
         with data_dependent_init(self):
             self.score(x, 1)
+
+
+class DenseResidualBlock(nn.Module):
+    """``h ← h + 0.1 · W₂ act(W₁ act(h))`` at a constant ``width``: the IAF paper's residual block with dense maps.
+    ``groups``: ``G`` independent blocks as grouped maps (:class:`~srvae.nets.grouped.GroupedLinear`), ``[G, ..., w]``
+    in and out, with :meth:`group` for one of them."""
+
+    def __init__(self, width: int, act: str, groups: int | None = None) -> None:
+        super().__init__()
+        self.act = activation(act)
+        linear: Callable[[], nn.Module] = (lambda: GroupedLinear(groups, width, width)) if groups else \
+            (lambda: nn.Linear(width, width))
+        self.first, self.second = linear(), linear()
+
+    def forward(self, h: Tensor) -> Tensor:
+        return h + RESIDUAL_SCALE * self.second(self.act(self.first(self.act(h))))
+
+    def group(self, g: int, h: Tensor) -> Tensor:
+        return h + RESIDUAL_SCALE * self.second.group(g, self.act(self.first.group(g, self.act(h))))
+
+
+def with_dense_blocks(rest: nn.Sequential, width: int, blocks: int, act: str) -> nn.Sequential:
+    """``rest`` (what follows a dense network's first map into ``width`` units: ``act``, then linear maps) with
+    ``blocks`` residual blocks in front. Its last module stays ``rest``'s last, so output initialisations that
+    reach for it (``ConditionalMLP.init_output``) still find the output layer."""
+    return nn.Sequential(*(DenseResidualBlock(width, act) for _ in range(blocks)), *rest)
+
+
+class ResidualGroupedMLP(GroupedMLP):
+    """A :class:`~srvae.nets.grouped.GroupedMLP` with ``blocks`` grouped residual blocks after its first map, at
+    ``hidden[0]`` units: the same interface (``forward`` of every group, ``group`` of one)."""
+
+    def __init__(self, groups: int, in_dims: Sequence[int], hidden: Sequence[int], out: int, act: str,
+                 blocks: int) -> None:
+        super().__init__(groups, in_dims, hidden, out, act)
+        self.blocks = nn.ModuleList(DenseResidualBlock(hidden[0], act, groups) for _ in range(blocks))
+
+    def _rest(self, h: Tensor, apply: Callable[[nn.Module, Tensor], Tensor]) -> Tensor:
+        for block in self.blocks:
+            h = apply(block, h)
+        return super()._rest(h, apply)

@@ -19,14 +19,18 @@ reads as the IAF paper's weight-normalised residual blocks (:mod:`srvae.nets.res
   that block (zeros elsewhere), added to the decoder's feature maps at half resolution.
   ``γ¹_l(z_l) + δγ_l(x_{l-1}, z_l)`` of the MLP version is thus one stack, in which ``x_{l-1}`` adds a residual
   feature map (none for block 1);
-- the prior, posterior and bijector blocks stay the MLP version's small dense networks of ``z_{l-1}``
+- the prior, posterior and bijector blocks are the MLP version's dense networks of ``z_{l-1}``
   (:class:`~srvae.sere.stochastic_layers.AmortisedGaussianPriors`,
   :class:`~srvae.sere.stochastic_layers.ResidualGaussianPosterior`,
-  :class:`~srvae.sere.bijector.AffineRankOneBijector`).
+  :class:`~srvae.sere.bijector.AffineRankOneBijector`); the paper "replaces the MLPs with ResNets", so with
+  ``dense_blocks = n > 0`` (the paper configs) each of them gets ``n`` dense residual blocks
+  ``h ← h + 0.1 · W₂ elu(W₁ elu(h))`` after its first map (:class:`~srvae.nets.resnet.DenseResidualBlock`); with
+  ``n = 0`` (the CPU study) they stay plain MLPs.
 
-It is :class:`~srvae.sere.sere_vae.SeReVAE` with two hooks overridden: :meth:`ConvSeReVAE.make_encoder` (the
-convolutional encoders, one per layer, then the posteriors' first maps of their features as one grouped map)
-and :meth:`ConvSeReVAE.make_data_layers` (a decoder per block); the chain, the scores (in ε-space, closed-form
+It is :class:`~srvae.sere.sere_vae.SeReVAE` with its hooks overridden: :meth:`ConvSeReVAE.make_encoder` (the
+convolutional encoders, one per layer, then the posteriors' first maps of their features as one grouped map),
+:meth:`ConvSeReVAE.make_data_layers` (a decoder per block), and the prior, posterior and bijector hooks, which
+add the dense residual blocks to whatever the class below builds (so the conv DLGM's get them too); the chain, the scores (in ε-space, closed-form
 KL, teacher-forced likelihood) and sampling are SeRe-VAE's. The conv DLGM (``baselines/conv_dlgm.py``) cuts the
 feedback as the MLP DLGM does.
 """
@@ -35,18 +39,22 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
+import pydantic
 import torch
 from torch import Tensor, nn
 
 from srvae.distributions import bernoulli_log_prob
 from srvae.nets.grouped import GroupedLinear
 from srvae.nets.mlp import Activation, PositiveInt, Widths
-from srvae.nets.resnet import DataDependentInit, Decoder, Depths, Encoder, ImageGeometry, InputConvolution
+from srvae.flows.base import Bijector
+from srvae.nets.resnet import (DataDependentInit, Decoder, Depths, Encoder, ImageGeometry, InputConvolution,
+                               ResidualGroupedMLP, with_dense_blocks)
 
+from .bijector import AffineRankOneBijector
 from .sere_vae import SeReVAE
-from .stochastic_layers import IndependentDataLayers
+from .stochastic_layers import AmortisedGaussianPriors, IndependentDataLayers, LayerPriors, ResidualGaussianPosterior
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,13 @@ class ConvSeReVAEConfig:
     activation: Activation = "elu"  # of the dense blocks; the residual stacks use ELU (fixed)
     # the posterior's first estimate from z_{l-1}: a network of its own, or the prior layer's output
     posterior_first: Literal["network", "prior"] = "network"
+    # dense residual blocks after the first map of every prior, posterior and bijector block (the paper's ResNets
+    # in place of MLPs); 0: plain MLPs
+    dense_blocks: Annotated[int, pydantic.Field(ge=0)] = 0
+
+    def __post_init__(self) -> None:
+        if self.dense_blocks and not (self.prior_hidden and self.posterior_hidden and self.bijector_hidden):
+            raise ValueError("dense_blocks need a hidden layer in prior_hidden, posterior_hidden and bijector_hidden")
 
 
 class BlockDataLayer(nn.Module):
@@ -115,6 +130,34 @@ class ConvSeReVAE(DataDependentInit, SeReVAE):
     """SeRe-VAE with weight-normalised residual convolutional encoders and data layers (Table 2)."""
 
     Config = ConvSeReVAEConfig
+
+    def _residual(self, rest: nn.Sequential, width: int) -> nn.Sequential:
+        return with_dense_blocks(rest, width, self.cfg.dense_blocks, self.cfg.activation)
+
+    def make_priors(self) -> LayerPriors:
+        priors, cfg = super().make_priors(), self.cfg
+        if cfg.dense_blocks and isinstance(priors, AmortisedGaussianPriors) and priors.net is not None:
+            net = ResidualGroupedMLP(priors.net.groups, [cfg.latents], cfg.prior_hidden, 2 * cfg.latents,
+                                     cfg.activation, cfg.dense_blocks)
+            with torch.no_grad():
+                net.output_layer.bias.copy_(priors.net.output_layer.bias)  # the priors' start near N(0, I)
+            priors.net = net
+        return priors
+
+    def make_posterior(self, layer: int) -> ResidualGaussianPosterior:
+        posterior = super().make_posterior(layer)
+        if self.cfg.dense_blocks:
+            width = self.posterior_widths[0]
+            posterior.residual = self._residual(posterior.residual, width)
+            if posterior.first is not None:
+                posterior.first.rest = self._residual(posterior.first.rest, width)
+        return posterior
+
+    def make_bijector(self, layer: int) -> Bijector:
+        bijector = super().make_bijector(layer)
+        if self.cfg.dense_blocks and isinstance(bijector, AffineRankOneBijector) and bijector.context_dim:
+            bijector.conditioner.rest = self._residual(bijector.conditioner.rest, self.cfg.bijector_hidden[0])
+        return bijector
 
     def make_encoder(self, evidence_features: int) -> ConvEncoders:
         cfg = self.cfg

@@ -105,6 +105,8 @@ class TrainSettings(Settings):
         "step, which validation, model selection and evaluation use (the IAF paper's ResNet VAE: 0.999); null: none")
     kl_warmup_epochs: NonNegativeInt = Field(0, description="KL weight rises linearly from 0 to 1 over these epochs")
     grad_clip: PositiveFloat | None = Field(None, description="cap on the global gradient norm (Ladder VAE: 4)")
+    grad_clip_value: PositiveFloat | None = Field(None, description="after the norm cap, clip every gradient entry "
+                                                  "to ±this (the Ladder VAE reference code: 0.9); null: none")
     iw_samples: PositiveInt = Field(1, description="> 1: train on the importance-weighted bound with this many samples")
     lr_schedule: Literal["constant", "exponential", "burda"] = Field(
         "constant", description="constant; exponential: lr × lr_decay^epoch; burda: Burda et al.'s stages, "

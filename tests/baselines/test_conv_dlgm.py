@@ -21,7 +21,7 @@ STUDY = dict(layers=4, latents=8, channels=4, depths=(0, 1), prior_hidden=(32,),
 
 
 @pytest.mark.parametrize("top_down", [True, False], ids=["top-down", "no-path"])
-@pytest.mark.parametrize("params", [STUDY, {}], ids=["default-study", "table2"])
+@pytest.mark.parametrize("params", [STUDY, {}, {"dense_blocks": 1}], ids=["default-study", "table2", "table2-resnet"])
 def test_parameter_count_matches_the_conv_sere_vaes(params, top_down):
     sere = count_parameters(ConvSeReVAE, ConvSeReVAEConfig(**params), 784)
     cfg = ConvDLGMConfig(**params, top_down=top_down)
@@ -56,3 +56,14 @@ def test_no_path_variant_has_identity_transforms():
     assert all(isinstance(b, IdentityBijector) for b in model.generator.bijectors)
     s = model.score(torch.bernoulli(torch.full((4, D), 0.5)), 5)
     assert s.log_weights.shape == (5, 4) and s.kl.shape == (5, 4, TINY["layers"])
+
+
+def test_dense_blocks_reach_the_dlgms_own_posteriors_and_top_down_transform():
+    """The residual blocks are added to whatever the DLGM builds: its posteriors of x alone (residual only, no
+    first estimate) and its top-down transforms; its free priors have no network to add them to."""
+    from srvae.nets.resnet import DenseResidualBlock
+
+    model = build_model("conv_dlgm", {**TINY, "dense_blocks": 1, "match_sere_vae": False}, data_dim=D)
+    assert all(isinstance(q.residual[0], DenseResidualBlock) and q.first is None for q in model.inference.posteriors)
+    assert all(isinstance(b.conditioner.rest[0], DenseResidualBlock) for b in model.generator.bijectors[1:])
+    assert model.generator.priors.net is None

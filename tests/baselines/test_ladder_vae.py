@@ -94,3 +94,56 @@ def test_latents_per_layer_are_its_widths_bottom_first():
     model = build_model("ladder_vae", {"latents": [8, 4], "hidden": [32, 16]}, 784)
     assert model.latents_per_layer == [8, 4]
     assert model.elbo_terms(torch.bernoulli(torch.full((3, 784), 0.3))).kl_per_layer.shape == (3, 2)
+
+
+def unshared_model() -> ladder_vae.LadderVAE:
+    torch.manual_seed(0)
+    return build_model("ladder_vae", {**SMALL, "share_top_down": False}, data_dim=D)
+
+
+def test_unshared_top_down_adds_one_copy_of_the_top_down_blocks():
+    shared, unshared = small_model(), unshared_model()
+    top_down = sum(p.numel() for m in (shared.down, shared.down_heads) for p in m.parameters())
+    assert unshared.num_parameters == shared.num_parameters + top_down
+    assert not hasattr(shared, "inference_down")
+
+
+def test_unshared_top_down_with_the_generative_weights_copied_scores_as_the_shared_model(monkeypatch):
+    """The switch changes only which blocks the merge reads: with the inference blocks set to the generative ones,
+    the unshared model is the shared one; with other weights, only the posterior moves, never the prior."""
+    monkeypatch.setattr(ladder_vae, "reparameterise", fixed_noise)
+    shared, unshared = small_model().eval(), unshared_model().eval()
+    unshared.load_state_dict(shared.state_dict(), strict=False)
+    unshared.inference_down.load_state_dict(shared.down.state_dict())
+    unshared.inference_down_heads.load_state_dict(shared.down_heads.state_dict())
+    x = torch.bernoulli(torch.rand(4, D))
+    with torch.no_grad():
+        a, b = shared.score(x, 2), unshared.score(x, 2)
+        torch.testing.assert_close(b.log_posterior, a.log_posterior)
+        torch.testing.assert_close(b.kl, a.kl)
+        for p in unshared.inference_down_heads.parameters():
+            p.add_(0.5)
+        c = unshared.score(x, 2)
+    assert not torch.allclose(c.log_posterior, a.log_posterior)
+    torch.testing.assert_close(c.kl[..., -1], a.kl[..., -1])  # the top layer has no top-down term
+
+
+def test_unshared_closed_form_kl_matches_the_monte_carlo_log_ratio():
+    model = unshared_model().eval()
+    with torch.no_grad():
+        scores = model.score(torch.bernoulli(torch.rand(2, D)), k=40000)
+    torch.testing.assert_close((scores.log_posterior - scores.log_prior).mean(0), scores.kl.sum(-1).mean(0),
+                               atol=0.05, rtol=0)
+
+
+def test_training_step_caps_the_norm_then_clips_each_entry_as_the_reference_code():
+    """``train.grad_clip`` then ``train.grad_clip_value``: on a gradient (10, 0.1) the norm cap 1 gives
+    (≈1, ≈0.01) and the entry clip 0.9 then (0.9, ≈0.01); the other order would leave 0.1."""
+    from srvae.study.train import apply_gradients
+
+    holder = torch.nn.Module()
+    holder.w = torch.nn.Parameter(torch.zeros(2))
+    optimiser = torch.optim.SGD(holder.parameters(), lr=1.0)
+    apply_gradients(holder, optimiser, (holder.w * torch.tensor([10.0, 0.1])).sum(), 1.0, 0.9)
+    capped = torch.tensor([10.0, 0.1]) / torch.tensor([10.0, 0.1]).norm()
+    torch.testing.assert_close(-holder.w.detach(), torch.stack([torch.tensor(0.9), capped[1]]), rtol=1e-4, atol=0)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from srvae.registry import build_model
+from srvae.nets.resnet import DenseResidualBlock
 from srvae.sere.bijector import AffineRankOneBijector
 from srvae.sere.conv_sere_vae import ConvSeReVAE, ConvSeReVAEConfig
 from srvae.sere.stochastic_layers import AmortisedGaussianPriors, ResidualGaussianPosterior
@@ -81,8 +82,9 @@ def test_data_layer_of_block_l_sees_only_the_observed_block_l_minus_1(l):
     assert [bool(g.sum() > 0) for g in grad_blocks] == [i == l - 1 for i in range(TINY["layers"])]
 
 
-def test_importance_weights_in_eps_space_equal_those_in_z_space():
-    model = tiny_model(torch.float64)
+@pytest.mark.parametrize("dense_blocks", [0, 2])
+def test_importance_weights_in_eps_space_equal_those_in_z_space(dense_blocks):
+    model = tiny_model(torch.float64, dense_blocks=dense_blocks)
     assert_weights_in_eps_space_equal_those_in_z_space(model, binary(3, D, seed=2).double(), 4, TINY["latents"],
                                                       lambda codes, x: data_logits(model, codes, x))
 
@@ -99,3 +101,68 @@ def test_a_data_layer_with_a_previous_block_needs_it():
     model = tiny_model()
     with pytest.raises(ValueError, match="pass x_\\{l-1\\}"):
         model.generator.data.layers[1](torch.randn(2, TINY["latents"]))
+
+
+def dense_residual(h: torch.Tensor, weights: list[tuple[torch.Tensor, ...]]) -> torch.Tensor:
+    """``h ← h + 0.1 · W₂ elu(W₁ elu(h))`` for each ``(W₁, b₁, W₂, b₂)`` (``nn.Linear`` layout), written out."""
+    elu, linear = torch.nn.functional.elu, torch.nn.functional.linear
+    for w1, b1, w2, b2 in weights:
+        h = h + 0.1 * linear(elu(linear(elu(h), w1, b1)), w2, b2)
+    return h
+
+
+def block_weights(blocks, transpose: bool = False, g: int | None = None) -> list[tuple[torch.Tensor, ...]]:
+    """The ``(W₁, b₁, W₂, b₂)`` of residual blocks; grouped blocks store ``[G, in, out]``: group ``g``, transposed."""
+    def pick(linear):
+        if g is None:
+            return linear.weight, linear.bias
+        return linear.weight[g].T, linear.bias[g]
+    return [(*pick(b.first), *pick(b.second)) for b in blocks]
+
+
+def test_dense_blocks_switch_off_leaves_plain_mlps_and_on_adds_n_blocks_to_every_block_on_the_code():
+    plain, residual = tiny_model(), tiny_model(dense_blocks=2)
+    assert not any(isinstance(m, DenseResidualBlock) for m in plain.modules())
+    width, layers = TINY["prior_hidden"][0], TINY["layers"]
+    # each of the L − 1 priors, bijectors and first estimates, and the L posterior residuals: 2 blocks of 2 maps
+    networks = 3 * (layers - 1) + layers
+    assert residual.num_parameters - plain.num_parameters == networks * 2 * 2 * (width * width + width)
+
+
+def test_dense_blocks_compute_the_residual_form_in_prior_posterior_and_bijector():
+    """Each network on z_{l-1}, written out by hand from its weights: first map, residual blocks, elu, output map."""
+    torch.manual_seed(3)
+    model = tiny_model(dense_blocks=2)
+    elu, linear = torch.nn.functional.elu, torch.nn.functional.linear
+    z = torch.randn(2, 5, TINY["latents"])
+    with torch.no_grad():
+        for l in range(1, TINY["layers"]):
+            bijector = model.generator.bijectors[l]
+            net = bijector.conditioner
+            h = dense_residual(net.input_maps[0](z), block_weights(net.rest[:2]))
+            torch.testing.assert_close(net(z), net.rest[-1][-1](elu(h)))
+
+            priors, g = model.generator.priors, l - 1
+            net = priors.net
+            first, out = net.input_maps[0], net.output_layer
+            h = dense_residual(linear(z, first.weight[g].T, first.bias[g]), block_weights(net.blocks, g=g))
+            torch.testing.assert_close(priors.raw(l, z), linear(elu(h), out.weight[g].T, out.bias[g]))
+
+            posterior = model.inference.posteriors[l]
+            evidence = torch.randn(5, posterior.evidence_features)
+            residual = dense_residual(evidence + posterior.context_map(z), block_weights(posterior.residual[:2]))
+            first = posterior.first
+            estimate = dense_residual(first.input_maps[0](z), block_weights(first.rest[:2]))
+            params = posterior.residual[-1][-1](elu(residual)) + first.rest[-1][-1](elu(estimate))
+            mean, std = posterior(evidence, z)
+            torch.testing.assert_close(mean, params[..., :TINY["latents"]])
+        # all priors at once (grouped) are each layer's own
+        codes = torch.randn(TINY["layers"] - 1, 2, 5, TINY["latents"])
+        mean, std = model.generator.priors(codes)
+        for l in range(1, TINY["layers"]):
+            torch.testing.assert_close((mean[l], std[l]), model.generator.priors.layer(l, codes[l - 1]))
+
+
+def test_dense_blocks_need_hidden_layers():
+    with pytest.raises(ValueError, match="dense_blocks need a hidden layer"):
+        ConvSeReVAEConfig(**{**TINY, "bijector_hidden": ()}, dense_blocks=1)

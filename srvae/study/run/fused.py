@@ -185,6 +185,8 @@ class FusedSeeds:
         if self.settings.grad_clip is not None:
             grads = [p.grad for p in self.params.values() if p.grad is not None]
             clip_grad_norm_per_seed_(grads, self.settings.grad_clip)
+        if self.settings.grad_clip_value is not None:  # entry by entry: the same in every seed's slice
+            torch.nn.utils.clip_grad_value_(list(self.params.values()), self.settings.grad_clip_value)
         self.optimiser.step()
         return obj.detach().sum(1)
 
@@ -252,7 +254,7 @@ def fused_throughput(
         for s, (model, optimiser) in enumerate(zip(models, optimisers)):
             loss = -losses[s](model, x[s], 1.0, settings.iw_samples).mean()
             optimiser.zero_grad(set_to_none=True)
-            apply_gradients(model, optimiser, loss, settings.grad_clip)
+            apply_gradients(model, optimiser, loss, settings.grad_clip, settings.grad_clip_value)
 
     separate_rate = _images_per_s(separate_step, seeds * batch_size, steps, warmup, device)
     return {"model": model_name, "seeds": seeds, "batch_size": batch_size, "steps": steps, "device": str(device),
