@@ -8,7 +8,7 @@ from baselines.dlgm import count_parameters
 from baselines.independent_vae import IndependentVAE, IndependentVAEConfig
 from srvae.distributions import bernoulli_log_prob
 from srvae.flows.base import IdentityBijector
-from srvae.models.registry import build_model
+from srvae.registry import build_model
 from srvae.sere.sere_vae import SeReVAE, SeReVAEConfig
 
 from .test_dlgm import STUDY, TINY, assert_no_latent_code_feedback
