@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from baselines.conv_vae import ConvVAE
-from srvae.registry import build_model
+from srvae.registry import build_model, make_config
 
 
 @pytest.mark.parametrize("vae, sere, tolerance", [("conv_vae", "conv_sere_vae", 0.05),
@@ -15,8 +15,9 @@ def test_config_entries_match_the_conv_sere_vaes_size(default_config, vae, sere,
         entry = default_config.models[name]
         return build_model(entry.cls, entry.params, 784).num_parameters
 
-    entry, reference = default_config.models[vae], default_config.models[sere]
-    assert entry.params["latents"] == reference.params["layers"] * reference.params["latents"]
+    entry, reference = (make_config(default_config.models[name].cls, default_config.models[name].params)
+                        for name in (vae, sere))
+    assert entry.latents == reference.layers * reference.latents
     assert abs(count(vae) - count(sere)) <= tolerance * count(sere)
 
 

@@ -35,7 +35,7 @@ def test_unknown_model_class_lists_the_registered_ones():
 
 def test_unknown_hyper_parameter_is_named():
     cfg = base()
-    cfg["models"]["vae"]["params"]["latent"] = 10
+    cfg["models"]["vae"].setdefault("params", {})["latent"] = 10
     with pytest.raises(ConfigError, match=r"unknown hyper-parameter\(s\) 'latent' \(did you mean 'latents'\?\)"):
         validate_config(cfg)
 
@@ -59,10 +59,10 @@ def test_wrong_types_and_values_are_named():
 
 def test_config_files_merge_left_to_right(tmp_path):
     override = tmp_path / "override.yaml"
-    override.write_text("seeds: [5]\ntrain: {epochs: 2}\n")
+    override.write_text("seeds: [5]\nevaluate: {k: 7}\n")
     cfg = load_config([REPO / "config.yaml", override])
-    assert cfg.seeds == [5] and cfg.train.epochs == 2
-    assert cfg.train.batch_size == base()["train"]["batch_size"]  # deep merge keeps siblings
+    assert cfg.seeds == [5] and cfg.evaluate.k == 7
+    assert cfg.evaluate.k_chunk == base()["evaluate"]["k_chunk"] != 100  # deep merge keeps a sibling set in the base
 
 
 def test_missing_or_malformed_files_are_clear(tmp_path):
@@ -98,7 +98,7 @@ def test_values_given_as_strings_on_the_command_line_are_converted():
     raw = base()
     raw["train"].update(epochs="2", lr="1e-3", grad_clip="null")
     raw["seeds"] = ["0", "1"]
-    raw["models"]["vae"]["params"]["hidden"] = ["16"]
+    raw["models"]["vae"].setdefault("params", {})["hidden"] = ["16"]
     raw["models"]["ladder_vae"]["train"].update(kl_warmup_epochs="3", grad_clip="null")
     cfg = validate_config(raw)
     assert cfg.train.epochs == 2 and cfg.train.lr == 1e-3 and cfg.train.grad_clip is None and cfg.seeds == [0, 1]
@@ -114,7 +114,7 @@ def test_values_given_as_strings_on_the_command_line_are_converted():
 ])
 def test_hyper_parameters_are_checked_with_the_config(where, value, message):
     raw = base()
-    raw["models"]["vae"]["params"][where] = value
+    raw["models"]["vae"].setdefault("params", {})[where] = value
     with pytest.raises(ConfigError, match=message):
         validate_config(raw)
 

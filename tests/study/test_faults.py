@@ -37,7 +37,7 @@ def test_a_run_is_identified_by_its_model_and_dataset_entries(tmp_path, monkeypa
     monkeypatch.setattr(steps, "train", stop)
     base = tiny_config(tmp_path)
     variants = [base, {**base, "models": {"vae": {**base["models"]["vae"],
-                                                  "params": {**base["models"]["vae"]["params"], "activation": "relu"}}}},
+                                                  "params": {**base["models"]["vae"].get("params", {}), "activation": "relu"}}}},
                 {**base, "datasets": {"tiny": {**base["datasets"]["tiny"], "split_seed": 5}}}]
     for raw in variants:
         with pytest.raises(RuntimeError, match="stop"):
