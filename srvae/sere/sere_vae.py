@@ -193,7 +193,7 @@ class SeReVAE(LatentVariableModel):
         Returns the codes ``z_1..z_L`` ``[L, k, B, N]``, ``log p(ε)`` and ``log q(ε | x)`` (``[k, B]``) and the
         closed-form ``KL(q(ε_l | z_{l-1}, x) || p(ε_l | z_{l-1}))`` per layer ``[k, B, L]``.
         """
-        evidence = self.inference.encode(x)
+        evidence = self.inference.encode(x).unbind(0)  # one call (and one stack backward), not a select per layer
         batch, latents = x.shape[0], self.cfg.latents
         priors = self.generator.priors
         # The chain runs on 2-D rows [k·B, N] (k-major): each of its matrix products is then one call, where a
