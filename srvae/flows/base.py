@@ -26,6 +26,11 @@ class Bijector(nn.Module, ABC):
     def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``x = f⁻¹(y; context)`` and ``log|det ∂x/∂y|`` (minus the forward's)."""
 
+    def transform(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """``y = f(x; context)`` alone, for callers that do not need the log-determinant (SeRe-VAE's chain, whose
+        Jacobians cancel): a bijector overrides it where skipping the log-determinant saves operations."""
+        return self.forward(x, context)[0]
+
 
 class IdentityBijector(Bijector):
     """``y = x`` (log|det| = 0): the "no transformation" of a DLGM variant without a top-down path."""
@@ -35,3 +40,6 @@ class IdentityBijector(Bijector):
 
     def inverse(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return y, y.new_zeros(y.shape[:-1])
+
+    def transform(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        return x

@@ -47,9 +47,18 @@ class IAFStep(Bijector):
         m, s = self.made(x, context).unbind(-2)
         return m, torch.sigmoid(s), F.logsigmoid(s)
 
+    def _step(self, eps: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+        """``z`` and the gate pre-activations ``s``."""
+        m, s = self.made(eps, context).unbind(-2)
+        gate = torch.sigmoid(s)
+        return gate * eps + (1.0 - gate) * m, s
+
     def forward(self, eps: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        m, gate, log_gate = self._shift_and_log_gate(eps, context)
-        return gate * eps + (1.0 - gate) * m, log_gate.sum(-1)
+        z, s = self._step(eps, context)
+        return z, F.logsigmoid(s).sum(-1)
+
+    def transform(self, eps: Tensor, context: Tensor | None = None) -> Tensor:
+        return self._step(eps, context)[0]
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         eps = torch.zeros_like(z)
@@ -83,6 +92,11 @@ class IAF(Bijector):
             eps, step_logabsdet = step(eps, context)
             logabsdet = logabsdet + step_logabsdet
         return eps, logabsdet
+
+    def transform(self, eps: Tensor, context: Tensor | None = None) -> Tensor:
+        for step in self.steps:
+            eps = step.transform(eps, context)
+        return eps
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         logabsdet = z.new_zeros(z.shape[:-1])

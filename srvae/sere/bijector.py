@@ -37,9 +37,14 @@ def affine_rank_one_logabsdet(d: Tensor, u: Tensor) -> Tensor:
     return torch.log(d).sum(-1) + torch.log1p(_quadratic(d, u))
 
 
+def affine_rank_one_map(eps: Tensor, c: Tensor, d: Tensor, u: Tensor) -> Tensor:
+    """``z = c + (diag(d) + u uᵀ) ε``, broadcast over leading dimensions."""
+    return c + d * eps + u * (u * eps).sum(-1, keepdim=True)
+
+
 def affine_rank_one(eps: Tensor, c: Tensor, d: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
     """``z = c + (diag(d) + u uᵀ) ε`` and its ``log|det|``, broadcast over leading dimensions."""
-    z = c + d * eps + u * (u * eps).sum(-1, keepdim=True)
+    z = affine_rank_one_map(eps, c, d, u)
     return z, affine_rank_one_logabsdet(d, u).expand(z.shape[:-1])
 
 
@@ -79,6 +84,9 @@ class AffineRankOneBijector(Bijector):
 
     def forward(self, eps: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return affine_rank_one(eps, *self.affine_parameters(context))
+
+    def transform(self, eps: Tensor, context: Tensor | None = None) -> Tensor:
+        return affine_rank_one_map(eps, *self.affine_parameters(context))
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return affine_rank_one_inverse(z, *self.affine_parameters(context))

@@ -60,6 +60,14 @@ from .stochastic_layers import (
 )
 
 
+def layer_stack(tensors: list[Tensor], batch: int) -> Tensor:
+    """Each layer's ``[k·B, N]`` or ``[B, N]`` (a posterior of ``x`` alone) stacked as ``[L, k (or 1), B, N]``; one
+    stack and one view where all have the same shape (a training batch: ``k = 1``)."""
+    if len({t.shape for t in tensors}) == 1:
+        return torch.stack(tensors).view(len(tensors), -1, batch, tensors[0].shape[-1])
+    return torch.stack(torch.broadcast_tensors(*(t.view(-1, batch, t.shape[-1]) for t in tensors)))
+
+
 @dataclass(frozen=True)
 class SeReVAEConfig:
     layers: PositiveInt = 10  # stochastic layers = image blocks L
@@ -92,7 +100,7 @@ class Generator(nn.Module):
         for l, bijector in enumerate(self.bijectors):
             mean, std = self.priors.layer(l, z)
             eps = reparameterise(mean.expand(n, mean.shape[-1]), std.expand(n, std.shape[-1]))
-            z, _ = bijector(eps, z)
+            z = bijector.transform(eps, z)
             x_prev = self.data.sample(l, z, x_prev)
             blocks.append(x_prev)
         return self.partition.join(blocks)
@@ -185,22 +193,29 @@ class SeReVAE(LatentVariableModel):
         Returns the codes ``z_1..z_L`` ``[L, k, B, N]``, ``log p(ε)`` and ``log q(ε | x)`` (``[k, B]``) and the
         closed-form ``KL(q(ε_l | z_{l-1}, x) || p(ε_l | z_{l-1}))`` per layer ``[k, B, L]``.
         """
-        evidence = self.inference.encode(x)
-        shape = (k, x.shape[0], self.cfg.latents)
+        evidence = self.inference.encode(x).unbind(0)  # one call (and one stack backward), not a select per layer
+        batch, latents = x.shape[0], self.cfg.latents
         priors = self.generator.priors
+        # The chain runs on 2-D rows [k·B, N] (k-major): each of its matrix products is then one call, where a
+        # [k, B, ·] input costs a view on either side of it, forward and backward.
         z = None
         means, stds, draws, codes = [], [], [], []
         for l, (posterior, bijector) in enumerate(zip(self.inference.posteriors, self.inference.bijectors)):
             prior_raw = priors.raw(l, z) if self.cfg.posterior_first == "prior" else None
-            # [1, B, N] for a posterior of x alone, [k, B, N] for one conditioned on z_{l-1}
-            mean, std = (t.reshape(-1, *shape[1:]) for t in posterior(evidence[l], z, prior_raw))
-            eps = reparameterise(mean.expand(shape), std.expand(shape))
-            z, _ = bijector(eps, z)  # the Jacobian cancels between log p and log q
+            # evidence [B, ·] meets z_{l-1} [k·B, N]: repeated for k > 1 samples, by a posterior that reads z_{l-1}
+            conditioned = k > 1 and z is not None and posterior.context_dim > 0
+            mean, std = posterior(evidence[l].repeat(k, 1) if conditioned else evidence[l], z, prior_raw)
+            if mean.shape[0] == k * batch:  # [k·B, N]
+                eps = reparameterise(mean, std)
+            else:  # [B, N] (or [N]) for a posterior of x alone: the same draws as for [k, B, N]
+                eps = reparameterise(mean.expand(k, batch, latents), std.expand(k, batch, latents)).view(-1, latents)
+            z = bijector.transform(eps, z)  # the Jacobian cancels between log p and log q
             for stack, t in zip((means, stds, draws, codes), (mean, std, eps, z)):
                 stack.append(t)
+        shape = (k, batch, latents)
         # given the codes, the priors and the densities of all layers at once: [L, k (or 1), B, N]
-        codes, eps = torch.stack(codes), torch.stack(draws)
-        q_mean, q_std = (torch.stack(torch.broadcast_tensors(*t)) for t in (means, stds))
+        codes, eps = (torch.stack(t).view(-1, *shape) for t in (codes, draws))
+        q_mean, q_std = (layer_stack(t, batch) for t in (means, stds))
         p_mean, p_std = priors(codes[:-1])
         log_q = gaussian_log_prob(eps, q_mean, q_std).sum(0)
         log_p = gaussian_log_prob(eps, p_mean, p_std).sum(0)

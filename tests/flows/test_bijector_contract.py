@@ -1,6 +1,7 @@
 """The contract every bijector of the study passes (as nflows' transform tests do): shapes, finite values,
-``inverse(forward(x)) = x``, the inverse's log-determinant minus the forward's, and the forward's
-log-determinant equal to ``log|det J|`` of a dense Jacobian."""
+``inverse(forward(x)) = x``, the inverse's log-determinant minus the forward's, the forward's
+log-determinant equal to ``log|det J|`` of a dense Jacobian, and ``transform`` (the map without its
+log-determinant) the very values of ``forward``'s map."""
 
 from collections.abc import Callable
 
@@ -69,6 +70,11 @@ def test_forward_shapes_and_finite_values(case):
     y, logabsdet = bijector(x, context)
     assert y.shape == x.shape and logabsdet.shape == LEADING
     assert torch.isfinite(y).all() and torch.isfinite(logabsdet).all()
+
+
+def test_transform_is_the_forward_map_bit_for_bit(case):
+    bijector, x, context = case
+    assert torch.equal(bijector.transform(x, context), bijector(x, context)[0])
 
 
 def test_inverse_undoes_forward_and_negates_its_logabsdet(case):
