@@ -258,7 +258,8 @@ def budget(s: TrainSettings) -> str:
 
 def aggregate_study(cfg: StudyConfig) -> None:
     """Collect every run of the study into ``<results>/summary.csv``, ``curves.csv``, ``kl_per_layer.csv``."""
-    aggregate([cfg.run_dir(*run) for run in cfg.runs()], Path(cfg.results_dir), cfg.comparisons())
+    aggregate([cfg.run_dir(*run) for run in cfg.runs()], Path(cfg.results_dir), cfg.comparisons(),
+              {name: cfg.models[name].table for name in cfg.study.models})
 
 
 def report_study(cfg: StudyConfig) -> None:
