@@ -140,9 +140,23 @@ def test_paired_comparison_is_reported_with_its_standard_error(runs, report):
     assert (c["model_a"], c["model_b"], c["seeds"], c["images"]) == ("sere_vae", "vae", "0 1 2", 500)
     assert c["delta_nll"] == pytest.approx(nlls["sere_vae"].mean() - nlls["vae"].mean())
     assert 0 < c["se"] < 1 and c["significant"]  # about 3 nats apart, seeds spread by 0.5
+    # both models share each seed's per-image noise: no image term, the exact t-test on seed means
+    assert c["dof"] == pytest.approx(2) and (c["family"], c["p_holm"]) == ("all", c["p_value"])
     text = (report / "tables.md").read_text()
     row = next(line for line in text.splitlines() if " − Mean-field VAE |" in line)
-    assert f"| {c['delta_nll']:+.2f} ± {c['se']:.2f} | 3 (0, 1, 2) |" in row and row.endswith("| yes |")
+    assert f"| {c['delta_nll']:+.2f} ± {c['se']:.2f} | 3 (0, 1, 2) | 2.0 |" in row and row.endswith("| yes |")
+
+
+def test_holm_adjusts_within_each_paper_table(runs, tmp_path):
+    results, dirs, _ = runs
+    pairs = [("sere_vae", "vae"), ("vae", "sere_vae")]
+    aggregate(dirs, tmp_path, pairs=pairs, tables={"sere_vae": "table1", "vae": "table1"})
+    same = pd.read_csv(tmp_path / "comparisons.csv")
+    assert list(same["family"]) == ["table1"] * 2
+    assert same["p_holm"].tolist() == pytest.approx((2 * same["p_value"]).clip(upper=1).tolist())
+    aggregate(dirs, tmp_path, pairs=pairs, tables={"sere_vae": "table1", "vae": "table2"})
+    across = pd.read_csv(tmp_path / "comparisons.csv")
+    assert list(across["family"]) == ["across"] * 2
 
 
 def test_latex_uses_booktabs_and_escapes_names(report):

@@ -11,7 +11,10 @@ rule aggregate:
         f"{RESULTS}/{paths.KL_PER_LAYER}",
         report(f"{RESULTS}/{paths.COMPARISONS}", caption="../report/comparisons.rst", category="Aggregated results"),
     params:
-        pairs=json.dumps(CFG.comparisons()),  # a change of the compared pairs re-aggregates, reruns nothing
+        # a change of the compared pairs, or of the paper table a model belongs to (the family of its Holm
+        # correction), re-aggregates and reruns nothing
+        pairs=json.dumps(CFG.comparisons()),
+        tables=json.dumps({name: CFG.models[name].table for name in CFG.study.models}),
     log:
         "logs/aggregate.log",
     shell:

@@ -10,7 +10,8 @@ config) and writes
 - ``curves.csv``: one row per run and epoch (training and validation ELBO),
 - ``kl_per_layer.csv``: one row per run and stochastic layer (mean test KL),
 - ``comparisons.csv``: one row per dataset and requested pair of models, the paired gap in test NLL with its
-  standard error (:mod:`srvae.study.report.compare`).
+  standard error, degrees of freedom and p-value (:mod:`srvae.study.report.compare`), and the p-value adjusted by
+  Holm's method within its family (``family``: the paper table of both models, or ``across`` tables).
 
 A missing file, unreadable JSON, a missing field or a non-finite metric is an error naming the run
 and the job to rerun: a failed run never becomes a table cell.
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -32,7 +33,7 @@ from srvae.infra.atomic_io import write_text
 
 from ..config import StudyConfig
 from ..run import paths
-from .compare import paired_difference
+from .compare import ALPHA, holm, paired_difference
 
 #: fields read from each JSON file; the numeric ones must be finite
 REQUIRED = {
@@ -186,8 +187,10 @@ def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame, np.ndarra
     return row, curves.assign(**key)[[*key, *CURVE_COLUMNS]], kl_rows, log_px
 
 
-def _comparisons(log_px: dict[tuple[str, str, int], np.ndarray], pairs: Sequence[tuple[str, str]]) -> pd.DataFrame:
-    """The paired gap of every requested pair on every dataset where both models ran, over their common seeds."""
+def _comparisons(log_px: dict[tuple[str, str, int], np.ndarray], pairs: Sequence[tuple[str, str]],
+                 tables: Mapping[str, str]) -> pd.DataFrame:
+    """The paired gap of every requested pair on every dataset where both models ran, over their common seeds;
+    p-values Holm-adjusted per dataset and table (one table's comparisons are one family of claims)."""
     rows = []
     for dataset in dict.fromkeys(d for d, _, _ in log_px):
         for a, b in pairs:
@@ -197,16 +200,23 @@ def _comparisons(log_px: dict[tuple[str, str, int], np.ndarray], pairs: Sequence
                 continue
             gap = paired_difference(-np.stack([log_px[dataset, a, s] for s in seeds]),
                                     -np.stack([log_px[dataset, b, s] for s in seeds]))
-            rows.append({"dataset": dataset, "model_a": a, "model_b": b, "seeds": " ".join(map(str, seeds)),
-                         "images": gap.images, "delta_nll": gap.mean, "se": gap.se, "dof": gap.dof,
-                         "p_value": gap.p_value, "significant": gap.significant})
-    return pd.DataFrame(rows, columns=["dataset", "model_a", "model_b", "seeds", "images", "delta_nll", "se",
-                                       "dof", "p_value", "significant"])
+            table_a, table_b = tables.get(a, "all"), tables.get(b, "all")
+            family = table_a if table_a == table_b else "across"
+            rows.append({"dataset": dataset, "model_a": a, "model_b": b, "family": family,
+                         "seeds": " ".join(map(str, seeds)), "images": gap.images, "delta_nll": gap.mean,
+                         "se": gap.se, "dof": gap.dof, "p_value": gap.p_value})
+    table = pd.DataFrame(rows, columns=["dataset", "model_a", "model_b", "family", "seeds", "images", "delta_nll",
+                                        "se", "dof", "p_value"])
+    table["p_holm"] = table.groupby(["dataset", "family"])["p_value"].transform(holm)
+    table["significant"] = table["p_holm"] < ALPHA
+    return table
 
 
-def aggregate(run_dirs: Sequence[Path], out_dir: Path, pairs: Sequence[tuple[str, str]] = ()) -> pd.DataFrame:
+def aggregate(run_dirs: Sequence[Path], out_dir: Path, pairs: Sequence[tuple[str, str]] = (),
+              tables: Mapping[str, str] | None = None) -> pd.DataFrame:
     """Read every expected run and write summary.csv, curves.csv, kl_per_layer.csv and comparisons.csv
-    (the paired test-NLL gap of each of ``pairs`` of model names) to ``out_dir``.
+    (the paired test-NLL gap of each of ``pairs`` of model names, Holm-adjusted within each paper table of
+    ``tables``, model name → table; without it, all of a dataset's comparisons are one family) to ``out_dir``.
 
     Checks every run before writing anything, and raises one RunResultError listing all broken
     runs. Returns the summary table.
@@ -232,11 +242,12 @@ def aggregate(run_dirs: Sequence[Path], out_dir: Path, pairs: Sequence[tuple[str
     write_text(out_dir / paths.SUMMARY, summary.to_csv(index=False))
     write_text(out_dir / paths.CURVES, pd.concat(curves, ignore_index=True).to_csv(index=False))
     write_text(out_dir / paths.KL_PER_LAYER, pd.concat(kls, ignore_index=True).to_csv(index=False))
-    write_text(out_dir / paths.COMPARISONS, _comparisons(log_px, pairs).to_csv(index=False))
+    write_text(out_dir / paths.COMPARISONS, _comparisons(log_px, pairs, tables or {}).to_csv(index=False))
     return summary
 
 
 def aggregate_study(cfg: StudyConfig) -> None:
     """Collect every run of the study into ``<results>/summary.csv``, ``curves.csv``, ``kl_per_layer.csv`` and
     ``comparisons.csv``."""
-    aggregate([paths.run_dir(cfg.results_dir, *run) for run in cfg.runs()], Path(cfg.results_dir), cfg.comparisons())
+    aggregate([paths.run_dir(cfg.results_dir, *run) for run in cfg.runs()], Path(cfg.results_dir), cfg.comparisons(),
+              {name: cfg.models[name].table for name in cfg.study.models})

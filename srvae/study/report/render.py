@@ -222,7 +222,11 @@ def _log_likelihood_rows(runs: pd.DataFrame, models: dict, reported: dict, ds: d
 
 
 def _comparison_rows(comparisons: pd.DataFrame, models: dict, decimals: int, m: Markup) -> list[dict]:
-    """One row per requested pair: the paired gap ``NLL_A − NLL_B`` ± its standard error, and its p-value."""
+    """One row per requested pair: the paired gap ``NLL_A − NLL_B`` ± its standard error, its degrees of freedom,
+    its p-value and the p-value Holm-adjusted within its table (which decides "significant")."""
+    def p_text(p: float) -> str:
+        return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
     rows = []
     for _, c in comparisons.iterrows():
         seeds = str(c["seeds"]).split()
@@ -230,7 +234,8 @@ def _comparison_rows(comparisons: pd.DataFrame, models: dict, decimals: int, m: 
             "pair": m.escape(f"{models[c['model_a']]['label']} − {models[c['model_b']]['label']}"),
             "delta": _num(c["delta_nll"], decimals, m, signed=True) + m.pm + _num(c["se"], decimals, m),
             "seeds": f"{len(seeds)} ({', '.join(seeds)})",
-            "p_value": "< 0.001" if c["p_value"] < 0.001 else f"{c['p_value']:.3f}",
+            "dof": f"{c['dof']:.1f}" if math.isfinite(c["dof"]) else m.missing,
+            "p_value": p_text(c["p_value"]), "p_holm": p_text(c["p_holm"]),
             "significant": ("yes" if c["significant"] else "no") + (" (one seed)" if len(seeds) == 1 else ""),
         })
     return rows
