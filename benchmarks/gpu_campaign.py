@@ -4,10 +4,12 @@
     python benchmarks/gpu_campaign.py install             # there, no network: pip installs .campaign/wheels
     python benchmarks/gpu_campaign.py run --out DIR       # there: campaign.json, summary.md, campaign.log
     python benchmarks/gpu_campaign.py run --dry-run --out DIR   # CPU, tiny sizes: what the tests run
+    python benchmarks/gpu_campaign.py study --out DIR     # there: config/gpu-short.yaml's full-MNIST Table 1
+    python benchmarks/gpu_campaign.py study --dry-run --out DIR --max-epochs 1   # CPU, a tiny study
     python benchmarks/gpu_campaign.py digest              # the source digest a campaign.json names, for a checkout
 
 The parts live in ``benchmarks/campaign/`` (one module each: prepare and install, the throughput helpers, the
-measuring parts of ``run``, a Snakemake study, the runner, the summary); this file is their
+measuring parts of ``run``, the Snakemake study of ``study``, the runner, the summary); this file is their
 command line.
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -33,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("digest", help="the source digest a campaign records, for this checkout")
     p = sub.add_parser("install", help="pip install the carried wheels (no network)")
     p.add_argument("--source", default=str(CAMPAIGN_DIR))
-    for name in ("run", "part"):
+    for name in ("run", "part", "study"):
         p = sub.add_parser(name)
         p.add_argument("--source", default=str(CAMPAIGN_DIR), help="the folder `prepare` filled")
         p.add_argument("--dry-run", action="store_true", help="CPU, small models, a few steps: a test of the code")
@@ -53,6 +56,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--parts", dest="parts_list", nargs="+", help="which parts, in order (default: all)")
     sub.choices["part"].add_argument("part")
     sub.choices["part"].add_argument("--parts", required=True, help="folder for the part's JSON")
+    study = sub.choices["study"]
+    study.add_argument("--out", required=True)
+    study.add_argument("--deadline-s", type=float, default=480.0,
+                       help="seconds for the study's training, evaluation and report (it is stopped there)")
+    study.add_argument("--margin-s", type=float, default=90.0, help="seconds of the deadline kept in reserve")
+    study.add_argument("--max-epochs", type=int, help="at most this many epochs, whatever fits")
+    study.add_argument("--cores", type=int, default=os.cpu_count(), help="Snakemake's --cores")
     return parser
 
 
@@ -83,6 +93,10 @@ def main(argv: list[str] | None = None) -> None:
         from benchmarks.campaign.parts import run_part
 
         run_part(args)
+    elif args.command == "study":
+        from benchmarks.campaign.study import study
+
+        print(json.dumps(study(args)["plan"], indent=1))
     else:
         from benchmarks.campaign.runner import run
         from benchmarks.campaign.summary import summary

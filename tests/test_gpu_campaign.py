@@ -1,8 +1,8 @@
 """The GPU campaign (benchmarks/gpu_campaign.py and benchmarks/campaign/): the dry runs of `run` and `study` on
-the CPU go through every part, and the preparation step gathers installable
+the CPU go through every part and bring back what they promise, and the preparation step gathers installable
 wheels for the GPU image's Python.
 
-The dry run is started with the interpreter alone, without the `srvae` and `snakemake` commands on the PATH
+Both dry runs are started with the interpreter alone, without the `srvae` and `snakemake` commands on the PATH
 (a virtual environment used without activating it): the study's jobs must still run this tree's code."""
 
 from __future__ import annotations
@@ -10,17 +10,21 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 from benchmarks.campaign.parts import DRY_TABLE1, PARTS
 from benchmarks.campaign.prepare import carried
 from benchmarks.campaign.runner import source_digest
+from benchmarks.campaign.study import plan_epochs
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "gpu_campaign.py"
@@ -76,6 +80,69 @@ def test_dry_run_snakemake_jobs_take_gpu_slots(dry_run):
     jobs = {job["job"].split("/")[-1] for job in result["jobs"]}
     assert {"train.log", "evaluate.log", "speed.log"} <= jobs
     assert all(job["slots"] == 2 and job["CUDA_VISIBLE_DEVICES"] == "0" for job in result["jobs"])
+
+
+@pytest.fixture(scope="module")
+def dry_study(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("study")
+    done = _campaign("study", "--dry-run", "--out", str(out), "--max-epochs", "1", "--deadline-s", "600",
+                     timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+def test_dry_study_brings_back_few_files_in_the_device_tools_limits(dry_study):
+    """At most 8 files, named in letters, digits, '.', '_' and '-' (what the GPU machine's $OUT brings back)."""
+    files = sorted(p.name for p in dry_study.iterdir())
+    assert files == ["campaign.json", "campaign.log", "config.yaml", "snakemake.log", "study.tar.gz", "summary.csv",
+                     "tables.md"]
+    assert all(re.fullmatch(r"[A-Za-z0-9._-]+", name) and (dry_study / name).is_file() for name in files)
+
+
+def test_dry_study_packs_the_report_results_config_and_logs_but_no_weights(dry_study):
+    with tarfile.open(dry_study / "study.tar.gz") as tar:
+        names = tar.getnames()
+    for wanted in ("reports/tables.md", "reports/tables.tex", "reports/tables.html", "results/summary.csv",
+                   "results/comparisons.csv", "snakemake.log", "campaign.log", "budget.yaml"):
+        assert wanted in names
+    assert any(re.fullmatch(r"reports/figures/.+\.png", n) for n in names)
+    assert any(re.fullmatch(r"results/configs/[0-9a-f]+\.yaml", n) for n in names)
+    assert any(n.endswith("/train.log") for n in names) and any(n.endswith("/evaluate.log") for n in names)
+    assert not any(n.endswith((".pt", ".npy")) for n in names)
+
+
+def test_dry_study_runs_the_budget_it_planned_through_the_dag(dry_study):
+    """The probe measured every study model, the plan's epochs (capped at 1) are what every run trained, and
+    the resolved config is gpu-short.yaml's with that budget."""
+    record = json.loads((dry_study / "campaign.json").read_text())
+    assert record["study"]["status"] == 0
+    assert set(record["probe"]) == {"sere_vae_table1", "vae"}
+    assert all(p["epoch_s"] > 0 and p["eval_s"] > 0 for p in record["probe"].values())
+    assert record["plan"]["epochs"] >= 1 and record["epochs"] == 1
+    config = yaml.safe_load((dry_study / "config.yaml").read_text())
+    assert config["train"]["epochs"] == 1 and config["train"]["cuda_graphs"] is True
+    assert config["evaluate"]["k"] == 10 and config["study"]["models"] == ["sere_vae_table1", "vae"]
+    summary = (dry_study / "summary.csv").read_text().splitlines()
+    assert len(summary) == 1 + 2  # a header, and one row per (model, seed)
+    log = (dry_study / "campaign.log").read_text()
+    assert "probe sere_vae_table1" in log and "train.epochs = 1" in log and "study: exit 0" in log
+    tables = (dry_study / "tables.md").read_text()
+    assert "| SeRe-VAE (10 × 10) |" in tables and "| Mean-field VAE |" in tables
+    assert "SeRe-VAE (10 × 10) − Mean-field VAE" in tables  # the paired comparison
+
+
+def test_plan_gives_the_epochs_that_fit_the_deadline_after_the_fixed_costs():
+    probe = {"a": {"epoch_s": 2.0, "capture_s": 1.0, "eval_s": 3.0, "speed_s": 0.5},
+             "b": {"epoch_s": 1.0, "capture_s": 0.0, "eval_s": 1.0, "speed_s": 0.5}}
+    runs = [("d", m, s) for m in ("a", "b") for s in (0, 1, 2)]
+    plan = plan_epochs(probe, runs, startup_s=4.0, load_s=1.0, deadline_s=480.0, margin_s=60.0)
+    fixed = 2 * 6 * 5.0 / 2 + 6 * 4.0 + 2 * 4.0 + 3 * 1.0 + 3 * (3.0 + 1.0) + 6 * 0.5 + 20.0
+    assert sum(plan["fixed_s"].values()) == pytest.approx(fixed)
+    assert plan["per_epoch_s"] == pytest.approx(3 * 2.0 + 3 * 1.0)  # every seed of every model
+    assert plan["epochs"] == math.floor((480 - 60 - fixed) / 9.0) and plan["fits"]
+    assert plan["predicted_s"] <= 480 - 60
+    short = plan_epochs(probe, runs, startup_s=4.0, load_s=1.0, deadline_s=100.0, margin_s=60.0)
+    assert short["epochs"] == 1 and not short["fits"]  # one epoch anyway, flagged
 
 
 def test_only_small_packages_the_image_lacks_are_carried():

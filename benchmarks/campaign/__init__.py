@@ -5,6 +5,7 @@
 - :mod:`.throughput`: training images/s of one config model in srvae's own loop (eager, graphed, compiled);
 - :mod:`.parts`: the measuring parts of ``run``, each run in a child process with a deadline;
 - :mod:`.dag`: a study run through Snakemake from a copy of the tree, whatever is on the PATH;
+- :mod:`.study`: ``study``: the full-MNIST Table 1 (config/gpu-short.yaml) with the epochs that fit a deadline;
 - :mod:`.runner`: ``run``: the parts in order, and the record of the code and the machine;
 - :mod:`.summary`: the parts' figures as a Markdown page.
 """
