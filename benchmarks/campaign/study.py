@@ -115,6 +115,16 @@ def probe_model(cfg, name: str, data, steps: int, warmup: int, eval_images: int)
             "parameters": step["parameters"]}
 
 
+def _probe(cfg, data, dry: bool, log) -> dict[str, dict[str, float]]:
+    """:func:`probe_model` of every study model, each logged."""
+    steps, warmup, eval_images = (2, 1, 20) if dry else (30, 3, 1000)
+    probe = {}
+    for name in cfg.study.models:
+        probe[name] = probe_model(cfg, name, data, steps, warmup, eval_images)
+        log(f"probe {name}: {json.dumps(probe[name])}")
+    return probe
+
+
 def _startup_seconds(device: str) -> float:
     """A job's start-up: a fresh interpreter that imports the ``srvae`` command's modules and touches the device."""
     code = f"import torch, srvae.cli; torch.zeros(1, device={device!r})"
@@ -179,6 +189,7 @@ def study(args) -> dict[str, Any]:
     """Probe, plan, run the study through Snakemake, bring back its outputs into ``args.out``; the record."""
     import torch
 
+    from srvae.study.config import merge
     from srvae.study.datasets import load_dataset
 
     if not args.dry_run and not torch.cuda.is_available():
@@ -198,11 +209,15 @@ def study(args) -> dict[str, Any]:
     startup_s = _startup_seconds(device)
     log(f"data {dataset}: {len(data.train):,} train / {len(data.valid):,} validation / {len(data.test):,} test "
         f"images, loaded in {load_s:.1f} s; a job's start-up {startup_s:.1f} s")
-    steps, warmup, eval_images = (2, 1, 20) if args.dry_run else (30, 3, 1000)
-    probe = {}
-    for name in cfg.study.models:
-        probe[name] = probe_model(cfg, name, data, steps, warmup, eval_images)
-        log(f"probe {name}: {json.dumps(probe[name])}")
+    try:
+        probe = _probe(cfg, data, args.dry_run, log)
+    except Exception as e:  # a step that cannot be captured must not cost the study: it then trains eagerly
+        if not (cfg.train.cuda_graphs and data.train.is_cuda):
+            raise
+        log(f"the graphed probe failed ({type(e).__name__}: {e}); the study trains without train.cuda_graphs")
+        overrides = merge(overrides, {"train": {"cuda_graphs": False}})
+        cfg = _write_budget(budget, overrides, None)
+        probe = _probe(cfg, data, args.dry_run, log)
     plan = plan_epochs(probe, cfg.runs(), startup_s, load_s, args.deadline_s, args.margin_s)
     epochs = min(plan["epochs"], args.max_epochs or plan["epochs"])
     record.update(probe=probe, startup_s=startup_s, load_s=load_s, plan=plan, epochs=epochs)
@@ -219,8 +234,9 @@ def study(args) -> dict[str, Any]:
     status, tail = run_study(work, [GPU_SHORT, budget], args.cores, fake_gpu=args.dry_run, timeout=args.deadline_s,
                              log=out / "snakemake.log")
     seconds = time.perf_counter() - t0
-    record["study"] = {"status": status, "seconds": seconds, "predicted_s": plan["predicted_s"]}
-    log(f"study: exit {status} after {seconds:.0f} s (predicted {plan['predicted_s']:.0f} s)")
+    predicted = sum(plan["fixed_s"].values()) + epochs * plan["per_epoch_s"]
+    record["study"] = {"status": status, "seconds": seconds, "predicted_s": predicted}
+    log(f"study: exit {status} after {seconds:.0f} s (predicted {predicted:.0f} s)")
     if status != 0:
         log(f"snakemake's last lines:\n{tail}")
     (out / "campaign.json").write_text(json.dumps(record, indent=1))
