@@ -9,6 +9,7 @@
     srvae status    --config config.yaml      # one line per run: waiting, training (epoch, ETA), done, failed
     srvae models    --config config.yaml      # what each model entry will run: class and resolved hyper-parameters
     srvae schema                               # the config's JSON Schema (YAML), generated from its types
+    srvae reference                            # config/README.md: every key and default, generated from its types
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from srvae.infra.gpu_slots import acquire_gpu
 from srvae.infra.locks import exclusive
 from srvae.registry import MODELS, make_config
 from srvae.study.config import ConfigError, StudyConfig, schema_yaml
+from srvae.study.config_doc import reference_markdown
 from srvae.study.load import load_study
 from srvae.study.report.aggregate import aggregate_study
 from srvae.study.report.render import report_study
@@ -61,6 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     with_config(sub.add_parser("models", help="what each model entry of the config runs: its class and every "
                                               "hyper-parameter (defaults filled in)"))
     sub.add_parser("schema", help="print the config's JSON Schema (YAML), generated from its typed settings")
+    sub.add_parser("reference", help="print config/README.md: every key with its default and meaning, and every model "
+                                     "class's hyper-parameters, generated from the typed settings")
     return parser
 
 
@@ -91,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "schema":
             print(schema_yaml(), end="")
+            return 0
+        if args.command == "reference":
+            print(reference_markdown(), end="")
             return 0
         cfg = load_study(args.config)
         torch.set_num_threads(args.threads or cfg.threads)

