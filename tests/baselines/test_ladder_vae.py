@@ -139,7 +139,7 @@ def test_unshared_closed_form_kl_matches_the_monte_carlo_log_ratio():
 def test_training_step_caps_the_norm_then_clips_each_entry_as_the_reference_code():
     """``train.grad_clip`` then ``train.grad_clip_value``: on a gradient (10, 0.1) the norm cap 1 gives
     (≈1, ≈0.01) and the entry clip 0.9 then (0.9, ≈0.01); the other order would leave 0.1."""
-    from srvae.study.train import apply_gradients
+    from srvae.study.run.step import apply_gradients
 
     holder = torch.nn.Module()
     holder.w = torch.nn.Parameter(torch.zeros(2))
