@@ -6,6 +6,7 @@ import copy
 import pytest
 import torch
 
+import srvae.study.run.step as step
 import srvae.study.run.train as loop
 from srvae.models import LatentVariableModel, Scores
 from srvae.models.base import ElboTerms
@@ -109,7 +110,7 @@ def test_selection_on_the_importance_weighted_bound(tiny_data, tmp_path, monkeyp
 
 def test_train_exercises_warmup_clipping_and_importance_weighting(tiny_data, tmp_path, monkeypatch):
     betas, samples, caps = [], [], []
-    real_objective, real_clip = loop.objective, torch.nn.utils.clip_grad_norm_
+    real_objective, real_clip = step.objective, torch.nn.utils.clip_grad_norm_
 
     def objective_spy(model, x, beta, iw_samples):
         betas.append(beta)
@@ -120,7 +121,7 @@ def test_train_exercises_warmup_clipping_and_importance_weighting(tiny_data, tmp
         caps.append(max_norm)
         return real_clip(parameters, max_norm, *args, **kwargs)
 
-    monkeypatch.setattr(loop, "objective", objective_spy)
+    monkeypatch.setattr(step, "objective", objective_spy)  # the training step calls it
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip_spy)
     settings = TrainSettings(epochs=3, batch_size=100, kl_warmup_epochs=2, grad_clip=2.5, iw_samples=4)
     result = train(small_vae(), tiny_data, settings, 0, tmp_path / "c.pt", log=quiet)
