@@ -219,11 +219,11 @@ class ScriptedSampler(LatentVariableModel):
 
 
 def test_sampling_speed_numbers_from_a_scripted_clock(monkeypatch):
-    warmup, timed = [9.0, 7.0], [0.5, 0.2, 0.4, 0.3, 0.1]  # warm-ups are slow and must not count
+    warmup, timed = [9.0, 7.0], [0.9, 0.2, 0.4, 0.3, 0.1]  # warm-ups are slow and must not count; mean ≠ median
     model = ScriptedSampler(warmup + timed)
     monkeypatch.setattr(speed.time, "perf_counter", model.clock)
     result = speed.sampling_speed(model, n_samples=600, repeats=len(timed), warmup=len(warmup))
-    median, q1, q3 = 0.3, 0.2, 0.4  # sorted 0.1 0.2 0.3 0.4 0.5: quartiles by linear interpolation
+    median, q1, q3 = 0.3, 0.2, 0.4  # sorted 0.1 0.2 0.3 0.4 0.9: quartiles by linear interpolation
     assert model.sizes == [600] * 7
     assert result["seconds_median"] == pytest.approx(median)
     assert result["samples_per_s"] == pytest.approx(600 / median)
