@@ -18,6 +18,7 @@ import srvae.study.run.speed as speed
 from srvae.models import LatentVariableModel, Scores
 from srvae.study.config import TrainSettings, validate_config
 from srvae.study.report.aggregate import aggregate
+from srvae.study.report.render import MARKDOWN, _k_check_rows, _speed_rows
 from srvae.study.run import paths
 from srvae.study.run.evaluate import IWEstimate, iw_log_likelihood, mean_kl_per_layer
 from srvae.study.run.train import mean_elbo, validate
@@ -237,3 +238,36 @@ def test_one_timed_repeat_has_no_spread(monkeypatch):
     monkeypatch.setattr(speed.time, "perf_counter", model.clock)
     result = speed.sampling_speed(model, n_samples=100, repeats=1, warmup=1)
     assert (result["seconds_median"], result["samples_per_s"], result["relative_spread"]) == (0.25, 400.0, 0.0)
+
+
+def _runs(**models: dict) -> pd.DataFrame:
+    """Summary rows of three seeds per model on one device: model name → {column: three values}."""
+    return pd.DataFrame([{"model": name, "seed": seed, "device_name": "test CPU", "sampling_device_name": "test CPU",
+                          **{column: values[seed] for column, values in columns.items()}}
+                         for name, columns in models.items() for seed in range(3)])
+
+
+def test_speed_table_bolds_the_fastest_clean_sampler_and_marks_noise_over_ten_percent():
+    cost = {"train_images_per_s": [400.0, 410.0, 420.0], "seconds_per_epoch": [2.0, 2.5, 3.0]}
+    runs = _runs(
+        fast={"samples_per_s": [1000.0, 1020.0, 1040.0], "sampling_spread": [0.02, 0.05, 0.09], **cost},
+        slow={"samples_per_s": [100.0, 101.0, 102.0], "sampling_spread": [0.01, 0.01, 0.01], **cost},
+        # faster, but one run's repeats spread by 15%, or the seeds by 17% (sd 300 / mean 1,800): not ranked
+        noisy_repeats={"samples_per_s": [2000.0, 2000.0, 2000.0], "sampling_spread": [0.02, 0.15, 0.02], **cost},
+        noisy_seeds={"samples_per_s": [1500.0, 1800.0, 2100.0], "sampling_spread": [0.01, 0.01, 0.01], **cost},
+    )
+    models = {name: {"label": name} for name in ("fast", "slow", "noisy_repeats", "noisy_seeds")}
+    rows, devices_differ = _speed_rows(runs, models, MARKDOWN)
+    cells = {row["label"]: row["samples_per_s"] for row in rows}
+    assert cells == {"fast": "**1,020 ± 20**", "slow": "101 ± 1", "noisy_repeats": "2,000 ± 0 †",
+                     "noisy_seeds": "1,800 ± 300 †"}
+    assert {(row["train_images_per_s"], row["seconds_per_epoch"]) for row in rows} == {("410 ± 10", "2.50 ± 0.50")}
+    assert not devices_differ
+
+
+def test_k_check_delta_is_the_larger_k_estimate_minus_the_reported_one():
+    runs = pd.DataFrame([{"model": "m", "seed": 1, "k": 1000, "nll": 90.00, "k_check": 5000, "nll_check": 89.75},
+                         {"model": "m", "seed": 2, "k": 1000, "nll": 91.0, "k_check": np.nan, "nll_check": np.nan}])
+    rows = _k_check_rows(runs, {"m": {"label": "m"}}, 2, MARKDOWN)
+    assert rows == [{"label": "m", "seed": "1", "k": "1000", "nll": "90.00", "k_check": "5000", "nll_check": "89.75",
+                     "delta": "-0.25"}]  # a larger K lowers the NLL estimate: Δ < 0
