@@ -87,15 +87,25 @@ def test_nll_sem_is_the_sd_over_root_n():
 
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory):
-    """A one-epoch tiny VAE run, trained and evaluated (K = 20 on 100 test images); (config, run dir, result)."""
-    cfg = validate_config(tiny_config(tmp_path_factory.mktemp("numbers"), epochs=1))
+    """A one-epoch tiny VAE run, trained and evaluated (K = 20 on 100 test images, a K-check with K = 100);
+    (config, run dir, result, every importance-weighted estimate made, in order)."""
+    raw = tiny_config(tmp_path_factory.mktemp("numbers"), epochs=1)
+    cfg = validate_config({**raw, "evaluate": {**raw["evaluate"], "check_k": 100}})
     steps.train_run(cfg, "tiny", "vae", 0)
-    result = steps.evaluate_run(cfg, "tiny", "vae", 0)
-    return cfg, paths.run_dir(cfg.results_dir, "tiny", "vae", 0), result
+    estimates = []
+
+    def record(*args, **kwargs):
+        estimates.append(iw_log_likelihood(*args, **kwargs))
+        return estimates[-1]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(steps, "iw_log_likelihood", record)
+        result = steps.evaluate_run(cfg, "tiny", "vae", 0)
+    return cfg, paths.run_dir(cfg.results_dir, "tiny", "vae", 0), result, estimates
 
 
 def test_eval_json_holds_the_test_sets_standard_error(evaluated):
-    _, run, result = evaluated
+    _, run, result, _ = evaluated
     log_px = np.load(run / paths.LOG_PX, allow_pickle=False)
     written = json.loads((run / paths.EVAL).read_text())
     assert written["nll"] == pytest.approx(-log_px.mean())
@@ -106,7 +116,7 @@ def test_eval_json_holds_the_test_sets_standard_error(evaluated):
 def test_eval_json_elbo_is_the_mean_elbo_not_the_importance_weighted_bound(evaluated):
     """The ELBO column is the expected single-sample bound, below the K-sample bound (−NLL) by the bound's gap.
     Reference: the mean single-sample ELBO with the closed-form KL, averaged over 50 independent passes."""
-    cfg, run, _ = evaluated
+    cfg, run, _, _ = evaluated
     written = json.loads((run / paths.EVAL).read_text())
     net = steps.load_trained(run, torch.device("cpu"))
     test = steps.load_dataset("tiny", cfg.datasets["tiny"]).test
@@ -116,6 +126,17 @@ def test_eval_json_elbo_is_the_mean_elbo_not_the_importance_weighted_bound(evalu
     gap = -written["nll"] - reference
     assert gap > 3 * tolerance  # the fixture separates the two bounds
     assert written["elbo"] == pytest.approx(reference, abs=tolerance)
+
+
+def test_eval_json_k_check_is_the_larger_k_estimate(evaluated):
+    _, run, _, estimates = evaluated
+    written = json.loads((run / paths.EVAL).read_text())
+    assert [e.k for e in estimates] == [20, 100]
+    larger = estimates[1].log_px.double().numpy()
+    assert written["check"]["k"] == 100
+    assert written["check"]["nll"] == pytest.approx(-larger.mean())
+    assert written["check"]["nll_sem"] == pytest.approx(larger.std(ddof=1) / np.sqrt(len(larger)), rel=1e-6)
+    assert written["k"] == 20 and written["nll"] == pytest.approx(-estimates[0].log_px.double().mean().item())
 
 
 class ModeProbe(LatentVariableModel):
