@@ -191,6 +191,10 @@ class ReportSettings(Settings):
     reported_file: str = Field("workflow/reported.yaml", description=(
             "the published numbers with their sources, relative to the working directory"))
     decimals: NonNegativeInt = Field(2, description="decimals of NLL, ELBO and Δ")
+    improving_threshold: Annotated[float, Field(ge=0)] = Field(0.05, description=(
+            "nats per epoch: a model whose runs' mean slope of the validation bound over the last tenth of "
+            "training (least squares, at least 2 epochs; the bound the run selected on) exceeds it is marked "
+            "still improving (↗) in its table, and the table's heading says it compares under-trained models"))
     comparisons: list[tuple[str, str]] | None = Field(
         None, description=(
             "pairs `[A, B]` of study models whose paired test-NLL gap A − B is reported with its standard error "

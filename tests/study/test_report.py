@@ -20,7 +20,11 @@ from ..conftest import REPO
 REPORTED_FILE = REPO / "workflow" / "reported.yaml"
 
 SEEDS = (0, 1, 2)
-EPOCHS = 4
+#: a run's validation ELBO per epoch: trained to convergence (flat over its last epochs), or still rising by
+#: 1 nat per epoch over its last tenth (2 epochs)
+PLATEAU = (-150.0, -140.0, -136.0, -136.0)
+RISING = (-150.0, -140.0, -135.0, -134.0)
+EPOCHS = len(PLATEAU)
 # name -> (label with LaTeX specials, reported id, stochastic layers, NLL centre)
 MODELS = {
     "sere_vae": ("SeRe_VAE #1 & 100% ours", "sere2020/table1/sere-vae", 3, 92.0),
@@ -46,14 +50,15 @@ DIFFICULTY = np.random.default_rng(42).normal(0.0, 10.0, 500)
 DIFFICULTY -= DIFFICULTY.mean()
 
 
-def _write_run(root, dataset, model, seed, layers, nll):
+def _write_run(root, dataset, model, seed, layers, nll, valid_elbo=PLATEAU):
     run = root / dataset / model / f"seed{seed}"
+    epochs = len(valid_elbo)
     run.mkdir(parents=True)
     noise = np.random.default_rng(seed).normal(0.0, 1.0, len(DIFFICULTY))
     np.save(run / "log_px.npy", -(nll + DIFFICULTY + noise - noise.mean()))  # its mean is -nll
     train = {"dataset": dataset, "model": model, "class": model, "seed": seed,
-             "num_parameters": 1000 * layers + 7, "epochs": EPOCHS, "best_epoch": EPOCHS,
-             "train_seconds": 10.0 + seed, "seconds_per_epoch": (10.0 + seed) / EPOCHS,
+             "num_parameters": 1000 * layers + 7, "epochs": epochs, "best_epoch": epochs,
+             "train_seconds": 10.0 + seed, "seconds_per_epoch": (10.0 + seed) / epochs,
              "train_images_per_s": 400.0 + seed, "device": "cpu", "device_name": "test CPU",
              "hyperparameters": {}, "train_settings": {}}
     evaluation = {"nll": nll, "nll_sem": 0.3, "elbo": -nll - 4.0, "k": 1000, "n_test": 500,
@@ -64,9 +69,9 @@ def _write_run(root, dataset, model, seed, layers, nll):
              "repeats": 5, "device": "cpu", "device_name": "test CPU"}
     for name, data in (("train.json", train), ("eval.json", evaluation), ("speed.json", speed)):
         (run / name).write_text(json.dumps(data))
-    epochs = np.arange(1, EPOCHS + 1)
-    pd.DataFrame({"epoch": epochs, "train_elbo": -150.0 + 10 * epochs, "valid_elbo": -155.0 + 10 * epochs,
-                  "beta": 1.0, "seconds": 2.5 * epochs}).to_csv(run / "metrics.csv", index=False)
+    epoch = np.arange(1, epochs + 1)
+    pd.DataFrame({"epoch": epoch, "train_elbo": np.asarray(valid_elbo) + 5.0, "valid_elbo": valid_elbo,
+                  "beta": 1.0, "seconds": 2.5 * epoch}).to_csv(run / "metrics.csv", index=False)
     return run
 
 
@@ -423,3 +428,82 @@ def test_latents_per_layer_must_match_the_layers(tmp_path):
     with pytest.raises(RunResultError, match=r"latents_per_layer must be null or one positive whole number per "
                                              r"layer \(3\), got \[64, 32\]"):
         aggregate([run], tmp_path)
+
+
+# --- still improving: the validation bound's slope over the last tenth of training --------------------------
+
+#: 25 epochs of a bound that levels off at epoch 30: y = −100 − 0.01 (epoch − 30)²
+CURVE25 = tuple(-100.0 - 0.01 * (epoch - 30) ** 2 for epoch in range(1, 26))
+
+
+@pytest.mark.parametrize("curve, slope", [
+    (CURVE25, (CURVE25[24] - CURVE25[22]) / 2),  # last ceil(25 / 10) = 3 epochs: (y25 − y23) / 2 = 0.12
+    (RISING, 1.0),  # 4 epochs: the last 2 (the minimum), y4 − y3
+    (PLATEAU, 0.0),
+])
+def test_valid_slope_is_the_least_squares_slope_over_the_last_tenth(tmp_path, curve, slope):
+    """A least-squares line through 3 equally spaced points has slope (y₃ − y₁) / 2; over 2 or 4 of
+    CURVE25's points it would be 0.11 or 0.13."""
+    run = _write_run(tmp_path, "mnist5k", "vae", 0, 1, 90.0, valid_elbo=curve)
+    summary = aggregate([run], tmp_path / "out")
+    assert summary["valid_slope"].iloc[0] == pytest.approx(slope, abs=1e-9)
+    assert pd.read_csv(tmp_path / "out" / "summary.csv")["valid_slope"].iloc[0] == pytest.approx(slope, abs=1e-9)
+
+
+def test_valid_slope_follows_the_bound_the_run_selected_on(tmp_path):
+    """A run selected on the importance-weighted bound (train.json's ``selection``) is judged on that bound."""
+    run = _write_run(tmp_path, "mnist5k", "vae", 0, 1, 90.0, valid_elbo=PLATEAU)
+    train = json.loads((run / "train.json").read_text())
+    (run / "train.json").write_text(json.dumps({**train, "selection": {"metric": "valid_iw", "k": 100}}))
+    with pytest.raises(RunResultError, match=r"metrics\.csv: missing column\(s\) \['valid_iw'\]"):
+        aggregate([run], tmp_path / "out")
+    metrics = pd.read_csv(run / "metrics.csv")
+    metrics.assign(valid_iw=np.array(RISING) + 3.0).to_csv(run / "metrics.csv", index=False)
+    assert aggregate([run], tmp_path / "out")["valid_slope"].iloc[0] == pytest.approx(1.0)
+
+
+def _study_with_curves(root, curves: dict) -> None:
+    """Aggregated fixture runs of STUDY whose validation ELBO follows ``curves``: model → one curve per seed."""
+    dirs = [_write_run(root, "mnist5k", name, seed, MODELS[name][2], MODELS[name][3] + seed, valid_elbo=curve)
+            for name, per_seed in curves.items() for seed, curve in zip(SEEDS, per_seed)]
+    aggregate(dirs, root, pairs=[("sere_vae", "vae")])
+
+
+def _row(text: str, model: str) -> str:
+    return next(line for line in text.splitlines() if line.startswith(f"| {MODELS[model][0]} |"))
+
+
+def test_a_model_still_rising_is_marked_and_a_flat_one_is_not(tmp_path):
+    _study_with_curves(tmp_path, {"sere_vae": [RISING] * 3, "vae": [PLATEAU] * 3})
+    render_report(tmp_path, ReportSettings(reported_file=str(REPORTED_FILE), improving_threshold=0.5), STUDY,
+                  tmp_path / "marked")
+    text = (tmp_path / "marked" / "tables.md").read_text()
+    assert "| **93.00 ± 1.00** ↗ |" in _row(text, "sere_vae") and "↗" not in _row(text, "vae")
+    assert "### Table 1: MLP layers — compares under-trained models (↗)\n" in text
+    assert "exceeds 0.5 nats per epoch" in text
+    tex = (tmp_path / "marked" / "tables.tex").read_text()
+    assert r"\subsubsection*{Table 1: MLP layers --- compares under-trained models ($\nearrow$)}" in tex
+    assert r"\textbf{93.00 $\pm$ 1.00} $\nearrow$ &" in tex and "exceeds 0.5 nats per epoch" in tex
+    # a slope of 1 nat per epoch under a threshold of 2: no mark, a plain heading
+    render_report(tmp_path, ReportSettings(reported_file=str(REPORTED_FILE), improving_threshold=2.0), STUDY,
+                  tmp_path / "unmarked")
+    text = (tmp_path / "unmarked" / "tables.md").read_text()
+    assert "↗ |" not in text and "### Table 1: MLP layers\n" in text and "exceeds 2 nats per epoch" in text
+
+
+def test_the_default_report_states_the_threshold_and_marks_no_flat_model(report):
+    text = (report / "tables.md").read_text()
+    assert f"exceeds {ReportSettings().improving_threshold:g} nats per epoch" in text
+    assert "↗ |" not in text and "under-trained" not in text
+
+
+def test_a_one_epoch_run_has_no_slope_and_no_mark(tmp_path):
+    """One epoch has no slope (NaN in summary.csv, which the report's check allows); the model's other runs
+    decide its mark, and a model with no slope at all is not marked."""
+    _study_with_curves(tmp_path, {"sere_vae": [RISING[:1], RISING, RISING], "vae": [PLATEAU[:1]] * 3})
+    summary = pd.read_csv(tmp_path / "summary.csv").set_index(["model", "seed"])["valid_slope"]
+    assert np.isnan(summary["sere_vae", 0]) and summary["vae"].isna().all()
+    render_report(tmp_path, ReportSettings(reported_file=str(REPORTED_FILE), improving_threshold=0.0), STUDY,
+                  tmp_path / "out")
+    text = (tmp_path / "out" / "tables.md").read_text()
+    assert "↗" in _row(text, "sere_vae") and "↗" not in _row(text, "vae")

@@ -6,7 +6,8 @@ as in Tables 1-2 of Apostolopoulou et al. 2020, arXiv:2007.05166, and every test
 ``speed.json`` (sampling speed). :func:`aggregate` reads every *expected* run (the caller lists them from the
 config) and writes
 
-- ``summary.csv``: one row per run (metrics, cost, devices),
+- ``summary.csv``: one row per run (metrics, cost, devices, and ``valid_slope``: whether training was still
+  improving, :func:`validation_slope`),
 - ``curves.csv``: one row per run and epoch (training and validation ELBO),
 - ``kl_per_layer.csv``: one row per run and stochastic layer (mean test KL),
 - ``comparisons.csv``: one row per dataset and requested pair of models, the paired gap in test NLL with its
@@ -53,6 +54,8 @@ REQUIRED = {
 }
 
 CURVE_COLUMNS = ("epoch", "train_elbo", "valid_elbo", "beta", "seconds")
+#: the validation bound's slope is fitted over the last tenth of a run's epochs, and over at least this many
+SLOPE_MIN_EPOCHS = 2
 T = TypeVar("T")
 
 
@@ -99,17 +102,19 @@ def _is_finite_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _read_curves(run_dir: Path, epochs: int) -> pd.DataFrame:
-    """The per-epoch metrics of a run: epochs 1..``epochs`` (train.json's count), every value finite."""
+def _read_curves(run_dir: Path, epochs: int, selected: str) -> pd.DataFrame:
+    """The per-epoch metrics of a run (:data:`CURVE_COLUMNS` and the ``selected`` validation metric): epochs
+    1..``epochs`` (train.json's count), every value finite."""
     name = paths.METRICS
     # pandas' parser and empty-data errors are ValueErrors
     curves = _load(run_dir, name, pd.read_csv, (OSError, ValueError), "unreadable CSV")
-    missing = [c for c in CURVE_COLUMNS if c not in curves.columns]
+    columns = list(dict.fromkeys((*CURVE_COLUMNS, selected)))
+    missing = [c for c in columns if c not in curves.columns]
     if missing:
         raise RunResultError(_problem(run_dir, name, f"missing column(s) {missing}"))
     if curves.empty:
         raise RunResultError(_problem(run_dir, name, "no epochs recorded"))
-    values = curves[list(CURVE_COLUMNS)].apply(pd.to_numeric, errors="coerce")
+    values = curves[columns].apply(pd.to_numeric, errors="coerce")
     bad = values.columns[~np.isfinite(values).all()].tolist()
     if bad:
         raise RunResultError(_problem(run_dir, name, f"non-finite values in column(s) {bad}"))
@@ -117,6 +122,16 @@ def _read_curves(run_dir: Path, epochs: int) -> pd.DataFrame:
         raise RunResultError(_problem(run_dir, name, f"records epochs {values['epoch'].tolist()}, not 1..{epochs} "
                                                      f"as train.json says (truncated or from another run)"))
     return values
+
+
+def validation_slope(values: Sequence[float]) -> float:
+    """The least-squares slope, in nats per epoch, of a run's per-epoch validation bound (higher is better) over
+    its last tenth of epochs (``ceil(epochs / 10)``, at least :data:`SLOPE_MIN_EPOCHS`): positive while the
+    model is still improving. NaN for a run shorter than that minimum (one point has no slope)."""
+    if len(values) < SLOPE_MIN_EPOCHS:
+        return math.nan
+    window = max(SLOPE_MIN_EPOCHS, math.ceil(len(values) / 10))
+    return float(np.polyfit(np.arange(window), np.asarray(values[-window:], dtype=float), 1)[0])
 
 
 def _run_identity(run_dir: Path) -> tuple[str, str, int]:
@@ -157,7 +172,9 @@ def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame, np.ndarra
                                       f"number per layer ({len(kl)}), got {latents!r}"))
     log_px = _read_log_px(run_dir, evaluation["n_test"])
     speed = _read_json(run_dir, paths.SPEED)
-    curves = _read_curves(run_dir, train["epochs"])
+    # the metric the run selected its epoch on; train.json records it since selection on the IW bound exists
+    selected = train.get("selection", {}).get("metric", "valid_elbo")
+    curves = _read_curves(run_dir, train["epochs"], selected)
 
     key = {"dataset": dataset, "model": model, "seed": seed}
     row = {
@@ -166,7 +183,8 @@ def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame, np.ndarra
         "nll": evaluation["nll"], "nll_sem": evaluation["nll_sem"], "elbo": evaluation["elbo"],
         "k": evaluation["k"], "n_test": evaluation["n_test"], "layers": len(kl),
         "num_parameters": train["num_parameters"], "epochs": train["epochs"],
-        "best_epoch": train["best_epoch"], "train_seconds": train["train_seconds"],
+        "best_epoch": train["best_epoch"], "valid_slope": validation_slope(curves[selected].tolist()),
+        "train_seconds": train["train_seconds"],
         "seconds_per_epoch": train["seconds_per_epoch"],
         "train_images_per_s": train["train_images_per_s"],
         "device": train["device"], "device_name": train["device_name"],

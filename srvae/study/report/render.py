@@ -29,6 +29,7 @@ from srvae.infra.atomic_io import write_text
 from ..config import ReportSettings, StudyConfig
 from ..data.sources import PAPER_DATA_NAMES
 from ..run import paths
+from .aggregate import SLOPE_MIN_EPOCHS
 from .description import StudyDescription, describe
 from .provenance import git_commit, machine_info
 from .reported import check_reported_ids, load_reported
@@ -36,9 +37,9 @@ from .reported import check_reported_ids, load_reported
 #: the Jinja2 templates, package data of ``srvae.study``
 TEMPLATES_DIR = Path(__file__).with_name("templates")
 STUDY_KEYS = ("datasets", "training", "k", "models", "seeds")
-#: summary columns that may be empty: the convergence check with a larger K runs on chosen seeds only, and
-#: bits per dimension exist for continuous data only
-OPTIONAL_COLUMNS = ["k_check", "nll_check", "bits_per_dim"]
+#: summary columns that may be empty: the convergence check with a larger K runs on chosen seeds only, bits per
+#: dimension exist for continuous data only, and a run of one epoch has no validation slope
+OPTIONAL_COLUMNS = ["k_check", "nll_check", "bits_per_dim", "valid_slope"]
 #: the summary's text columns; every other column must hold finite numbers
 TEXT_COLUMNS = ("dataset", "model", "class", "device", "device_name", "eval_device_name", "sampling_device",
                 "sampling_device_name", "run_dir")
@@ -47,6 +48,8 @@ DEVICE_KIND = {"cpu": "CPU", "cuda": "GPU", "mps": "Apple GPU"}
 NOISE = 0.10
 #: the SeRe-VAE paper's tables, in the order the report shows them
 TABLE_TITLES = {"table1": "Table 1: MLP layers", "table2": "Table 2: ResNet layers", "table3": "Table 3: flows"}
+#: marks a model still improving at the end of training (:func:`still_improving`)
+IMPROVING = "↗"
 
 
 class ReportError(UserError, ValueError):
@@ -58,7 +61,7 @@ class ReportError(UserError, ValueError):
 _LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
           "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
           "×": r"$\times$", "±": r"$\pm$", "−": "$-$", "—": "---", "–": "--", "≈": r"$\approx$",
-          "≥": r"$\geq$", "Δ": r"$\Delta$"}
+          "≥": r"$\geq$", "Δ": r"$\Delta$", IMPROVING: r"$\nearrow$"}
 
 
 def latex_escape(text) -> str:
@@ -102,6 +105,22 @@ def _mean_sd(values: pd.Series, m: Markup, decimals: int | None = None) -> str:
 
 
 # --- tables --------------------------------------------------------------------------------------
+
+def still_improving(runs: pd.DataFrame, threshold: float) -> bool:
+    """Whether a model was still improving when training stopped: the mean over its runs of the validation
+    bound's slope (``valid_slope``, nats per epoch; NaN for a run too short to have one, left out) exceeds
+    ``threshold``. Its number may then change with more training, and so may a comparison with it."""
+    slopes = runs["valid_slope"].dropna()
+    return bool(len(slopes) and slopes.mean() > threshold)
+
+
+def improving_note(threshold: float) -> str:
+    """The tables' footnote for :data:`IMPROVING`: the rule and its threshold."""
+    return (f"{IMPROVING}: still improving, more training may change the number: the mean over the model's runs "
+            f"of the least-squares slope of the validation bound (the one each run selected its epoch on) over "
+            f"the last tenth of training (at least {SLOPE_MIN_EPOCHS} epochs) exceeds {threshold:g} nats per "
+            f"epoch (config key report.improving_threshold); a run of one epoch has no slope.")
+
 
 def protocol_text(protocol: dict) -> str:
     """How a published number was estimated, in a few words: ``K = 5000, dynamic`` (binary data) or ``exact
@@ -147,9 +166,10 @@ def same_protocol(protocol: dict, k: int, ds: dict) -> bool:
     return not protocol_gaps(protocol, k, ds)
 
 
-def _nll_rows(runs: pd.DataFrame, models: dict, reported: dict, k: int, ds: dict, decimals: int,
+def _nll_rows(runs: pd.DataFrame, models: dict, reported: dict, k: int, ds: dict, decimals: int, threshold: float,
               m: Markup) -> list[dict]:
-    """One row per model (config order): NLL mean ± sd over seeds against the published number.
+    """One row per model (config order): NLL mean ± sd over seeds against the published number, marked
+    :data:`IMPROVING` where :func:`still_improving` (``improving``: whether it is).
 
     ``se``: the standard error of the seed-averaged NLL from the finite test set, the mean of the runs' own
     standard errors (every seed scores the same images, so their errors do not average out). Δ only where the
@@ -163,10 +183,12 @@ def _nll_rows(runs: pd.DataFrame, models: dict, reported: dict, k: int, ds: dict
         rid = models[name]["reported"]
         cell = _mean_sd(g["nll"], m, decimals)
         model_k = models[name].get("k", k)
+        improving = still_improving(g, threshold)
         row = {
             "label": m.escape(models[name]["label"] + ("" if model_k == k else f" (K = {model_k:,})")),
             "seeds": f"{len(g)} ({', '.join(str(s) for s in sorted(g['seed']))})",
-            "nll": m.bold(cell) if round(nll, decimals) == best else cell,
+            "nll": (m.bold(cell) if round(nll, decimals) == best else cell) + _mark(improving, m),
+            "improving": improving,
             "se": _num(g["nll_sem"].mean(), decimals, m),
             "reported": m.missing, "protocol": m.missing, "delta": m.missing,
             "elbo": _mean_sd(g["elbo"], m, decimals) + (" " + m.ddagger if models[name]["iw_samples"] > 1 else ""),
@@ -182,8 +204,9 @@ def _nll_rows(runs: pd.DataFrame, models: dict, reported: dict, k: int, ds: dict
 
 
 def _log_likelihood_rows(runs: pd.DataFrame, models: dict, reported: dict, ds: dict, decimals: int,
-                         m: Markup) -> list[dict]:
-    """Table 3: one row per model, the test log-likelihood in logit space (higher is better), mean ± sd over seeds.
+                         threshold: float, m: Markup) -> list[dict]:
+    """Table 3: one row per model, the test log-likelihood in logit space (higher is better), mean ± sd over seeds,
+    marked :data:`IMPROVING` where :func:`still_improving` (``improving``: whether it is).
 
     A flow's is exact; a variational model's is its importance-weighted bound with its K, next to its ELBO. Δ =
     reproduced − published (positive: better than published), against the column the published number is of
@@ -195,10 +218,12 @@ def _log_likelihood_rows(runs: pd.DataFrame, models: dict, reported: dict, ds: d
     for name, g in groups.items():
         spec, log_px = models[name], -g["nll"]
         cell = _mean_sd(log_px, m, decimals)
+        improving = still_improving(g, threshold)
         row = {
             "label": m.escape(spec["label"]),
             "seeds": f"{len(g)} ({', '.join(str(s) for s in sorted(g['seed']))})",
-            "log_px": m.bold(cell) if round(log_px.mean(), decimals) == best else cell,
+            "log_px": (m.bold(cell) if round(log_px.mean(), decimals) == best else cell) + _mark(improving, m),
+            "improving": improving,
             "estimate": "exact" if spec["exact"] else m.escape(f"IW bound, K = {spec['k']:,}"),
             "se": _num(g["nll_sem"].mean(), decimals, m),
             "elbo": _mean_sd(g["elbo"], m, decimals),
@@ -219,6 +244,10 @@ def _log_likelihood_rows(runs: pd.DataFrame, models: dict, reported: dict, ds: d
                 row["delta"] = _num(ours[protocol["estimate"]] - entry["log_px"], decimals, m, signed=True)
         rows.append(row)
     return rows
+
+
+def _mark(improving: bool, m: Markup) -> str:
+    return " " + m.escape(IMPROVING) if improving else ""
 
 
 def _comparison_rows(comparisons: pd.DataFrame, models: dict, decimals: int, m: Markup) -> list[dict]:
@@ -339,6 +368,9 @@ def _check(summary: pd.DataFrame, study: dict) -> None:
     if foreign or repeated:
         raise ReportError(f"{paths.SUMMARY} has runs the config does not list {foreign} or lists twice "
                           f"{repeated}: it is stale; aggregate again")
+    absent_columns = [col for col in OPTIONAL_COLUMNS if col not in summary.columns]
+    if absent_columns:
+        raise ReportError(f"{paths.SUMMARY} lacks column(s) {absent_columns}: it is stale; aggregate again")
     bad = []
     for col in summary.columns.difference(OPTIONAL_COLUMNS):
         values = summary[col]
@@ -385,8 +417,9 @@ def _general_facts(summary: pd.DataFrame, study: dict) -> dict[str, str]:
 
 
 def _dataset_section(runs: pd.DataFrame, comparisons: pd.DataFrame, name: str, ds: dict, models: dict,
-                     reported: dict, k: int, decimals: int, m: Markup) -> dict:
-    """One dataset's description, warning and tables."""
+                     reported: dict, k: int, decimals: int, threshold: float, m: Markup) -> dict:
+    """One dataset's description, warning and tables; a table's heading says when it compares under-trained
+    models (any of them :func:`still_improving`)."""
     kinds = sorted({DEVICE_KIND.get(d, d) for d in runs["device"]})
     split = ds["split"]
     facts = {"Data": f"{ds['name']} ({ds['source']})",
@@ -400,10 +433,13 @@ def _dataset_section(runs: pd.DataFrame, comparisons: pd.DataFrame, name: str, d
             continue
         pairs = comparisons[comparisons["model_a"].isin(members) & comparisons["model_b"].isin(members)]
         continuous = ds["transform"] == "dequantise_logit"
+        rows = (_log_likelihood_rows(runs, members, reported, ds, decimals, threshold, m) if continuous
+                else _nll_rows(runs, members, reported, k, ds, decimals, threshold, m))
+        under_trained = any(row["improving"] for row in rows)
         tables.append({"title": m.escape(title), "kind": "log_likelihood" if continuous else "nll",
-                       "nll_rows": [] if continuous else _nll_rows(runs, members, reported, k, ds, decimals, m),
-                       "log_likelihood_rows": _log_likelihood_rows(runs, members, reported, ds, decimals, m)
-                       if continuous else [],
+                       "heading": m.escape(title + (f" — compares under-trained models ({IMPROVING})"
+                                                    if under_trained else "")),
+                       "nll_rows": [] if continuous else rows, "log_likelihood_rows": rows if continuous else [],
                        "comparison_rows": _comparison_rows(pairs, models, decimals, m),
                        **dict(zip(("speed_rows", "speed_devices"), _speed_rows(runs, members, m))),
                        "published_rows": _published_rows(reported, table, k, ds, decimals, m),
@@ -495,7 +531,7 @@ def render_report(results_dir: Path, settings: ReportSettings, study: StudyDescr
     summary, curves, kl, comparisons = (pd.read_csv(results_dir / f)
                                         for f in paths.AGGREGATED)
     _check(summary, study)
-    models, decimals = study["models"], settings.decimals
+    models, decimals, threshold = study["models"], settings.decimals, settings.improving_threshold
     reported_file = Path(settings.reported_file)
     check_reported_ids([spec["reported"] for spec in models.values()], reported_file)
     reported = load_reported(reported_file)
@@ -512,9 +548,10 @@ def render_report(results_dir: Path, settings: ReportSettings, study: StudyDescr
         sections = [_dataset_section(summary[summary["dataset"] == name],
                                      comparisons[comparisons["dataset"] == name], name, ds,
                                      {model: models[model] for model in ds["models"]}, reported,
-                                     study["k"], decimals, m) | {"figures": figs[name]}
+                                     study["k"], decimals, threshold, m) | {"figures": figs[name]}
                     for name, ds in study["datasets"].items()]
         return {**{k: m.escape(v) for k, v in meta.items()}, "settings": _items(general, m),
+                "improving_note": m.escape(improving_note(threshold)),
                 "datasets": sections, "reported": _reported_rows(models, reported, m)}
 
     markdown_env, latex_env = _environments(Path(templates_dir))
