@@ -16,7 +16,7 @@ rule aggregate:
         pairs=json.dumps(CFG.comparisons()),
         tables=json.dumps({name: CFG.models[name].table for name in CFG.study.models}),
     log:
-        "logs/aggregate.log",
+        f"{paths.LOGS}/aggregate.log",
     shell:
         "srvae aggregate > {log:q} 2>&1"
 
@@ -38,6 +38,6 @@ rule report:
                          "models": {m: CFG.models[m].model_dump(mode="json", by_alias=True) for m in CFG.study.models}},
                         sort_keys=True),
     log:
-        "logs/report.log",
+        f"{paths.LOGS}/report.log",
     shell:
         "srvae report > {log:q} 2>&1"
