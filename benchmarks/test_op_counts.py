@@ -91,7 +91,7 @@ def training_step(name: str) -> tuple[Callable[[], None], int]:
     def step() -> None:
         loss, _ = batch_loss(model, x, 1.0, settings.iw_samples)
         optimiser.zero_grad(set_to_none=True)
-        apply_gradients(model, optimiser, loss, settings.grad_clip, settings.grad_clip_value)
+        apply_gradients(model, optimiser, loss, settings)
 
     step()  # Adam's state exists from the first step on: count a step of the steady state
     return step, len(x)

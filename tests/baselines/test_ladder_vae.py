@@ -3,6 +3,7 @@ import torch
 
 import baselines.ladder_vae as ladder_vae
 from srvae.registry import build_model
+from srvae.study.config import TrainSettings
 
 SMALL = {"latents": [6, 4, 2], "hidden": [32, 16, 8]}
 D = 20
@@ -144,6 +145,7 @@ def test_training_step_caps_the_norm_then_clips_each_entry_as_the_reference_code
     holder = torch.nn.Module()
     holder.w = torch.nn.Parameter(torch.zeros(2))
     optimiser = torch.optim.SGD(holder.parameters(), lr=1.0)
-    apply_gradients(holder, optimiser, (holder.w * torch.tensor([10.0, 0.1])).sum(), 1.0, 0.9)
+    apply_gradients(holder, optimiser, (holder.w * torch.tensor([10.0, 0.1])).sum(),
+                    TrainSettings(grad_clip=1.0, grad_clip_value=0.9))
     capped = torch.tensor([10.0, 0.1]) / torch.tensor([10.0, 0.1]).norm()
     torch.testing.assert_close(-holder.w.detach(), torch.stack([torch.tensor(0.9), capped[1]]), rtol=1e-4, atol=0)

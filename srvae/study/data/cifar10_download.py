@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from .mnist_download import DEFAULT_TIMEOUT_S, ChecksumError, FileSpec, fetch_files
-from .sources import DEFAULT_DEADLINE_S
+from .sources import DEFAULT_DEADLINE_S, SOURCES
 
 CIFAR10_FILE = FileSpec("cifar-10-python.tar.gz", size=170498071, md5="c58f30108f718f92721af3b95e74349a",
                         sha256="6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce")
@@ -35,8 +35,8 @@ DEFAULT_MIRRORS: tuple[str, ...] = ("https://www.cs.toronto.edu/~kriz/",)
 DIRECTORY = "cifar-10-batches-py/"
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCH = "test_batch"
-#: height, width, channels
-SHAPE = (32, 32, 3)
+#: height, width, channels (the sources table states it)
+SHAPE = SOURCES["cifar10"].image_shape
 
 #: the globals a CIFAR-10 batch pickle may name: numpy's array reconstruction (numpy 1 and 2 module paths), and
 #: ``_codecs.encode``, which protocol-2 pickles written by Python 3 use for bytes

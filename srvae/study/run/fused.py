@@ -254,7 +254,7 @@ def fused_throughput(
         for s, (model, optimiser) in enumerate(zip(models, optimisers)):
             loss = -losses[s](model, x[s], 1.0, settings.iw_samples).mean()
             optimiser.zero_grad(set_to_none=True)
-            apply_gradients(model, optimiser, loss, settings.grad_clip, settings.grad_clip_value)
+            apply_gradients(model, optimiser, loss, settings)
 
     separate_rate = _images_per_s(separate_step, seeds * batch_size, steps, warmup, device)
     return {"model": model_name, "seeds": seeds, "batch_size": batch_size, "steps": steps, "device": str(device),

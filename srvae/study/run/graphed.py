@@ -58,7 +58,7 @@ class GraphedStep:
     def _update(self) -> Tensor:
         """The eager training step's loss and update (:func:`~srvae.study.run.train.train_epoch`), on the static input."""
         loss, total = batch_loss(self.model, self.x, self.beta, self.settings.iw_samples)
-        apply_gradients(self.model, self.optimiser, loss, self.settings.grad_clip, self.settings.grad_clip_value)
+        apply_gradients(self.model, self.optimiser, loss, self.settings)
         return total
 
     def _tensors(self) -> list[Tensor]:

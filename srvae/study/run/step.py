@@ -142,12 +142,12 @@ def set_learning_rate(optimiser: torch.optim.Optimizer, lr: float) -> None:
 
 
 def apply_gradients(model: LatentVariableModel, optimiser: torch.optim.Optimizer, loss: Tensor,
-                    grad_clip: float | None, grad_clip_value: float | None = None) -> None:
-    """``loss.backward()``, the gradients' global norm capped at ``grad_clip``, then each entry clipped to
-    ``±grad_clip_value`` (the Ladder VAE code's order; None: no cap), one optimiser step."""
+                    settings: TrainSettings) -> None:
+    """``loss.backward()``, the gradients' global norm capped at ``settings.grad_clip``, then each entry clipped to
+    ``±settings.grad_clip_value`` (the Ladder VAE code's order; None: no cap), one optimiser step."""
     loss.backward()
-    if grad_clip is not None:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    if grad_clip_value is not None:
-        torch.nn.utils.clip_grad_value_(model.parameters(), grad_clip_value)
+    if settings.grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+    if settings.grad_clip_value is not None:
+        torch.nn.utils.clip_grad_value_(model.parameters(), settings.grad_clip_value)
     optimiser.step()

@@ -129,7 +129,7 @@ def train_epoch(
         else:
             loss, batch_total = loss_of(model, x[idx], beta_in, settings.iw_samples)
             optimiser.zero_grad(set_to_none=True)
-            apply_gradients(model, optimiser, loss, settings.grad_clip, settings.grad_clip_value)
+            apply_gradients(model, optimiser, loss, settings)
             total += batch_total
         if averaged is not None:
             averaged.update(model)
