@@ -452,9 +452,13 @@ class StudyConfig(Settings):
         if self.report.comparisons is not None:
             return list(self.report.comparisons)
         tables: dict[str, list[str]] = {}
-        for name in self.study.models:
-            tables.setdefault(self.models[name].table, []).append(name)
+        for name, table in self.model_tables().items():
+            tables.setdefault(table, []).append(name)
         return [(first, other) for first, *others in tables.values() for other in others]
+
+    def model_tables(self) -> dict[str, str]:
+        """Each study model's paper table, in config order (a table's comparisons are one family of claims)."""
+        return {name: self.models[name].table for name in self.study.models}
 
     def train_settings(self, model: str) -> TrainSettings:
         """Global ``train:`` settings overridden by the model's own ``train:`` entry."""

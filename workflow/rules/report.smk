@@ -14,7 +14,7 @@ rule aggregate:
         # a change of the compared pairs, or of the paper table a model belongs to (the family of its Holm
         # correction), re-aggregates and reruns nothing
         pairs=json.dumps(CFG.comparisons()),
-        tables=json.dumps({name: CFG.models[name].table for name in CFG.study.models}),
+        tables=json.dumps(CFG.model_tables()),
     log:
         f"{paths.LOGS}/aggregate.log",
     shell:

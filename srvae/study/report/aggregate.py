@@ -268,4 +268,4 @@ def aggregate_study(cfg: StudyConfig) -> None:
     """Collect every run of the study into ``<results>/summary.csv``, ``curves.csv``, ``kl_per_layer.csv`` and
     ``comparisons.csv``."""
     aggregate([paths.run_dir(cfg.results_dir, *run) for run in cfg.runs()], Path(cfg.results_dir), cfg.comparisons(),
-              {name: cfg.models[name].table for name in cfg.study.models})
+              cfg.model_tables())
