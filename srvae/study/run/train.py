@@ -202,13 +202,17 @@ def train(
     log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr, flush=True),
     identity: dict[str, Any] | None = None,
     on_epoch: Callable[[str], None] | None = None,
+    after_epoch: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` on ``data`` (already on the model's device) and load the best-on-validation weights (the
     averaged weights, with ``settings.polyak_decay``).
 
     Resumes from ``checkpoint_path`` when it holds a checkpoint of this very run: the same settings, seed,
     name and ``identity`` (everything else that defines the run: model class and hyper-parameters, dataset
-    entry, data dimension). ``on_epoch`` receives a one-line progress report after every epoch.
+    entry, data dimension). ``on_epoch`` receives a one-line progress report after every epoch; ``after_epoch``
+    receives the epochs done and the best-so-far record ``{"value", "epoch", "state"}`` (never mutated later),
+    which is what a run of that many epochs would return (the schedules depend on the epoch, not on the epoch
+    count): a budget study reads shorter runs off a longer one.
     Returns ``{"metrics": [per-epoch dicts], "best_epoch", "train_seconds", "selection"}``.
     """
     device = model.device
@@ -266,6 +270,8 @@ def train(
                    f"{duration(progress.elapsed)}, ETA {duration(left)}")
         if on_epoch is not None:
             on_epoch(message)
+        if after_epoch is not None:
+            after_epoch(progress.epoch, progress.best)
         if interactive:
             epochs.set_postfix_str(message.split(" ", 2)[2])
         elif (epoch + 1) % settings.log_every == 0 or epoch + 1 == total_epochs:
