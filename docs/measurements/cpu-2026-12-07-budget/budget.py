@@ -33,7 +33,7 @@ from srvae.study.config import load_config
 from srvae.study.data.datasets import load_dataset
 from srvae.study.report.compare import paired_difference
 from srvae.study.run.evaluate import iw_log_likelihood
-from srvae.study.run.train import build_run_model, train
+from srvae.study.run.train import TrainingDivergedError, build_run_model, train
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[2]
@@ -58,7 +58,7 @@ def snapshot_path(model: str, seed: int, epochs: int) -> Path:
 
 
 def evaluate_snapshot(cfg, model: str, seed: int, data, state: dict, best_epoch: int, epochs: int,
-                      train_seconds: float) -> None:
+                      train_seconds: float, diverged_at: int = 0) -> None:
     """``srvae train``'s post-processing and ``srvae evaluate`` on the weights ``state``, RNG untouched."""
     entry = cfg.models[model]
     settings, ev = cfg.train_settings(model), cfg.evaluate_settings(model)
@@ -77,10 +77,10 @@ def evaluate_snapshot(cfg, model: str, seed: int, data, state: dict, best_epoch:
     tmp = out.with_suffix(".tmp.npz")
     np.savez(tmp, log_px=estimate.log_px.double().numpy(), elbo=estimate.elbo.double().numpy(),
              best_epoch=best_epoch, train_seconds=train_seconds, eval_seconds=eval_seconds,
-             k=1 if net.exact else ev.k)
+             k=1 if net.exact else ev.k, diverged_at=diverged_at)
     os.replace(tmp, out)
     print(f"{model} seed {seed} at {epochs} epochs: NLL {estimate.nll:.2f} (best epoch {best_epoch}, "
-          f"eval {eval_seconds:.0f} s)", flush=True)
+          f"eval {eval_seconds:.0f} s{f', diverged at epoch {diverged_at}' if diverged_at else ''})", flush=True)
 
 
 def run_job(cfg, model: str, seed: int, budgets: list[int]) -> None:
@@ -90,14 +90,25 @@ def run_job(cfg, model: str, seed: int, budgets: list[int]) -> None:
     settings = cfg.train_settings(model).model_copy(update={"epochs": max(budgets), "checkpoint_every": 10**6})
     net = build_run_model(entry.cls, entry.params, data, seed)
     t0 = time.perf_counter()
+    last = {"epoch": 0, "best": None}
 
     def after_epoch(epoch: int, best: dict) -> None:
+        last.update(epoch=epoch, best=best)
         if epoch in budgets and not snapshot_path(model, seed, epoch).exists():
             evaluate_snapshot(cfg, model, seed, data, best["state"], best["epoch"], epoch, time.perf_counter() - t0)
 
     scratch = HERE / "claims" / f"{model}-seed{seed}.ckpt"
-    train(net, data, settings, seed, scratch, name=f"{model}/seed{seed}", log=lambda m: None,
-          after_epoch=after_epoch)
+    try:
+        train(net, data, settings, seed, scratch, name=f"{model}/seed{seed}", log=lambda m: None,
+              after_epoch=after_epoch)
+    except TrainingDivergedError as error:
+        # a study run of a longer budget stops here with this error; record for it the best weights before the
+        # divergence (what early stopping keeps), flagged with the epoch that diverged
+        print(f"{model} seed {seed}: {error}", flush=True)
+        for epochs in budgets:
+            if epochs > last["epoch"] and not snapshot_path(model, seed, epochs).exists():
+                evaluate_snapshot(cfg, model, seed, data, last["best"]["state"], last["best"]["epoch"], epochs,
+                                  time.perf_counter() - t0, diverged_at=last["epoch"] + 1)
     scratch.unlink(missing_ok=True)
 
 
@@ -141,7 +152,8 @@ def analyse() -> None:
         z = np.load(path)
         model, seed, epochs = path.parts[-3], int(path.parts[-2][4:]), int(path.stem[6:])
         nll_rows.append({"model": model, "seed": seed, "epochs": epochs, "nll": -z["log_px"].mean(),
-                         "best_epoch": int(z["best_epoch"]), "train_seconds": float(z["train_seconds"])})
+                         "best_epoch": int(z["best_epoch"]), "diverged_at": int(z["diverged_at"]),
+                         "train_seconds": float(z["train_seconds"])})
     nll = pd.DataFrame(nll_rows)
     write_text(HERE / "nll.csv", nll.round(4).to_csv(index=False))
     for claim, build, a, b in CLAIMS:
