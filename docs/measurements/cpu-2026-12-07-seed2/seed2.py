@@ -9,12 +9,13 @@ One training run of ``sere_vae_table1`` on ``mnist5k`` (``config.yaml``'s settin
   noise that run would have drawn (equal to ``weights`` in a normal run);
 - ``data``: ``train``'s ``seed`` (the generator of each epoch's binarisation and minibatch order).
 
-Prints one JSON line per run: the per-epoch training / validation ELBO, per epoch the worst batch's loss and the
-largest gradient norm an optimiser step saw (after any ``grad_clip``), with the few worst batches, the
-validation KL per stochastic layer
-of the current weights at some epochs (drawn inside ``torch.random.fork_rng``, so that the run's noise is
-untouched), and for the best-on-validation weights the test KL per layer and the test IW-NLL with K = 100
-(not the study's K = 1000: a cheaper estimate, ~0.3-0.5 nats looser for these models).
+Prints one JSON line per run: the per-epoch training / validation ELBO; per epoch the worst batch's loss and the
+largest gradient norm an optimiser step saw (after any ``grad_clip``), and the few worst batches; every batch
+with a loss above 1e4 explained (:func:`explain`); per module the fraction of weights with a huge Adam second
+moment at the end (:func:`adam_scales`); the validation KL per stochastic layer of the current weights at some
+epochs (drawn inside ``torch.random.fork_rng``, so that the run's noise is untouched); and for the
+best-on-validation weights the test KL per layer and the test IW-NLL with K = 100 (not the study's K = 1000: a
+cheaper, looser estimate).
 
     PYTHONPATH=. python docs/measurements/cpu-2026-12-07-seed2/seed2.py run --seed 2 --epochs 30
     PYTHONPATH=. python docs/measurements/cpu-2026-12-07-seed2/seed2.py run --weights 2 --noise 0 --data 0
@@ -49,6 +50,36 @@ def noise_state(cfg, data, seed: int) -> torch.Tensor:
     return torch.get_rng_state()
 
 
+def adam_scales(net: torch.nn.Module, optimiser: torch.optim.Optimizer) -> dict[str, float]:
+    """Per module (the first two parts of a weight's name), the fraction of weights whose bias-corrected Adam second moment has a root above
+    1e3 (typical gradient entries here are below 1): weights whose steps one huge gradient has shrunk to ~0."""
+    beta2 = optimiser.param_groups[0]["betas"][1]
+    counts: dict[str, list[int]] = {}
+    for name, p in net.named_parameters():
+        state = optimiser.state[p]
+        if "exp_avg_sq" not in state:  # never had a gradient
+            continue
+        rms = (state["exp_avg_sq"] / (1 - beta2 ** float(state["step"]))).sqrt()
+        count = counts.setdefault(".".join(name.split(".")[:2]), [0, 0])
+        count[0] += int((rms > 1e3).sum())
+        count[1] += p.numel()
+    return {module: round(big / total, 4) for module, (big, total) in counts.items()}
+
+
+@torch.no_grad()
+def explain(net, x: torch.Tensor, rng_state: torch.Tensor) -> dict:
+    """The ELBO's terms of a training batch, its noise replayed from ``rng_state`` (the loss draws through
+    ``elbo_terms``, i.e. one ``posterior_pass``): per layer, the batch's mean and largest KL and largest |z|."""
+    with torch.random.fork_rng(devices=[]):
+        torch.set_rng_state(rng_state)
+        codes, _, _, kl = net.posterior_pass(x, 1)  # codes [L, 1, B, N], kl [1, B, L]
+        log_likelihood = net.generator.data.log_likelihood(codes, x)
+    return {"reconstruction": round(float(log_likelihood.mean()), 1),
+            "kl_mean_per_layer": [round(float(v), 1) for v in kl[0].mean(0)],
+            "kl_max_per_layer": [round(float(v), 1) for v in kl[0].max(0).values],
+            "max_abs_z_per_layer": [round(float(v), 1) for v in codes.abs().flatten(1).max(1).values]}
+
+
 def run(weights: int, noise: int, data_seed: int, overrides: dict) -> dict:
     cfg = load_config([ROOT / "config.yaml"])
     entry = cfg.models[MODEL]
@@ -61,12 +92,20 @@ def run(weights: int, noise: int, data_seed: int, overrides: dict) -> dict:
     batches: list[tuple[float, float]] = []  # (batch loss, gradient norm at the step) of every step, in order
     steps_per_epoch = -(-len(data.train) // settings.batch_size)
 
-    def traced_loss(*args, **kwargs):
-        loss, total = batch_loss(*args, **kwargs)
+    spikes: list[dict] = []
+
+    def traced_loss(model, x, *args):
+        state = torch.get_rng_state()
+        loss, total = batch_loss(model, x, *args)
         batches.append((float(loss.detach()), float("nan")))
+        if batches[-1][0] > 1e4:  # replay the batch's draws and say which term blew up
+            spikes.append({"step": len(batches), **explain(model, x, state)})
         return loss, total
 
+    optimisers = []
+
     def record_norm(optimiser, *_):
+        optimisers[:] = [optimiser]
         grads = [p.grad for group in optimiser.param_groups for p in group["params"] if p.grad is not None]
         batches[-1] = (batches[-1][0], float(torch.linalg.vector_norm(torch.stack(
             [torch.linalg.vector_norm(g) for g in grads]))))
@@ -85,6 +124,7 @@ def run(weights: int, noise: int, data_seed: int, overrides: dict) -> dict:
                        log=lambda m: None, after_epoch=after_epoch)
     seconds = time.perf_counter() - t0
     hook.remove()
+    adam = adam_scales(net, optimisers[0])
     training.batch_loss = batch_loss
     per_epoch = [batches[i:i + steps_per_epoch] for i in range(0, len(batches), steps_per_epoch)]
     worst = sorted(range(len(batches)), key=lambda i: -batches[i][0])[:5]
@@ -106,6 +146,8 @@ def run(weights: int, noise: int, data_seed: int, overrides: dict) -> dict:
         "worst_batches": [{"epoch": i // steps_per_epoch + 1, "batch": i % steps_per_epoch + 1,
                            "loss": round(batches[i][0], 1), "grad_norm": round(batches[i][1], 1),
                            "next_losses": [round(b[0], 1) for b in batches[i + 1:i + 4]]} for i in worst],
+        "adam_rms_over_1e3": adam,
+        "spikes": spikes,
         "valid_kl_per_layer": {e: [round(v, 3) for v in kl] for e, kl in sorted(kl_valid.items())},
     }
 
