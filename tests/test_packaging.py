@@ -1,11 +1,17 @@
 """The library is self-contained: a regular (non-editable) install runs a study and renders its report from any
-directory, with the templates and the schema it ships as package data."""
+directory, with the templates and the schema it ships as package data.
 
+Run from a user's virtual environment too (activated or not): the test's own environment, where the wheel goes,
+sees that environment's packages (torch & co.) through a ``.pth`` file, since a venv made from inside a venv
+inherits the base interpreter's site-packages, not the outer venv's."""
+
+import importlib.util
 import os
 import shutil
 import subprocess
 import sys
 import venv
+from pathlib import Path
 
 import yaml
 
@@ -15,11 +21,17 @@ from .conftest import REPO, tiny_config
 def test_non_editable_install_trains_and_renders_a_report(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the installed copy, never a checkout
     wheels = tmp_path / "wheels"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+    # without setuptools here (a venv that `pip install -e .` made has none), pip builds in an isolated environment
+    isolation = ["--no-build-isolation"] if importlib.util.find_spec("setuptools") else []
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", *isolation, "-q", "-w",
                     str(wheels), str(REPO)], check=True, capture_output=True, cwd=tmp_path, env=env)
     env_dir = tmp_path / "venv"
-    venv.create(env_dir, system_site_packages=True, with_pip=False)  # torch & co. from this environment
+    venv.create(env_dir, system_site_packages=True, with_pip=False)
     python = env_dir / "bin" / "python"
+    inner = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], env=env,
+                           capture_output=True, text=True, check=True).stdout.strip()
+    outer = [p for p in sys.path if p.endswith("site-packages") and not p.startswith(str(env_dir))]
+    (Path(inner) / "outer-environment.pth").write_text("\n".join(outer) + "\n")  # torch & co. from this environment
     subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q",
                     *map(str, wheels.glob("srvae-*.whl"))], check=True, capture_output=True, env=env)
 

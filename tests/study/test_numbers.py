@@ -18,6 +18,7 @@ import srvae.study.run.speed as speed
 from srvae.models import LatentVariableModel, Scores
 from srvae.study.config import TrainSettings, validate_config
 from srvae.study.report.aggregate import aggregate
+from srvae.study.report.compare import DOF_BOUND
 from srvae.study.report.render import MARKDOWN, _k_check_rows, _speed_rows
 from srvae.study.run import paths
 from srvae.study.run.evaluate import IWEstimate, iw_log_likelihood, mean_kl_per_layer
@@ -71,6 +72,43 @@ def test_paired_gap_pairs_each_image_with_itself(tmp_path):
     assert row["dof"] == pytest.approx(len(gaps) - 1, rel=1e-6)
     assert row["p_value"] == pytest.approx(exact.pvalue, rel=1e-6)
     assert row["significant"]
+
+
+def test_paired_gap_with_an_image_term_is_the_two_way_random_effects_test(tmp_path):
+    """The models' gap varies by image (sd 1 nat), by seed and by their interaction. The expected SE, df and p come
+    from the mean squares of the 3 × 200 table of per-image gaps summed cell by cell, with the Satterthwaite
+    degrees of freedom of ``compare``'s docstring; the report's fixture had checked only 0 < SE < 1."""
+    rng = np.random.default_rng(11)
+    seeds, images = 3, 200
+    difficulty = rng.normal(0.0, 10.0, images)
+    image_gap = rng.normal(0.4, 1.0, images)
+    seed_gap = np.array([0.1, -0.2, 0.25])
+    dirs, gaps = [], np.empty((seeds, images))
+    for s in range(seeds):
+        nll_a = 90.0 + difficulty + rng.normal(0.0, 2.0, images)
+        nll_b = nll_a + image_gap + seed_gap[s] + rng.normal(0.0, 0.5, images)
+        gaps[s] = nll_a - nll_b
+        dirs += [_write_run(tmp_path, "a", s, -nll_a), _write_run(tmp_path, "b", s, -nll_b)]
+    aggregate(dirs, tmp_path, pairs=[("a", "b")])
+    row = pd.read_csv(tmp_path / paths.COMPARISONS).iloc[0]
+    grand = sum(gaps[s, i] for s in range(seeds) for i in range(images)) / (seeds * images)
+    seed_means = [sum(gaps[s]) / images for s in range(seeds)]
+    image_means = [sum(gaps[:, i]) / seeds for i in range(images)]
+    ss_seed = images * sum((m - grand) ** 2 for m in seed_means)
+    ss_image = seeds * sum((m - grand) ** 2 for m in image_means)
+    ss_inter = sum((gaps[s, i] - seed_means[s] - image_means[i] + grand) ** 2
+                   for s in range(seeds) for i in range(images))
+    ms_seed, ms_image = ss_seed / (seeds - 1), ss_image / (images - 1)
+    ms_inter = ss_inter / ((seeds - 1) * (images - 1))
+    assert ms_image > 3 * ms_inter  # the fixture's image term is plain: it enters the SE
+    se = np.sqrt((ms_seed + ms_image - ms_inter) / (seeds * images))
+    seed_bound = ms_seed * (seeds - 1) / stats.chi2.ppf(1 - DOF_BOUND, seeds - 1)
+    dof = (seed_bound + ms_image - ms_inter) ** 2 / (
+        seed_bound**2 / (seeds - 1) + ms_image**2 / (images - 1) + ms_inter**2 / ((seeds - 1) * (images - 1)))
+    assert row["delta_nll"] == pytest.approx(grand, rel=1e-9)
+    assert row["se"] == pytest.approx(se, rel=1e-6)
+    assert row["dof"] == pytest.approx(dof, rel=1e-6)
+    assert row["p_value"] == pytest.approx(2 * stats.t.sf(abs(grand) / se, dof), rel=1e-5)
 
 
 # --- the test-set standard error, the test ELBO and the evaluation mode, on one trained tiny run ----------------

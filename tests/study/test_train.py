@@ -1,3 +1,4 @@
+import copy
 import math
 import os
 import signal
@@ -31,12 +32,61 @@ def test_iw_objective_with_one_sample_matches_elbo_in_expectation(tiny_data):
     assert float(objective(model, x, 1.0, 20).mean()) > float(elbo)  # tighter bound
 
 
-def test_training_improves_the_validation_elbo(tiny_data, tmp_path):
+def _replay(model, data, settings: TrainSettings, seed: int) -> tuple[list[dict], list[dict], list[float]]:
+    """The training loop of a VAE written out by hand: per epoch a fresh Bernoulli draw of the grey training
+    images and a permutation, both from the run's generator; per minibatch the negated mean single-sample ELBO,
+    the gradients' global norm capped at ``grad_clip`` (torch's ``max_norm / (‖g‖ + 1e-6)``), a plain Adam step;
+    after each epoch the validation ELBO in eval mode. (per-epoch metrics, per-epoch weights, every raw norm)."""
+    generator = torch.Generator().manual_seed(seed)
+    adam = torch.optim.Adam(model.parameters(), lr=settings.lr, eps=settings.adam_eps, foreach=False)
+    metrics, states, norms = [], [], []
+    n = len(data.train)
+    for epoch in range(settings.epochs):
+        model.train()
+        x = (torch.rand(data.train.shape, generator=generator) < data.train).float()
+        order = torch.randperm(n, generator=generator)
+        total = 0.0
+        for idx in order.split(settings.batch_size):
+            terms = model.elbo_terms(x[idx])
+            elbo = terms.reconstruction - terms.kl
+            adam.zero_grad()
+            (-elbo.mean()).backward()
+            norm = torch.cat([p.grad.flatten() for p in model.parameters()]).norm()
+            norms.append(float(norm))
+            for p in model.parameters():
+                p.grad *= min(1.0, settings.grad_clip / (float(norm) + 1e-6))
+            adam.step()
+            total += float(elbo.detach().sum())
+        model.eval()
+        with torch.no_grad():
+            valid = sum(float((t.reconstruction - t.kl).sum())
+                        for t in map(model.elbo_terms, data.valid.split(settings.eval_batch_size))) / len(data.valid)
+        metrics.append({"epoch": epoch + 1, "train_elbo": total / n, "valid_elbo": valid})
+        states.append(copy.deepcopy(model.state_dict()))
+    return metrics, states, norms
+
+
+def test_training_is_the_loop_replayed_by_hand(tiny_data, tmp_path):
+    """Three epochs of ``train`` against :func:`_replay` from the same weights and random state: the same
+    training and validation ELBO every epoch and the weights of the best epoch. A training set binarised once
+    (or thresholded at ½, or drawn from the global generator), a missing or wrong clip, a validation pass in
+    training mode or on other images: each changes these numbers."""
+    settings = TrainSettings(epochs=3, batch_size=100, lr=3e-3, grad_clip=10.0, eval_batch_size=40)
     model = small_vae()
-    result = train(model, tiny_data, TrainSettings(epochs=4, batch_size=50, lr=3e-3), 0, tmp_path / "c.pt",
-                   log=lambda m: None)
-    valid = [row["valid_elbo"] for row in result["metrics"]]
-    assert valid[-1] > valid[0] + 5, valid
+    twin = copy.deepcopy(model)
+    torch.manual_seed(5)
+    result = train(model, tiny_data, settings, 3, tmp_path / "c.pt", log=lambda m: None)
+    torch.manual_seed(5)
+    expected, states, norms = _replay(twin, tiny_data, settings, 3)
+    assert min(norms) < settings.grad_clip < max(norms)  # the cap binds on some steps, not on all
+    for got, want in zip(result["metrics"], expected, strict=True):
+        assert got["epoch"] == want["epoch"]
+        assert got["train_elbo"] == pytest.approx(want["train_elbo"], rel=1e-5)
+        assert got["valid_elbo"] == pytest.approx(want["valid_elbo"], rel=1e-5)
+    best = max(expected, key=lambda m: m["valid_elbo"])["epoch"]
+    assert result["best_epoch"] == best
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(value, states[best - 1][name], rtol=1e-4, atol=1e-6)
 
 
 def test_nan_loss_stops_with_model_seed_and_epoch(tiny_data, tmp_path):
