@@ -84,8 +84,8 @@ def latex_escape(text) -> str:
     error, not a character that pdflatex would drop with only a warning in its log."""
     out, quote_open = [], False
     for c in unicodedata.normalize("NFD", str(text)):
-        if c in _ACCENTS and out:
-            out[-1] = rf"\{_ACCENTS[c]}{{{out[-1]}}}"
+        if c in _ACCENTS:  # on the character before it
+            out.append(rf"\{_ACCENTS[c]}{{{out.pop() if out else ''}}}")
         elif c == '"':
             out.append("''" if quote_open else "``")
             quote_open = not quote_open
