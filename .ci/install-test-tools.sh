@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Debian packages some tests use; each such test skips, saying why, where its tool is missing.
 #   chromium: tests/test_html_report.py renders Snakemake's HTML report in a headless browser.
-#   pdflatex (texlive-latex-base, texlive-latex-recommended; not installed here, about 4 minutes):
-#   tests/study/test_report.py compiles the LaTeX tables when it is present.
+#   pdflatex: tests/study/test_latex.py compiles the LaTeX report (reports/tables.tex). texlive-latex-base has
+#   pdflatex, tabularx and geometry; texlive-latex-recommended has booktabs, float and caption (the report uses
+#   no other package; its fonts are Computer Modern's Type 1 ones, which texlive-base brings).
 set -uo pipefail
 missing=()
 command -v chromium >/dev/null || missing+=(chromium)
+{ command -v pdflatex && kpsewhich float.sty; } >/dev/null 2>&1 || missing+=(texlive-latex-base texlive-latex-recommended)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
     echo "install-test-tools: cannot install ${missing[*]} (needs root and apt-get); their tests will skip"

@@ -170,10 +170,10 @@ def test_latex_uses_booktabs_and_escapes_names(report):
         assert command in tex
     assert r"SeRe\_VAE \#1 \& 100\% ours" in tex
     assert r"\VAR" not in tex and r"\BLOCK" not in tex and not re.search(r"^%%", tex, re.M)
-    for env in ("document", "table", "tabular", "description"):
+    for env in ("document", "table", "tabularx", "description"):
         assert tex.count(rf"\begin{{{env}}}") == tex.count(rf"\end{{{env}}}") > 0
     # every data row has as many cells as the tabular has columns
-    for spec, rows in re.findall(r"\\begin\{tabular\}\{(\w+)\}(.*?)\\bottomrule", tex, re.S):
+    for spec, rows in re.findall(r"\\begin\{tabularx\}\{\\linewidth\}\{(\w+)\}(.*?)\\bottomrule", tex, re.S):
         body = rows.split(r"\midrule")[1].strip().splitlines()
         assert body and all(line.count(" & ") == len(spec) - 1 for line in body)
 

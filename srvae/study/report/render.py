@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import html
 import math
+import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -58,15 +60,43 @@ class ReportError(UserError, ValueError):
 
 # --- formatting ----------------------------------------------------------------------------------
 
+#: LaTeX for every character of the report's text that pdflatex cannot print as typed: LaTeX's specials, the
+#: characters the default (OT1) font encoding prints as others (< > | "), and the non-ASCII symbols of the
+#: code, the configs and reported.yaml. The document needs no Unicode support (pdflatex's T1 fonts would be
+#: bitmaps drawn by Metafont unless cm-super is installed); tests/study/test_latex.py checks the table is complete
 _LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
           "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-          "×": r"$\times$", "±": r"$\pm$", "−": "$-$", "—": "---", "–": "--", "≈": r"$\approx$",
-          "≥": r"$\geq$", "Δ": r"$\Delta$", IMPROVING: r"$\nearrow$"}
+          "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}",
+          "×": r"$\times$", "÷": r"$\div$", "±": r"$\pm$", "−": "$-$", "·": r"$\cdot$", "≈": r"$\approx$",
+          "≤": r"$\leq$", "≥": r"$\geq$", "→": r"$\rightarrow$", "←": r"$\leftarrow$", IMPROVING: r"$\nearrow$",
+          "√": r"$\surd$", "α": r"$\alpha$", "β": r"$\beta$", "γ": r"$\gamma$", "ε": r"$\varepsilon$",
+          "λ": r"$\lambda$", "μ": r"$\mu$", "σ": r"$\sigma$", "Δ": r"$\Delta$", "Σ": r"$\Sigma$",
+          "—": "---", "–": "--", "…": r"\dots{}", "†": r"\dag{}", "‡": r"\ddag{}", "‘": "`", "’": "'",
+          "“": "``", "”": "''", "ø": r"{\o}", "Ø": r"{\O}", "ß": r"{\ss}", "\u00a0": "~"}
+#: combining accents (of a letter decomposed by NFD: é = e + U+0301) as LaTeX accent commands
+_ACCENTS = {"\u0300": "`", "\u0301": "'", "\u0302": "^", "\u0303": "~", "\u0304": "=", "\u0308": '"',
+            "\u030a": "r", "\u030c": "v", "\u0327": "c"}
 
 
 def latex_escape(text) -> str:
-    """``text`` with LaTeX's special characters (and a few Unicode symbols) made printable."""
-    return "".join(_LATEX.get(c, c) for c in str(text))
+    """``text`` as LaTeX that pdflatex prints as written, in plain ASCII: specials escaped, symbols and accented
+    letters as LaTeX commands, straight double quotes paired into `` and ''. A character it cannot write is an
+    error, not a character that pdflatex would drop with only a warning in its log."""
+    out, quote_open = [], False
+    for c in unicodedata.normalize("NFD", str(text)):
+        if c in _ACCENTS:  # on the character before it
+            out.append(rf"\{_ACCENTS[c]}{{{out.pop() if out else ''}}}")
+        elif c == '"':
+            out.append("''" if quote_open else "``")
+            quote_open = not quote_open
+        elif c in _LATEX:
+            out.append(_LATEX[c])
+        elif c.isascii():
+            out.append(c)
+        else:
+            raise ReportError(f"no LaTeX for {c!r} (U+{ord(c):04X}) in {str(text)!r}: add it to render._LATEX")
+    # two symbols in a row make "$\times$$-$", whose "$$" would open display math: join them into one formula
+    return re.sub(r"(?<!\\)\$\$", "", "".join(out))
 
 
 @dataclass(frozen=True)
@@ -264,7 +294,7 @@ def _comparison_rows(comparisons: pd.DataFrame, models: dict, decimals: int, m: 
             "delta": _num(c["delta_nll"], decimals, m, signed=True) + m.pm + _num(c["se"], decimals, m),
             "seeds": f"{len(seeds)} ({', '.join(seeds)})",
             "dof": f"{c['dof']:.1f}" if math.isfinite(c["dof"]) else m.missing,
-            "p_value": p_text(c["p_value"]), "p_holm": p_text(c["p_holm"]),
+            "p_value": m.escape(p_text(c["p_value"])), "p_holm": m.escape(p_text(c["p_holm"])),
             "significant": ("yes" if c["significant"] else "no") + (" (one seed)" if len(seeds) == 1 else ""),
         })
     return rows
