@@ -12,8 +12,10 @@ shipped with the package) only lay them out.
 
 from __future__ import annotations
 
+import base64
 import html
 import math
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -465,11 +467,18 @@ img {{ max-width: 100%; }} blockquote {{ background: #fff3cd; margin: 1em 0; pad
 """
 
 
-def html_page(tables_md: str, title: str) -> str:
-    """The Markdown tables as a standalone HTML page (figures linked, as in the Markdown)."""
+def html_page(tables_md: str, title: str, base: Path) -> str:
+    """The Markdown tables as a standalone HTML page, its figures embedded as data URIs (read from ``base``, the
+    directory the Markdown's image paths are relative to): `snakemake --report` shows the page from a data URI,
+    where a relative image path resolves to nothing."""
     import markdown
 
-    return _HTML.format(title=html.escape(title), body=markdown.markdown(tables_md, extensions=["tables"]))
+    def embed(match: re.Match) -> str:
+        encoded = base64.b64encode((base / html.unescape(match[1])).read_bytes()).decode("ascii")
+        return f'src="data:image/png;base64,{encoded}"'
+
+    body = re.sub(r'src="([^":]+\.png)"', embed, markdown.markdown(tables_md, extensions=["tables"]))
+    return _HTML.format(title=html.escape(title), body=body)
 
 
 def _environments(templates_dir: Path) -> tuple[jinja2.Environment, jinja2.Environment]:
@@ -564,7 +573,7 @@ def render_report(results_dir: Path, settings: ReportSettings, study: StudyDescr
     markdown_env, latex_env = _environments(Path(templates_dir))
     tables_md = markdown_env.get_template("tables.md.j2").render(context(MARKDOWN))
     write_text(out_dir / paths.TABLES_MD, tables_md)
-    write_text(out_dir / paths.TABLES_HTML, html_page(tables_md, meta["title"]))
+    write_text(out_dir / paths.TABLES_HTML, html_page(tables_md, meta["title"], out_dir))
     write_text(out_dir / paths.TABLES_TEX, latex_env.get_template("tables.tex.j2").render(context(LATEX)))
 
 
