@@ -25,6 +25,7 @@ import pytest
 import torch
 
 SLOWDOWN_ENV = "SRVAE_BENCH_SLOWDOWN"
+COMPILED = "compiled"  # the marker of torch.compile variants, run only when asked for
 BUDGET_S = 2.0  # timed seconds per benchmark: 42 benchmarks take about 2.5 minutes on 2 shared CPU cores
 MIN_ROUNDS, MAX_ROUNDS = 5, 1000  # at least 5 rounds for a usable minimum, even for a 3.5 s MAF sampling call
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameters
@@ -52,14 +53,22 @@ def _device(item: pytest.Item) -> str:
     return callspec.params.get("device", "cpu") if callspec else "cpu"
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """CPU benchmarks are timed in process CPU time: on a shared machine the wall clock also counts the time the
     scheduler gives other processes, which doubled some results between two unchanged runs here, while CPU time
-    counts only the benchmark's own work (one thread, so one core's). CUDA work is not CPU time: wall clock."""
+    counts only the benchmark's own work (one thread, so one core's). CUDA work is not CPU time: wall clock.
+
+    Benchmarks marked ``compiled`` (torch.compile variants: tens of seconds of compiling each, most of a busy
+    machine's 19-minute ``--benchmark-only``) run only when a ``-m`` expression names them (``-m compiled``)."""
     for item in items:
         if item.path.is_relative_to(HERE) and "benchmark" in getattr(item, "fixturenames", ()):
             cuda = _device(item) == "cuda"
             item.add_marker(pytest.mark.benchmark(timer=time.perf_counter if cuda else time.process_time))
+    if COMPILED not in (config.option.markexpr or ""):
+        compiled = [item for item in items if item.get_closest_marker(COMPILED)]
+        if compiled:
+            config.hook.pytest_deselected(items=compiled)
+            items[:] = [item for item in items if not item.get_closest_marker(COMPILED)]
 
 
 @dataclass(frozen=True)

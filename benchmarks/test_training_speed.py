@@ -6,8 +6,8 @@ and with ``train.compile`` (the compiled loss); both with the optimiser ``train`
 Threads are pinned to ``THREADS``. Like every benchmark here it is timed in process CPU time
 (``benchmarks/conftest.py``: steady between unchanged runs, what the regression gate needs), which counts both
 threads: its ``items_per_cpu_s`` is images per CPU-second, about half the wall-clock images/s that
-``benchmarks/train_throughput.py`` reports. ``compiled`` is timed only (it compiles for tens of seconds per model and
-batch size, too long for the plain-``pytest`` smoke run). ``benchmarks/train_throughput.py --against REV``
+``benchmarks/train_throughput.py`` reports. ``compiled`` runs only when asked (``-m compiled``) and timed only (it
+compiles for tens of seconds per model and batch size, too long for the plain-``pytest`` smoke run). ``benchmarks/train_throughput.py --against REV``
 compares two revisions side by side.
 """
 
@@ -21,7 +21,7 @@ from benchmarks.train_throughput import MODELS, ROOT, training_epoch
 THREADS, STEPS = 2, 10
 
 
-@pytest.mark.parametrize("mode", ["loop", "compiled"])
+@pytest.mark.parametrize("mode", ["loop", pytest.param("compiled", marks=pytest.mark.compiled)])
 @pytest.mark.parametrize("batch", [100, 256])
 @pytest.mark.parametrize("name", MODELS)
 def test_training_epoch(benchmark, name, batch, mode):

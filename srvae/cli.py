@@ -20,6 +20,7 @@ import dataclasses
 import logging
 import os
 import sys
+from pathlib import Path
 
 import torch
 
@@ -59,7 +60,12 @@ def _parser() -> argparse.ArgumentParser:
     with_config(sub.add_parser("aggregate", help="collect every run into results/summary.csv"))
     with_config(sub.add_parser("report", help="render reports/tables.{md,tex} and figures"))
     with_config(sub.add_parser("check", help="validate the config and list the study's runs"))
-    with_config(sub.add_parser("status", help="one line per run of the study: its state, progress and result"))
+    status = sub.add_parser("status", help="one line per run of the study: its state, progress and result")
+    status.add_argument("--config", nargs="+", default=None,
+                        help="YAML config file(s) of the study to show (default: $SRVAE_CONFIG, else the config the "
+                             "latest workflow started with, under <results_dir>/configs, which follows an inline "
+                             "`snakemake --config`; else config.yaml)")
+    status.add_argument("--threads", type=int, default=None, help=argparse.SUPPRESS)
     with_config(sub.add_parser("models", help="what each model entry of the config runs: its class and every "
                                               "hyper-parameter (defaults filled in)"))
     sub.add_parser("schema", help="print the config's JSON Schema (YAML), generated from its typed settings")
@@ -85,9 +91,33 @@ def _run_step(args: argparse.Namespace, cfg: StudyConfig) -> None:
         try:
             with acquire_gpu(slots=args.gpu_slots) if cfg.device != "cpu" else contextlib.nullcontext():
                 step(cfg, args.dataset, args.model, args.seed)
+        except KeyboardInterrupt:  # Ctrl-C (Snakemake passes it on to its jobs): stopped, not broken
+            write_status(run, args.command, "interrupted")
+            raise
         except BaseException as e:  # `srvae status` shows the failure and where to read more
             write_status(run, args.command, "failed", error=str(e).splitlines()[0] if str(e) else type(e).__name__)
             raise
+
+
+def _status_config(given: list[str] | None) -> list[str]:
+    """The config files of the study ``srvae status`` shows: those given, else $SRVAE_CONFIG, else the config the
+    latest workflow started with (the newest of ``<results_dir>/configs``, results_dir read from config.yaml),
+    else config.yaml. Announced on stderr when it is not the one given."""
+    if given:
+        return given
+    if "SRVAE_CONFIG" in os.environ:
+        return [os.environ["SRVAE_CONFIG"]]
+    default = "config.yaml"
+    try:
+        results = load_study([default]).results_dir
+    except (UserError, OSError):
+        results = StudyConfig.model_fields["results_dir"].default
+    started = sorted((Path(results) / paths.CONFIGS).glob("*.yaml"), key=lambda p: p.stat().st_mtime)
+    if not started:
+        return [default]
+    print(f"srvae status: the study the latest workflow started with ({started[-1]}); --config FILE for another",
+          file=sys.stderr)
+    return [str(started[-1])]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "reference":
             print(reference_markdown(), end="")
             return 0
-        cfg = load_study(args.config)
+        cfg = load_study(_status_config(args.config) if args.command == "status" else args.config)
         torch.set_num_threads(args.threads or cfg.threads)
         if args.command == "check":
             for dataset, model, seed in cfg.runs():

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import yaml
 
 from srvae.cli import main
@@ -100,3 +101,44 @@ def test_a_model_on_data_of_another_kind_is_refused(tmp_path, capsys):
     assert main(["train", "--config", path, "--dataset", "tiny", "--model", "maf", "--seed", "0"]) == 2
     assert "'maf' does not run on --dataset 'tiny': the dataset holds binary data, the model continuous" in \
         capsys.readouterr().err
+
+
+def test_status_follows_the_study_the_latest_workflow_started(tmp_path, capsys, monkeypatch):
+    """An inline `snakemake --config` study is not config.yaml's: `srvae status` lists the runs of the config the
+    latest workflow started with (written under results/configs), and a restarted study becomes the latest again."""
+    import os
+
+    from srvae.study.config import validate_config, write_resolved
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SRVAE_CONFIG", raising=False)
+    default = tiny_config(tmp_path)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(default))
+    inline = default | {"seeds": [0, 1, 2]}
+    configs = tmp_path / "results" / paths.CONFIGS
+    first = write_resolved(validate_config(default), configs)
+    os.utime(first, (0, 0))  # started long ago
+    second = write_resolved(validate_config(inline), configs)
+    assert main(["status"]) == 0
+    out, err = capsys.readouterr()
+    assert [line.split()[3] for line in out.splitlines()] == ["0", "1", "2"] and "latest workflow" in err
+    os.utime(second, (1, 1))  # the inline study started long ago too, but after the first
+    write_resolved(validate_config(default), configs)  # the default study started again: it is the latest
+    assert main(["status"]) == 0
+    assert [line.split()[3] for line in capsys.readouterr().out.splitlines()] == ["0"]
+    assert main(["status", "--config", "config.yaml"]) == 0 and "latest" not in capsys.readouterr().err
+
+
+def test_ctrl_c_reads_as_interrupted_with_how_to_resume(tmp_path, capsys, monkeypatch):
+    from srvae.study.run import steps
+
+    def stopped(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(steps, "train_run", stopped)
+    path = _write(tmp_path, tiny_config(tmp_path))
+    with pytest.raises(KeyboardInterrupt):
+        main(["train", "--config", path, "--dataset", "tiny", "--model", "vae", "--seed", "0"])
+    assert main(["status", "--config", path]) == 0
+    line = capsys.readouterr().out
+    assert "interrupted" in line and "run the same command again to resume" in line and "failed" not in line

@@ -41,9 +41,23 @@ def test_html_report_shows_the_tables_and_figures(tmp_path):
             page.get_by_text("Tables", exact=True).click()
             page.locator("tr", has_text="tables.html").locator("a[iconname=eye]").click()
             page.wait_for_timeout(1000)
-            shown = "\n".join(frame.inner_text("body") for frame in page.frames if frame.url.startswith("data:"))
+            (tables,) = [frame for frame in page.frames if frame.url.startswith("data:")]
+            shown = tables.inner_text("body")
             assert "Table 1: MLP layers" in shown and "Tiny VAE" in shown and "Test NLL" in shown
+            _assert_figures_shown(tables, n=2)  # the NLL and Table 1's training curves
+            page.goto((tmp_path / "reports" / "tables.html").as_uri())  # the page as rendered, opened alone
+            _assert_figures_shown(page, n=2)
             page.screenshot(path=str(tmp_path / "report.png"))
         finally:
             browser.close()
     assert (tmp_path / "report.png").stat().st_size > 50_000  # a rendered page, not a blank one
+
+
+def _assert_figures_shown(frame, n: int) -> None:
+    """``n`` images, every one loaded (a broken one has no natural width and shows its alt text), each alone in its
+    paragraph: a caption glued to an image (a Markdown list item whose continuation lost its indentation) shares it."""
+    images = frame.eval_on_selector_all("img", """els => els.map(e => ({
+        loaded: e.complete && e.naturalWidth > 0, alt: e.alt, beside: e.parentElement.textContent.trim()}))""")
+    assert len(images) == n, images
+    assert all(image["loaded"] for image in images), [image["alt"] for image in images if not image["loaded"]]
+    assert all(image["beside"] == "" for image in images), [image["beside"] for image in images]

@@ -571,10 +571,13 @@ def resolved_path(cfg: StudyConfig, directory: str | Path) -> Path:
 
 
 def write_resolved(cfg: StudyConfig, directory: str | Path) -> str:
-    """Write the validated config to :func:`resolved_path` (once: an unchanged config is never rewritten)."""
+    """Write the validated config to :func:`resolved_path` (once: an unchanged config is never rewritten, only its
+    modification time renewed)."""
     path = resolved_path(cfg, directory)
     if not path.exists():
         write_text(path, cfg.to_yaml())
+    else:
+        path.touch()  # the newest is the study started last, which `srvae status` follows
     return str(path)
 
 

@@ -41,6 +41,10 @@ wildcard_constraints:
 
 def run_spec(wildcards, section):
     """What a step of one run depends on, as a params value: a change reruns only the runs it touches."""
+    for key, known in (("dataset", CFG.datasets), ("model", CFG.models)):  # a target path naming neither
+        if getattr(wildcards, key) not in known:
+            raise WorkflowError(f"unknown {key} {getattr(wildcards, key)!r} in the target path; the config defines: "
+                                f"{', '.join(known)}")
     spec = {"dataset": CFG.datasets[wildcards.dataset], "model": CFG.models[wildcards.model],
             section: getattr(CFG, f"{section}_settings")(wildcards.model)}
     return json.dumps({key: value.model_dump(mode="json", by_alias=True) for key, value in spec.items()},

@@ -5,8 +5,9 @@ self-reflective posterior should keep every stochastic layer in use, where a DLG
 layers may let some collapse onto the prior (KL ≈ 0).
 
 Each function takes the tidy rows of one dataset with a ``label`` column (the model's display name),
-a palette label -> colour in config order (:func:`palette`, so a model keeps its colour in every
-figure) and the path stem to save to (``<stem>.png`` and ``<stem>.pdf``).
+a palette label -> colour in config order, over the models that figure draws (:func:`palette`: a dataset's 11+
+models would exhaust the colour-blind palette, where one figure's few stay within it) and the path stem to save
+to (``<stem>.png`` and ``<stem>.pdf``).
 Spread over seeds is one standard deviation (``errorbar="sd"``), never a bootstrap interval, which
 would change from run to run.
 """
@@ -29,6 +30,7 @@ from srvae.infra.atomic_io import write_bytes  # noqa: E402
 
 FORMATS = ("png", "pdf")
 _WIDTH_PER_MODEL, _MIN_WIDTH, _HEIGHT, _ROW_HEIGHT = 1.0, 4.0, 3.0, 0.45  # inches
+_CURVES_SIZE = (7.5, 3.0)  # inches: 1,500 px wide at save_figure's 200 dpi, the width of a page
 
 
 def save_figure(fig: plt.Figure, stem: Path) -> list[Path]:
@@ -48,8 +50,10 @@ def save_figure(fig: plt.Figure, stem: Path) -> list[Path]:
 
 
 def palette(labels: list[str]) -> dict[str, tuple]:
-    """One colour per model label, in order, from a colour-blind-safe palette."""
-    return dict(zip(labels, sns.color_palette("colorblind", n_colors=len(labels))))
+    """One colour per model label, in order: a colour-blind-safe palette while its 10 colours suffice, evenly
+    spaced hues beyond (the colour-blind palette repeats itself after 10)."""
+    name = "colorblind" if len(labels) <= 10 else "husl"
+    return dict(zip(labels, sns.color_palette(name, n_colors=len(labels))))
 
 
 def _figure(n_columns: int, height: float = _HEIGHT, panels: int = 1) -> tuple[plt.Figure, Any]:
@@ -78,22 +82,34 @@ def nll_per_model(summary: pd.DataFrame, colours: dict[str, tuple], stem: Path,
 
 
 def training_curves(curves: pd.DataFrame, colours: dict[str, tuple], stem: Path) -> list[Path]:
-    """Validation ELBO against epoch: the whole run, and the second half zoomed in, where the models differ
-    (the first epochs would set the y-range otherwise). Mean over seeds with a ± sd band; a line style per model."""
-    labels = list(colours)
-    fig, (whole, zoom) = _figure(len(labels), panels=2)
-    late = curves[curves["epoch"] > curves["epoch"].max() / 2]
+    """Validation ELBO against epoch: the whole run, and each model's second half zoomed in, where the models
+    differ (the first epochs would set the y-range otherwise). Mean over seeds with a ± sd band; a colour and a
+    line style per model. ``colours`` names the models to draw (one paper table's): only they are in the legend.
+
+    The second half is each model's own (epochs above half its last epoch), so that a model trained for fewer
+    epochs than the others still appears there."""
+    labels = [label for label in colours if label in set(curves["label"])]
+    curves = curves[curves["label"].isin(labels)]
+    sns.set_theme(context="paper", style="whitegrid")
+    fig, (whole, zoom) = plt.subplots(1, 2, figsize=_CURVES_SIZE)
+    last = curves.groupby("label")["epoch"].transform("max")
+    late = curves[curves["epoch"] > last / 2]
     for ax, data in ((whole, curves), (zoom, late)):
         sns.lineplot(data=data, x="epoch", y="valid_elbo", hue="label", hue_order=labels, style="label",
-                     style_order=labels, palette=colours, errorbar="sd", ax=ax, legend=ax is zoom)
+                     style_order=labels, palette=colours, errorbar="sd", ax=ax, legend=ax is whole)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set(xlabel="epoch", ylabel="validation ELBO (nats, one sample)" if ax is whole else "")
     means = late.groupby(["label", "epoch"])["valid_elbo"].mean()
     low, high = means.min(), means.max()
     zoom.set(ylim=(low - 0.05 * (high - low + 1e-9), high + 0.05 * (high - low + 1e-9)),
-             title="second half of training")
+             title="second half of each model's training")
     whole.set(title="whole run")
-    zoom.legend(title=None, fontsize="small", loc="lower right")
+    # below both panels, across the figure's width: inside the axes a legend hides the curves
+    handles, texts = whole.get_legend_handles_labels()
+    whole.get_legend().remove()
+    fig.legend(handles, texts, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=min(2, len(labels)),
+               frameon=False, fontsize="small", handlelength=3.0)
+    fig.tight_layout()
     return save_figure(fig, stem)
 
 
@@ -126,7 +142,7 @@ def kl_per_layer(kl: pd.DataFrame, colours: dict[str, tuple], stem: Path) -> lis
     if collapsed:
         ax.plot([], [], marker="x", linestyle="none", color="0.3", label=f"collapsed (KL < {COLLAPSED:g})")
     # below the bars: many models' labels would hide the short layers' bars (and the crosses) inside the axes
-    ax.legend(title=None, fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
+    ax.legend(title=None, fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
     if len(per_unit):
         unit_labels = [label for label in labels if label in set(per_unit["label"])]
         sns.barplot(data=per_unit.assign(kl=per_unit["kl"] / per_unit["latents"].astype(float)), x="layer", y="kl",

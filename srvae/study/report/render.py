@@ -12,6 +12,7 @@ shipped with the package) only lay them out.
 
 from __future__ import annotations
 
+import base64
 import html
 import math
 import re
@@ -495,11 +496,18 @@ img {{ max-width: 100%; }} blockquote {{ background: #fff3cd; margin: 1em 0; pad
 """
 
 
-def html_page(tables_md: str, title: str) -> str:
-    """The Markdown tables as a standalone HTML page (figures linked, as in the Markdown)."""
+def html_page(tables_md: str, title: str, base: Path) -> str:
+    """The Markdown tables as a standalone HTML page, its figures embedded as data URIs (read from ``base``, the
+    directory the Markdown's image paths are relative to): `snakemake --report` shows the page from a data URI,
+    where a relative image path resolves to nothing."""
     import markdown
 
-    return _HTML.format(title=html.escape(title), body=markdown.markdown(tables_md, extensions=["tables"]))
+    def embed(match: re.Match) -> str:
+        encoded = base64.b64encode((base / html.unescape(match[1])).read_bytes()).decode("ascii")
+        return f'src="data:image/png;base64,{encoded}"'
+
+    body = re.sub(r'src="([^":]+\.png)"', embed, markdown.markdown(tables_md, extensions=["tables"]))
+    return _HTML.format(title=html.escape(title), body=body)
 
 
 def _environments(templates_dir: Path) -> tuple[jinja2.Environment, jinja2.Environment]:
@@ -521,28 +529,34 @@ def _published_same_protocol(models: dict, reported: dict, k: int, ds: dict) -> 
             if spec["reported"] and same_protocol(reported[spec["reported"]]["protocol"], spec.get("k", k), ds)}
 
 
-def _figures(summary, curves, kl, dataset: str, labels: dict, published: dict[str, float],
+def _figures(summary, curves, kl, dataset: str, labels: dict, tables: dict[str, str], published: dict[str, float],
              fig_dir: Path) -> list[dict]:
-    """Draw one dataset's figures; their titles and paths relative to the report. ``published``: label → the
-    published NLL, for the models whose published number was estimated as here."""
+    """Draw one dataset's figures; their titles and paths relative to the report. ``tables``: model → its paper
+    table (a training-curve figure per table, of its models only); ``published``: label → the published NLL,
+    for the models whose published number was estimated as here."""
     from functools import partial
 
     from . import figures  # seaborn takes seconds to import: only the report step pays for it
 
-    colours = figures.palette(list(labels.values()))
     rows = {name: df[df["dataset"] == dataset].assign(label=lambda d: d["model"].map(labels))
             for name, df in (("summary", summary), ("curves", curves), ("kl", kl))}
+    colours = figures.palette([lab for mo, lab in labels.items() if mo in set(rows["summary"]["model"])])
     layered = [labels[mo] for mo, n in rows["summary"].groupby("model")["layers"].max().items() if n > 1]
     plots = [("nll_per_model", "Test NLL per model, best first (mean ± sd over seeds; dots: seeds"
               + ("; squares: published, same protocol" if published else "") + ")",
-              partial(figures.nll_per_model, published=published), rows["summary"], colours),
-             ("training_curves", "Validation ELBO during training, whole run and second half (mean ± sd over "
-              "seeds)", figures.training_curves, rows["curves"], colours)]
+              partial(figures.nll_per_model, published=published), rows["summary"], colours)]
+    on_dataset = set(rows["curves"]["model"])
+    for table, title in TABLE_TITLES.items():
+        members = {labels[mo] for mo, t in tables.items() if t == table and mo in on_dataset}
+        if members:
+            plots.append((f"training_curves_{table}", f"{title}: validation ELBO during training, whole run and "
+                          "each model's second half (mean ± sd over seeds)", figures.training_curves,
+                          rows["curves"], figures.palette([lab for lab in colours if lab in members])))
     if layered:
         plots.append(("kl_per_layer", "Mean test KL per stochastic layer (×: a collapsed layer, KL < "
                       f"{figures.COLLAPSED:g} nats)",
                       figures.kl_per_layer, rows["kl"][rows["kl"]["label"].isin(layered)],
-                      {lab: c for lab, c in colours.items() if lab in layered}))
+                      figures.palette([lab for lab in colours if lab in layered])))
     out = []
     for stem, title, draw, data, fig_colours in plots:
         png, pdf = draw(data, fig_colours, fig_dir / f"{dataset}_{stem}")
@@ -566,8 +580,9 @@ def render_report(results_dir: Path, settings: ReportSettings, study: StudyDescr
     check_reported_ids([spec["reported"] for spec in models.values()], reported_file)
     reported = load_reported(reported_file)
     labels = {name: spec["label"] for name, spec in models.items()}
-    figs = {d: _figures(summary, curves, kl, d, labels, _published_same_protocol(models, reported, study["k"], ds),
-                        out_dir / paths.FIGURES)
+    tables = {name: spec["table"] for name, spec in models.items()}
+    figs = {d: _figures(summary, curves, kl, d, labels, tables,
+                        _published_same_protocol(models, reported, study["k"], ds), out_dir / paths.FIGURES)
             for d, ds in study["datasets"].items()}
 
     meta = {"title": settings.title, "commit": git_commit(Path.cwd()), "n_runs": len(summary), "k": study["k"],
@@ -587,7 +602,7 @@ def render_report(results_dir: Path, settings: ReportSettings, study: StudyDescr
     markdown_env, latex_env = _environments(Path(templates_dir))
     tables_md = markdown_env.get_template("tables.md.j2").render(context(MARKDOWN))
     write_text(out_dir / paths.TABLES_MD, tables_md)
-    write_text(out_dir / paths.TABLES_HTML, html_page(tables_md, meta["title"]))
+    write_text(out_dir / paths.TABLES_HTML, html_page(tables_md, meta["title"], out_dir))
     write_text(out_dir / paths.TABLES_TEX, latex_env.get_template("tables.tex.j2").render(context(LATEX)))
 
 

@@ -36,7 +36,7 @@ def eta(done: float, total: float, elapsed: float) -> float | None:
 
 
 def write_status(run_dir: Path, step: str, state: str, **fields: Any) -> None:
-    """Record what ``step`` of the run in ``run_dir`` is doing (``state``: running, failed)."""
+    """Record what ``step`` of the run in ``run_dir`` is doing (``state``: running, failed, interrupted)."""
     write_json(Path(run_dir) / paths.STATUS, {"step": step, "state": state, "pid": os.getpid(),
                                              "updated": time.time(), **fields})
 
@@ -79,6 +79,9 @@ def run_status(run_dir: Path, log_dir: Path) -> RunStatus:
         return RunStatus("training" if step == "train" else f"{step}ing".replace("evaluateing", "evaluating"),
                          status.get("detail", ""))
     evaluation, trained = _read_json(run_dir / paths.EVAL), _read_json(run_dir / paths.TRAIN)
+    if status.get("state") == "interrupted":  # stopped by Ctrl-C: the step resumes from its checkpoint
+        return RunStatus("interrupted", f"{step} interrupted — run the same command again to resume "
+                                        f"(log: {log_dir / f'{step}.log'})")
     if status.get("state") == "failed":
         return RunStatus("failed", f"{step}: {status.get('error', '?')} (log: {log_dir / f'{step}.log'})")
     if status.get("state") == "running":
