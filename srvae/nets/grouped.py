@@ -39,6 +39,30 @@ def _linear_init_(weight: Tensor, bias: Tensor | None, fan_in: int) -> None:
         nn.init.uniform_(bias, -bound, bound)
 
 
+def side_by_side(layers: Sequence[Sequence[nn.Linear]]) -> list[tuple[Tensor, Tensor] | None]:
+    """Each layer's linear maps of one input as one map: weight ``[in, Σ out]`` and bias ``[Σ out]`` (zero where a
+    map has none), for ``torch.addmm(bias, x, weight).split(...)``; None for a layer without maps.
+
+    Applied so, a layer's maps cost one matrix product and one split (forward and backward) instead of a product,
+    a transpose and a bias per map. The weights of every layer are assembled together (a stack per map, one
+    cat, one unbind), so that assembling them costs a few calls per step, not per layer: every layer with maps has
+    as many as the others, of the same shapes (else ``torch.stack`` fails).
+    """
+    present = [l for l, maps in enumerate(layers) if maps]
+    out: list[tuple[Tensor, Tensor] | None] = [None] * len(layers)
+    if not present:
+        return out
+    columns = list(zip(*(layers[l] for l in present), strict=True))  # per map, that map of every layer
+    # [layers, Σ out, in]: each layer's map is read transposed, so that each parameter's gradient comes back
+    # contiguous (a transposed stack would cost a copy per parameter where the gradients are accumulated)
+    weight = torch.cat([torch.stack([m.weight for m in maps]) for maps in columns], 1)
+    bias = torch.cat([torch.stack([m.bias for m in maps]) if maps[0].bias is not None
+                      else weight.new_zeros(len(present), maps[0].out_features) for maps in columns], 1)
+    for l, w, b in zip(present, weight.unbind(0), bias.unbind(0)):
+        out[l] = (w.t(), b)
+    return out
+
+
 class GroupedLinear(nn.Module):
     """``G`` independent linear maps ``y_g = x_g W_g + b_g``, one batched matrix product for all of them.
 

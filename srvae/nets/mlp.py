@@ -93,6 +93,11 @@ class ConditionalMLP(nn.Module):
         h = self.input_maps[0](inputs[0])
         for m, x in zip(self.input_maps[1:], inputs[1:]):
             h = h + m(x)
+        return self.from_first(h)
+
+    def from_first(self, h: Tensor) -> Tensor:
+        """The network after its first layer's linear maps, from their summed output ``h`` (a caller that applies
+        those maps itself, fused with others: SeRe-VAE's chain)."""
         return h if self.rest is None else self.rest(h)
 
     @torch.no_grad()

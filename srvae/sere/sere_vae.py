@@ -46,10 +46,10 @@ from torch import Tensor, nn
 from srvae.distributions import gaussian_kl, gaussian_log_prob, reparameterise
 from srvae.flows.base import Bijector
 from srvae.models import LatentVariableModel, Scores
-from srvae.nets.grouped import GroupedMLP
+from srvae.nets.grouped import GroupedMLP, side_by_side
 from srvae.nets.mlp import Activation, PositiveInt, Widths
 
-from .bijector import AffineRankOneBijector
+from .bijector import AffineRankOneBijector, affine_rank_one_map
 from .partition import BlockPartition
 from .stochastic_layers import (
     AmortisedGaussianPriors,
@@ -198,18 +198,35 @@ class SeReVAE(LatentVariableModel):
         priors = self.generator.priors
         # The chain runs on 2-D rows [k·B, N] (k-major): each of its matrix products is then one call, where a
         # [k, B, ·] input costs a view on either side of it, forward and backward.
+        # Every linear map of z_{l-1} that starts a network of layer l (the posterior's, an affine bijector's
+        # conditioner's) is one matrix product per layer, their weights assembled for all layers at once.
+        pairs = list(zip(self.inference.posteriors, self.inference.bijectors))
+        readers = [[*q.context_linears(), *(f.context_linears() if isinstance(f, AffineRankOneBijector) else [])]
+                   for q, f in pairs]
+        # (a layer with one map, the DLGM's bijector, gains nothing: its maps run alone, as nn.Linear)
+        fused = side_by_side(readers) if max(map(len, readers)) > 1 else [None] * len(readers)
         z = None
         means, stds, draws, codes = [], [], [], []
-        for l, (posterior, bijector) in enumerate(zip(self.inference.posteriors, self.inference.bijectors)):
+        for l, (posterior, bijector) in enumerate(pairs):
             prior_raw = priors.raw(l, z) if self.cfg.posterior_first == "prior" else None
+            if fused[l] is None:
+                features = [m(z) for m in readers[l]]
+            else:
+                features = torch.addmm(fused[l][1], z, fused[l][0]).split([m.out_features for m in readers[l]], -1)
             # evidence [B, ·] meets z_{l-1} [k·B, N]: repeated for k > 1 samples, by a posterior that reads z_{l-1}
             conditioned = k > 1 and z is not None and posterior.context_dim > 0
-            mean, std = posterior(evidence[l].repeat(k, 1) if conditioned else evidence[l], z, prior_raw)
+            own = len(posterior.context_linears())
+            mean, std = posterior.from_context_features(evidence[l].repeat(k, 1) if conditioned else evidence[l],
+                                                        features[:own], prior_raw)
             if mean.shape[0] == k * batch:  # [k·B, N]
                 eps = reparameterise(mean, std)
             else:  # [B, N] (or [N]) for a posterior of x alone: the same draws as for [k, B, N]
                 eps = reparameterise(mean.expand(k, batch, latents), std.expand(k, batch, latents)).view(-1, latents)
-            z = bijector.transform(eps, z)  # the Jacobian cancels between log p and log q
+            # the Jacobian cancels between log p and log q
+            if isinstance(bijector, AffineRankOneBijector):
+                z = affine_rank_one_map(eps, *bijector.affine_parameters_from(features[own:]))
+            else:
+                z = bijector.transform(eps, z)
             for stack, t in zip((means, stds, draws, codes), (mean, std, eps, z)):
                 stack.append(t)
         shape = (k, batch, latents)

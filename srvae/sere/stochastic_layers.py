@@ -144,10 +144,23 @@ class ResidualGaussianPosterior(nn.Module):
         ``prior_raw``: the prior layer's unconstrained ``(μ_p, a_p)``, needed when the first estimate is the prior.
         """
         ctx = context_inputs(context, self.context_dim)
-        h = evidence if self.context_map is None else evidence + self.context_map(*ctx)
+        return self.from_context_features(evidence, [m(*ctx) for m in self.context_linears()], prior_raw)
+
+    def context_linears(self) -> list[nn.Linear]:
+        """The linear maps of ``z_{l-1}`` this layer starts with (the residual's, the first estimate's), which
+        :meth:`from_context_features` continues from: SeRe-VAE's chain applies them, with the bijector's, as one
+        matrix product."""
+        first = None if self.first is None else self.first.input_maps[0]
+        return [m for m in (self.context_map, first) if m is not None]
+
+    def from_context_features(
+        self, evidence: Tensor, features: Sequence[Tensor], prior_raw: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """:meth:`forward` from ``features``, the outputs of :meth:`context_linears` on ``z_{l-1}`` (in order)."""
+        h = evidence if self.context_map is None else evidence + features[0]
         params = self.residual(h)
         if self.first is not None:
-            params = params + self.first(*ctx)
+            params = params + self.first.from_first(features[-1])
         elif self.first_estimate == "prior":
             if prior_raw is None:
                 raise ValueError("this posterior's first estimate is the prior: pass the prior's raw output")

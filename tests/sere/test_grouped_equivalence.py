@@ -5,7 +5,9 @@ Every model built on :class:`~srvae.sere.sere_vae.SeReVAE` runs its per-layer ne
 float64 as the per-layer model did (one layer after another: its encoder, posterior, prior, bijector and data layer,
 log-densities and KL accumulated in the loop), every network evaluated alone (``group(l, …)``, which
 ``tests/nets/test_grouped.py`` shows to be the separate ``nn.Linear`` / ``ConditionalMLP`` it stands for), with the
-same noise; grouped and per-layer agree to rounding.
+same noise; grouped and per-layer agree to rounding, and so do the gradients of every parameter. The chain's fused
+maps of ``z_{l-1}`` (one matrix product per layer for the posterior's and the bijector's, issue 25) are checked the
+same way: the per-layer model applies each ``nn.Linear`` of ``z_{l-1}`` on its own.
 """
 
 from __future__ import annotations
@@ -71,9 +73,8 @@ def per_layer_scores(model, x: torch.Tensor, k: int) -> tuple[torch.Tensor, ...]
     return log_lik, log_p, log_q, torch.stack(kl, dim=-1)
 
 
-@pytest.mark.parametrize("k", [2, BLOCKWISE_ROWS // 3 + 1], ids=["training-batch", "importance-sampling"])
-@pytest.mark.parametrize("name", list(MODELS))
-def test_grouped_model_is_the_per_layer_model(name, k):
+def model_and_data(name: str) -> tuple[torch.nn.Module, torch.Tensor]:
+    """Model ``name`` in float64, and three images of its kind."""
     cls, params = MODELS[name]
     torch.manual_seed(0)
     model = build_model(cls, params, data_dim=D, data_mean=torch.rand(D) * 0.8 + 0.1).double()
@@ -81,12 +82,42 @@ def test_grouped_model_is_the_per_layer_model(name, k):
         x = torch.randn(3, D, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     else:
         x = torch.bernoulli(torch.full((3, D), 0.4, dtype=torch.float64), generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        if hasattr(model, "initialise"):
+    if hasattr(model, "initialise"):
+        with torch.no_grad():
             model.initialise(x)  # weight norm's data-dependent start: away from the trivial one
+    return model, x
+
+
+@pytest.mark.parametrize("k", [2, BLOCKWISE_ROWS // 3 + 1], ids=["training-batch", "importance-sampling"])
+@pytest.mark.parametrize("name", list(MODELS))
+def test_grouped_model_is_the_per_layer_model(name, k):
+    model, x = model_and_data(name)
+    with torch.no_grad():
         torch.manual_seed(7)
         grouped = model.score(x, k)
         torch.manual_seed(7)  # the same noise, drawn in the same order
         per_layer = per_layer_scores(model, x, k)
     for got, expected in zip((grouped.log_likelihood, grouped.log_prior, grouped.log_posterior, grouped.kl), per_layer):
         torch.testing.assert_close(got, expected, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["sere_vae", "sere_vae-prior-first", "dlgm", "sr_iaf"])
+def test_grouped_gradients_are_the_per_layer_gradients(name):
+    """The backward pass through the grouped and fused layers gives every parameter the per-layer model's gradient
+    (of the importance-weighted bound and the KL terms: every score reaches every parameter)."""
+    model, x = model_and_data(name)
+    params = list(model.parameters())
+
+    def gradients(scores: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        log_lik, log_p, log_q, kl = scores
+        bound = torch.logsumexp(log_lik + log_p - log_q, 0).sum() - kl.sum()
+        return torch.autograd.grad(bound, params, allow_unused=True, materialize_grads=True)
+
+    torch.manual_seed(7)
+    s = model.score(x, 2)
+    grouped = gradients((s.log_likelihood, s.log_prior, s.log_posterior, s.kl))
+    torch.manual_seed(7)
+    per_layer = gradients(per_layer_scores(model, x, 2))
+    for (name_, _), got, expected in zip(model.named_parameters(), grouped, per_layer):
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-10, msg=name_)
+    assert any(g.abs().sum() > 0 for g in grouped)
