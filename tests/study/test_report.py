@@ -36,7 +36,7 @@ STUDY = {
                              "preprocessing": "dynamic per epoch; test binarised once (seed 0)",
                              "transform": "binarise", "logit_lambda": 1e-6, "hflip": False, "paper_data": "mnist",
                              "paper_split": {"train": 60_000, "test": 10_000}, "full": False, "models": list(MODELS)}},
-    "training": {"budget": f"{EPOCHS} epochs, batch 100, Adam lr 0.001", "exceptions": ""},
+    "training": {"budget": f"{EPOCHS} epochs, batch 100, Adam (ε = 0.0001), lr 0.001", "exceptions": []},
     "k": 1000,
     "seeds": list(SEEDS),
     "models": {name: {"label": label, "reported": rid, "class": name, "table": "table1", "iw_samples": 1}

@@ -406,9 +406,11 @@ def _general_facts(summary: pd.DataFrame, study: dict) -> dict[str, str]:
         return ", ".join(sorted(summary[column].unique()))
 
     machine = study["machine"] if "machine" in study else machine_info()
+    exceptions = "; ".join(f"{', '.join(e['models'])}: {', '.join(e['settings'])}"
+                           for e in study["training"]["exceptions"])
     return {
-        "Training budget": study["training"]["budget"]
-        + (f" (except {study['training']['exceptions']})" if study["training"]["exceptions"] else ""),
+        "Training budget": study["training"]["budget"] + (" (every model but those below)" if exceptions else ""),
+        **({"Trained otherwise": exceptions} if exceptions else {}),
         "Evaluation": f"importance-weighted NLL with K = {study['k']} samples per test example",
         "Devices of the runs": f"training: {devices('device_name')}; evaluation: "
                                f"{devices('eval_device_name')}; sampling: {devices('sampling_device_name')}",
