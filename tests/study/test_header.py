@@ -96,3 +96,17 @@ def test_default_cpu_table2_models_state_their_polyak_decay(monkeypatch):
     for m in averaged:
         assert f"Polyak averaging (decay {cfg.train_settings(m).polyak_decay:g})" in _clause(cfg, m)
     assert "no Polyak averaging" in _header(cfg)["Training budget"]
+
+
+def test_sampling_speed_records_the_machines_load(monkeypatch):
+    """speed.json says how busy the machine was when sampling was timed, for the report to print."""
+    from srvae.study.run import speed
+
+    from .test_numbers import ScriptedSampler
+
+    model = ScriptedSampler([1.0, 0.25, 0.25])
+    monkeypatch.setattr(speed.time, "perf_counter", model.clock)
+    monkeypatch.setattr(speed.os, "getloadavg", lambda: (3.25, 1.0, 0.5))
+    monkeypatch.setattr(speed.os, "cpu_count", lambda: 2)
+    result = speed.sampling_speed(model, n_samples=100, repeats=2, warmup=1)
+    assert (result["load_1min"], result["cpus"]) == (3.25, 2)

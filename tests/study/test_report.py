@@ -12,8 +12,8 @@ import pytest
 from srvae.study.config import ReportSettings
 from srvae.study.report import figures
 from srvae.study.report.aggregate import RunResultError, aggregate
-from srvae.study.report.render import MARKDOWN, ReportError, _mean_sd, _setting_warnings, render_report
-from srvae.study.report.reported import ReportedValueError, check_reported_ids, load_reported
+from srvae.study.report.render import MARKDOWN, ReportError, _mean_sd, _setting_warnings, best_marks, render_report
+from srvae.study.report.reported import ReportedValueError, check_reported_ids, in_paper, load_reported
 
 from ..conftest import REPO
 
@@ -523,3 +523,120 @@ def test_a_one_epoch_run_has_no_slope_and_no_mark(tmp_path):
                   tmp_path / "out")
     text = (tmp_path / "out" / "tables.md").read_text()
     assert "↗" in _row(text, "sere_vae") and "↗" not in _row(text, "vae")
+
+
+# --- references, Table 3's sign, the best model, the machine's load ---------------------------------------
+
+def test_reference_points_from_other_papers_are_listed_apart_and_attributed(report):
+    """Burda et al.'s VAE numbers are not rows of the SeRe-VAE paper: listed as reference points, never among the
+    paper's rows, and no file says the paper quotes them."""
+    reported = load_reported(REPORTED_FILE)
+    assert all(in_paper(e) == rid.startswith("sere2020/") for rid, e in reported.items())
+    table1 = (report / "tables.md").read_text().split("### Table 1: MLP layers")[1].split("### Figures")[0]
+    paper, references = table1.split("#### The SeRe-VAE paper's rows of this table")[1].split(
+        "#### Reference points from other papers")
+    for rid in ("burda2016/vae-1layer", "burda2016/vae-2layer"):
+        assert f"`{rid}`" in references and f"`{rid}`" not in paper
+    assert "`sere2020/table1/sere-vae`" in paper and "`sere2020/table1/sere-vae`" not in references
+    assert "reference points from other papers" in (report / "tables.tex").read_text()
+    for path in ("workflow/reported.yaml", "baselines/vae.py", "docs/decisions.md", "srvae/study/report/reported.py"):
+        assert "quoted by the serE-VAE paper".lower() not in (REPO / path).read_text().lower(), path
+    assert "Burda" in reported["burda2016/vae-1layer"]["source"]
+
+
+def test_table3_is_a_log_likelihood_throughout(table3_runs, tmp_path, drawn_axes):
+    """Paired comparisons, published rows and the figure of Table 3 use log p (higher is better), as its main
+    table; SeRe-MAF's bound set against a MAF's exact log-likelihood is marked a bound."""
+    render_report(table3_runs, ReportSettings(reported_file=str(REPORTED_FILE)), _table3_study(), tmp_path)
+    section = (tmp_path / "tables.md").read_text().split("### Table 3: flows")[1].split("### Figures")[0]
+    c = pd.read_csv(table3_runs / "comparisons.csv").iloc[0]
+    assert (c["model_a"], c["model_b"]) == ("sere_maf_table3", "maf_table3")
+    row = next(line for line in section.splitlines() if line.startswith("| SeRe-MAF (bound) − MAF |"))
+    assert row.startswith(f"| SeRe-MAF (bound) − MAF | +{-c['delta_nll']:,.2f} ± {c['se']:.2f} |")  # log p_A − log p_B
+    assert -c["delta_nll"] == pytest.approx(500.0)  # SeRe-MAF's 3,199 against MAF's 2,699
+    assert "| A − B | Δ log p(x) (nats) |" in section and "NLL" not in section
+    published = section.split("#### The SeRe-VAE paper's rows of this table")[1]
+    assert "| Model | Setting | log p(x) (nats) |" in published
+    sere_maf = next(line for line in published.splitlines() if "`sere2020/table3/sere-maf`" in line)
+    maf5 = next(line for line in published.splitlines() if "`sere2020/table3/maf5`" in line)
+    assert "| 3,190.00 |" in sere_maf and "| 2,936.00 ± 27.00 |" in maf5  # as printed, positive
+    ax = drawn_axes["cifar_nll_per_model"][0]
+    assert "log-likelihood" in ax.get_xlabel() and "higher is better" in ax.get_xlabel()
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["SeRe-MAF", "MAF"]  # best (highest) first
+    assert min(ax.get_xlim()) > 0  # log p ≈ 2,700 and 3,200, not NLL ≈ −2,700
+    tex = (tmp_path / "tables.tex").read_text()
+    assert r"$\Delta$ log p(x) (nats)" in tex and r"$\Delta$ NLL" not in tex
+
+
+#: models of a table whose best is known: label → NLL per seed. SOLO beats the runner-up by 5 nats (seeds spread
+#: by 0.25: significant); TIED's top two differ by 0.03 nats with seeds spread by 0.25 (not significant)
+BEST = {"solo": {"X": (90.3, 89.8, 90.0), "Y": (95.3, 94.8, 95.1), "Z": (99.0, 99.5, 99.2)},
+        "tied": {"X": (90.3, 89.8, 90.0), "Y": (89.8, 90.3, 90.1), "Z": (99.0, 99.5, 99.2)}}
+
+
+def _best_study(root, nlls: dict, loads: dict[str, float] | None = None) -> dict:
+    """Aggregated runs of the models ``nlls`` (no pair requested) and their study description; ``loads``: label →
+    the 1-minute load average its speed.json records, on 2 CPUs."""
+    dirs = []
+    for i, (label, per_seed) in enumerate(nlls.items()):
+        for seed, nll in zip(SEEDS, per_seed):
+            run = _write_run(root, "mnist5k", label.lower(), seed, 1, nll)
+            _add_own_noise(run, [i, seed])
+            if loads is not None:
+                speed = json.loads((run / "speed.json").read_text())
+                (run / "speed.json").write_text(json.dumps({**speed, "load_1min": loads[label], "cpus": 2}))
+            dirs.append(run)
+    aggregate(dirs, root, pairs=[], tables={label.lower(): "table1" for label in nlls})
+    return {**STUDY, "datasets": {"mnist5k": {**STUDY["datasets"]["mnist5k"], "models": [k.lower() for k in nlls]}},
+            "models": {label.lower(): {"label": label, "reported": None, "class": label.lower(), "table": "table1",
+                                       "iw_samples": 1} for label in nlls}}
+
+
+@pytest.mark.parametrize("case", list(BEST))
+def test_bold_only_when_the_best_is_significantly_better_than_the_runner_up(tmp_path, case):
+    study = _best_study(tmp_path, BEST[case])
+    comparisons = pd.read_csv(tmp_path / "comparisons.csv")
+    # the best against the runner-up is always compared, though no pair was requested; nothing else is
+    assert comparisons[["model_a", "model_b"]].values.tolist() == [["x", "y"]]  # X's mean is lowest in both
+    render_report(tmp_path, ReportSettings(reported_file=str(REPORTED_FILE)), study, tmp_path / "out")
+    text = (tmp_path / "out" / "tables.md").read_text()
+    cells = {label: next(line for line in text.splitlines() if line.startswith(f"| {label} | 3 (0, 1, 2) |"))
+             .split(" | ")[2] for label in "XYZ"}
+    if case == "solo":
+        assert bool(comparisons["significant"].iloc[0])
+        assert cells["X"].startswith("**") and "≈" not in "".join(cells.values())
+        assert not cells["Y"].startswith("**") and not cells["Z"].startswith("**")
+    else:
+        assert not bool(comparisons["significant"].iloc[0])
+        assert cells["X"].endswith(" ≈") and cells["Y"].endswith(" ≈") and not cells["Z"].endswith(" ≈")
+        assert "**" not in "".join(cells.values())
+    assert "≈: the best two, tied" in text
+    assert r"$\approx$" in (tmp_path / "out" / "tables.tex").read_text() or case == "solo"
+
+
+@pytest.mark.parametrize("significant, delta, marks", [
+    (True, 2.0, {"b": "bold"}),  # A = runner-up, B = best: NLL_A − NLL_B > 0, B is better
+    (True, -2.0, {"b": "tied", "a": "tied"}),  # a significant gap the other way round is no evidence for B
+    (False, 2.0, {"b": "tied", "a": "tied"}),
+])
+def test_best_marks_read_the_pair_in_either_order(significant, delta, marks):
+    pairs = pd.DataFrame({"model_a": ["a"], "model_b": ["b"], "delta_nll": [delta], "significant": [significant]})
+    assert best_marks({"a": 91.0, "b": 90.0, "c": 99.0}, pairs) == marks
+    assert best_marks({"a": 91.0}, pairs.iloc[:0]) == {}
+    with pytest.raises(ReportError, match="aggregate again"):
+        best_marks({"a": 91.0, "c": 90.0}, pairs)
+
+
+def test_speed_footnote_prints_the_measured_load_and_marks_busy_timings(tmp_path, report):
+    study = _best_study(tmp_path, BEST["solo"], loads={"X": 3.1, "Y": 0.4, "Z": 0.9})
+    render_report(tmp_path, ReportSettings(reported_file=str(REPORTED_FILE)), study, tmp_path / "out")
+    text = (tmp_path / "out" / "tables.md").read_text()
+    speed = text.split("#### Speed")[1]
+    rows = {label: next(line for line in speed.splitlines() if line.startswith(f"| {label} |")) for label in "XYZ"}
+    assert "(busy)" in rows["X"] and "(busy)" not in rows["Y"] + rows["Z"]
+    assert "0.4–3.1 over the runs, on 2 CPUs" in speed and "alone" not in text
+    assert "**" not in rows["X"]  # a busy timing is never called the fastest
+    assert "load average" in (tmp_path / "out" / "tables.tex").read_text()
+    # runs whose speed.json has no load: the footnote says it was not recorded, and claims nothing
+    old = (report / "tables.md").read_text()
+    assert "was not recorded" in old and "alone" not in old

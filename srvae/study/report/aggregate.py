@@ -104,6 +104,10 @@ def _is_finite_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _number_or_nan(value) -> float:
+    return float(value) if _is_finite_number(value) else math.nan
+
+
 def _read_curves(run_dir: Path, epochs: int, selected: str) -> pd.DataFrame:
     """The per-epoch metrics of a run (:data:`CURVE_COLUMNS` and the ``selected`` validation metric): epochs
     1..``epochs`` (train.json's count), every value finite."""
@@ -195,6 +199,8 @@ def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame, np.ndarra
         "sampling_spread": speed["relative_spread"],
         "sampling_n_samples": speed["n_samples"], "sampling_repeats": speed["repeats"],
         "sampling_device": speed["device"], "sampling_device_name": speed["device_name"],
+        # how busy the machine was when sampling was timed; NaN where speed.json predates the record
+        "sampling_load": _number_or_nan(speed.get("load_1min")), "sampling_cpus": _number_or_nan(speed.get("cpus")),
         "run_dir": str(run_dir),
         # optional convergence check with a larger K (evaluate.check_k), NaN where not run
         "k_check": evaluation.get("check", {}).get("k", math.nan),

@@ -38,8 +38,9 @@ from .reported import check_reported_ids, in_paper, load_reported
 TEMPLATES_DIR = Path(__file__).with_name("templates")
 STUDY_KEYS = ("datasets", "training", "k", "models", "seeds")
 #: summary columns that may be empty: the convergence check with a larger K runs on chosen seeds only, bits per
-#: dimension exist for continuous data only, and a run of one epoch has no validation slope
-OPTIONAL_COLUMNS = ["k_check", "nll_check", "bits_per_dim", "valid_slope"]
+#: dimension exist for continuous data only, a run of one epoch has no validation slope, and a speed.json older than
+#: the record of the machine's load has none
+OPTIONAL_COLUMNS = ["k_check", "nll_check", "bits_per_dim", "valid_slope", "sampling_load", "sampling_cpus"]
 #: the summary's text columns; every other column must hold finite numbers
 TEXT_COLUMNS = ("dataset", "model", "class", "device", "device_name", "eval_device_name", "sampling_device",
                 "sampling_device_name", "run_dir")
@@ -317,24 +318,45 @@ def noisy(samples_per_s: pd.Series, spreads: pd.Series) -> bool:
     return bool(spreads.max() > NOISE or across_seeds > NOISE)
 
 
+def busy(runs: pd.DataFrame) -> bool:
+    """Whether any of the runs timed its sampling on a busy machine: a 1-minute load average above the machine's
+    CPU count (more threads wanted a core than there were cores; a load not recorded counts as not busy)."""
+    return bool((runs["sampling_load"] > runs["sampling_cpus"]).any())
+
+
+def load_note(runs: pd.DataFrame) -> str:
+    """What the speed table's footnote says about the machine's load while sampling was timed, as recorded."""
+    recorded = runs.dropna(subset=["sampling_load", "sampling_cpus"])
+    if recorded.empty:
+        return "The machine's load while sampling was timed was not recorded (older speed.json files)."
+    low, high = recorded["sampling_load"].min(), recorded["sampling_load"].max()
+    cpus = "/".join(str(int(c)) for c in sorted(recorded["sampling_cpus"].unique()))
+    unrecorded = len(runs) - len(recorded)
+    return (f"The machine's 1-minute load average right after the timed repeats: {low:.1f}–{high:.1f} over the runs, "
+            f"on {cpus} CPUs" + (f" (not recorded for {unrecorded} runs)" if unrecorded else "")
+            + "; (busy): timed while the load exceeded the CPU count, so other work competed for the cores.")
+
+
 def _speed_rows(runs: pd.DataFrame, models: dict, m: Markup) -> tuple[list[dict], bool]:
     """One row per model and device pair: sampling and training throughput, mean ± sd over seeds; and whether
     the rows' devices differ (then the table names them per row, else the header does).
 
-    The fastest sampler is bold only if its measurement is not noisy (:func:`noisy`); a noisy one is marked †.
+    The fastest sampler is bold only if its measurement is neither noisy (:func:`noisy`; marked †) nor taken on a
+    busy machine (:func:`busy`; marked "(busy)").
     """
     keys = ["model", "device_name", "sampling_device_name"]
     groups = [(name, train_dev, sample_dev, g) for name in models
               for (_, train_dev, sample_dev), g in runs[runs["model"] == name].groupby(keys)]
     flagged = {id(g): noisy(g["samples_per_s"], g["sampling_spread"]) for *_, g in groups}
-    clean = [g["samples_per_s"].mean() for *_, g in groups if not flagged[id(g)]]
+    loaded = {id(g): busy(g) for *_, g in groups}
+    clean = [g["samples_per_s"].mean() for *_, g in groups if not (flagged[id(g)] or loaded[id(g)])]
     best = max(clean, default=None)
     rows = []
     for name, train_dev, sample_dev, g in groups:
-        cell = _mean_sd(g["samples_per_s"], m)
+        cell = _mean_sd(g["samples_per_s"], m) + (" (busy)" if loaded[id(g)] else "")
         if flagged[id(g)]:
             cell += " " + m.dagger
-        elif g["samples_per_s"].mean() == best:
+        elif g["samples_per_s"].mean() == best and not loaded[id(g)]:
             cell = m.bold(cell)
         rows.append({
             "label": m.escape(models[name]["label"]),
@@ -491,6 +513,7 @@ def _dataset_section(runs: pd.DataFrame, comparisons: pd.DataFrame, name: str, d
                        "nll_rows": [] if continuous else rows, "log_likelihood_rows": rows if continuous else [],
                        "comparison_rows": _comparison_rows(pairs, models, decimals, m, continuous),
                        **dict(zip(("speed_rows", "speed_devices"), _speed_rows(runs, members, m))),
+                       "load_note": m.escape(load_note(runs[runs["model"].isin(members)])),
                        "published_rows": _published_rows(reported, table, k, ds, decimals, m, paper=True),
                        "reference_rows": _published_rows(reported, table, k, ds, decimals, m, paper=False),
                        "best_note": m.escape(best_note(continuous)),
