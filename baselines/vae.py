@@ -3,7 +3,7 @@
 Generative model ``p(z) = N(0, I)``, ``p(x | z) = Bernoulli(sigmoid(decoder(z)))``; variational posterior
 ``q(z | x) = N(μ(x), diag σ(x)²)``. Burda et al.'s model: two deterministic layers of 200 tanh units in the
 encoder and in the decoder, 50 latents, decoder output bias at the logit of the training pixel means.
-Reference point quoted by the SeRe-VAE paper: −86.76 nats (1 layer, k = 1, K = 5000).
+Reference point: Burda et al.'s own −86.76 nats (1 layer, k = 1, K = 5000), not a number of the SeRe-VAE paper.
 """
 
 from __future__ import annotations

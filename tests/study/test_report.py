@@ -12,8 +12,8 @@ import pytest
 from srvae.study.config import ReportSettings
 from srvae.study.report import figures
 from srvae.study.report.aggregate import RunResultError, aggregate
-from srvae.study.report.render import MARKDOWN, ReportError, _mean_sd, _setting_warnings, render_report
-from srvae.study.report.reported import ReportedValueError, check_reported_ids, load_reported
+from srvae.study.report.render import MARKDOWN, ReportError, _mean_sd, _setting_warnings, best_marks, render_report
+from srvae.study.report.reported import ReportedValueError, check_reported_ids, in_paper, load_reported
 
 from ..conftest import REPO
 
@@ -36,7 +36,7 @@ STUDY = {
                              "preprocessing": "dynamic per epoch; test binarised once (seed 0)",
                              "transform": "binarise", "logit_lambda": 1e-6, "hflip": False, "paper_data": "mnist",
                              "paper_split": {"train": 60_000, "test": 10_000}, "full": False, "models": list(MODELS)}},
-    "training": {"budget": f"{EPOCHS} epochs, batch 100, Adam lr 0.001", "exceptions": ""},
+    "training": {"budget": f"{EPOCHS} epochs, batch 100, Adam (ε = 0.0001), lr 0.001", "exceptions": []},
     "k": 1000,
     "seeds": list(SEEDS),
     "models": {name: {"label": label, "reported": rid, "class": name, "table": "table1", "iw_samples": 1}
@@ -73,6 +73,13 @@ def _write_run(root, dataset, model, seed, layers, nll, valid_elbo=PLATEAU):
     pd.DataFrame({"epoch": epoch, "train_elbo": np.asarray(valid_elbo) + 5.0, "valid_elbo": valid_elbo,
                   "beta": 1.0, "seconds": 2.5 * epoch}).to_csv(run / "metrics.csv", index=False)
     return run
+
+
+def _add_own_noise(run, key) -> None:
+    """Give a run's per-image scores noise of its own (mean zero), so that two models' gap varies over images
+    and seeds: with only the shared noise of ``_write_run`` it is one constant, whose test has no variance."""
+    own = np.random.default_rng(key).normal(0.0, 1.0, len(DIFFICULTY))
+    np.save(run / "log_px.npy", np.load(run / "log_px.npy") - own + own.mean())
 
 
 @pytest.fixture(scope="module")
@@ -248,20 +255,26 @@ def test_table2_rows_carry_the_vlae_papers_protocols():
 
 
 def test_each_table_section_lists_its_published_rows_marked_comparable_or_not(runs, report, tmp_path):
-    """A section lists every published row of its table, best first, and says which ones share the study's
-    protocol: on full MNIST with K = 1000, the SeRe-VAE row is comparable, a static or K-unknown one is not."""
+    """A section lists every row the paper prints in its table, best first, and apart from them the reference points
+    from other papers, and says which ones share the study's protocol: on full MNIST with K = 1000, the SeRe-VAE row
+    is comparable, a static or K-unknown one is not."""
     results, _, _ = runs
     full = {**STUDY, "datasets": {"mnist5k": {**STUDY["datasets"]["mnist5k"], "full": True,
                                               "split": {"train": 59_600, "valid": 400, "test": 10_000}}},
             "models": {**STUDY["models"], "vae": {**STUDY["models"]["vae"], "table": "table2"}}}
     render_report(results, ReportSettings(reported_file=str(REPORTED_FILE)), full, tmp_path)
     table2 = (tmp_path / "tables.md").read_text().split("### Table 2: ResNet layers")[1].split("\n### ")[0]
-    listed = table2.split("#### Published rows of this table")[1]
-    rows = [line for line in listed.splitlines() if line.startswith("| ") and "`" in line]
+    listed, references = table2.split("#### The SeRe-VAE paper's rows of this table")[1].split(
+        "#### Reference points from other papers")
+    rows, reference_rows = ([line for line in text.splitlines() if line.startswith("| ") and "`" in line]
+                            for text in (listed, references))
     reported = load_reported(REPORTED_FILE)
-    assert len(rows) == sum(e.get("section") == "table2" for e in reported.values())
+    ids = {rid for rid, e in reported.items() if e.get("section") == "table2"}
+    assert {r.split("`")[1] for r in rows} == {rid for rid in ids if rid.startswith("sere2020/")}
+    assert {r.split("`")[1] for r in reference_rows} == {"chen2017/vlae-dynamic", "chen2017/iaf-vae-dynamic"}
     nlls = [float(row.split(" | ")[2]) for row in rows]
-    assert nlls == sorted(nlls) and nlls[0] == 78.53  # best first: the VLAE, dynamic
+    assert nlls == sorted(nlls) and nlls[0] == 79.03  # best first: the VLAE, statically binarised
+    rows += reference_rows
     row = {rid: next(r for r in rows if f"`{rid}`" in r) for rid in
            ("sere2020/table2/sere-vae", "sere2020/table2/vlae", "chen2017/vlae-dynamic", "sere2020/table2/biva")}
     assert "| K = 1,000, dynamic | yes |" in row["sere2020/table2/sere-vae"]
@@ -271,7 +284,7 @@ def test_each_table_section_lists_its_published_rows_marked_comparable_or_not(ru
     # the default study's 5,000 digits: nothing published is comparable
     default = {**STUDY, "models": full["models"]}
     render_report(results, ReportSettings(reported_file=str(REPORTED_FILE)), default, tmp_path / "small")
-    small = (tmp_path / "small" / "tables.md").read_text().split("#### Published rows of this table")[2]
+    small = (tmp_path / "small" / "tables.md").read_text().split("#### The SeRe-VAE paper's rows of this table")[2]
     assert "| K = 1,000, dynamic | no: this study is not on full MNIST |" in small
 
 
@@ -320,6 +333,7 @@ def table3_runs(tmp_path_factory):
     for name, (_, _, cls, exact, nll) in TABLE3.items():
         for seed in SEEDS:
             run = _write_run(results, "cifar", name, seed, 1 if exact else 5, nll + seed)
+            _add_own_noise(run, [seed, exact])
             train = json.loads((run / "train.json").read_text())
             (run / "train.json").write_text(json.dumps({**train, "class": cls}))
             evaluation = json.loads((run / "eval.json").read_text())
@@ -375,7 +389,7 @@ def test_table3_published_rows_say_what_differs_in_data_lambda_and_flips(table3_
     binarisation, which continuous data do not have."""
     render_report(table3_runs, ReportSettings(reported_file=str(REPORTED_FILE)), _table3_study(**dataset), tmp_path)
     listed = (tmp_path / "tables.md").read_text().split("### Table 3: flows")[1].split(
-        "#### Published rows of this table")[1]
+        "#### The SeRe-VAE paper's rows of this table")[1]
     rows = {rid: next(line for line in listed.splitlines() if f"`{rid}`" in line)
             for rid in ("sere2020/table3/maf", "sere2020/table3/maf5")}
     assert f"| {maf} |" in rows["sere2020/table3/maf"]
@@ -466,6 +480,8 @@ def _study_with_curves(root, curves: dict) -> None:
     """Aggregated fixture runs of STUDY whose validation ELBO follows ``curves``: model → one curve per seed."""
     dirs = [_write_run(root, "mnist5k", name, seed, MODELS[name][2], MODELS[name][3] + seed, valid_elbo=curve)
             for name, per_seed in curves.items() for seed, curve in zip(SEEDS, per_seed)]
+    for i, run in enumerate(dirs):
+        _add_own_noise(run, i)
     aggregate(dirs, root, pairs=[("sere_vae", "vae")])
 
 
@@ -507,3 +523,120 @@ def test_a_one_epoch_run_has_no_slope_and_no_mark(tmp_path):
                   tmp_path / "out")
     text = (tmp_path / "out" / "tables.md").read_text()
     assert "↗" in _row(text, "sere_vae") and "↗" not in _row(text, "vae")
+
+
+# --- references, Table 3's sign, the best model, the machine's load ---------------------------------------
+
+def test_reference_points_from_other_papers_are_listed_apart_and_attributed(report):
+    """Burda et al.'s VAE numbers are not rows of the SeRe-VAE paper: listed as reference points, never among the
+    paper's rows, and no file says the paper quotes them."""
+    reported = load_reported(REPORTED_FILE)
+    assert all(in_paper(e) == rid.startswith("sere2020/") for rid, e in reported.items())
+    table1 = (report / "tables.md").read_text().split("### Table 1: MLP layers")[1].split("### Figures")[0]
+    paper, references = table1.split("#### The SeRe-VAE paper's rows of this table")[1].split(
+        "#### Reference points from other papers")
+    for rid in ("burda2016/vae-1layer", "burda2016/vae-2layer"):
+        assert f"`{rid}`" in references and f"`{rid}`" not in paper
+    assert "`sere2020/table1/sere-vae`" in paper and "`sere2020/table1/sere-vae`" not in references
+    assert "reference points from other papers" in (report / "tables.tex").read_text()
+    for path in ("workflow/reported.yaml", "baselines/vae.py", "docs/decisions.md", "srvae/study/report/reported.py"):
+        assert "quoted by the serE-VAE paper".lower() not in (REPO / path).read_text().lower(), path
+    assert "Burda" in reported["burda2016/vae-1layer"]["source"]
+
+
+def test_table3_is_a_log_likelihood_throughout(table3_runs, tmp_path, drawn_axes):
+    """Paired comparisons, published rows and the figure of Table 3 use log p (higher is better), as its main
+    table; SeRe-MAF's bound set against a MAF's exact log-likelihood is marked a bound."""
+    render_report(table3_runs, ReportSettings(reported_file=str(REPORTED_FILE)), _table3_study(), tmp_path)
+    section = (tmp_path / "tables.md").read_text().split("### Table 3: flows")[1].split("### Figures")[0]
+    c = pd.read_csv(table3_runs / "comparisons.csv").iloc[0]
+    assert (c["model_a"], c["model_b"]) == ("sere_maf_table3", "maf_table3")
+    row = next(line for line in section.splitlines() if line.startswith("| SeRe-MAF (bound) − MAF |"))
+    assert row.startswith(f"| SeRe-MAF (bound) − MAF | +{-c['delta_nll']:,.2f} ± {c['se']:.2f} |")  # log p_A − log p_B
+    assert -c["delta_nll"] == pytest.approx(500.0)  # SeRe-MAF's 3,199 against MAF's 2,699
+    assert "| A − B | Δ log p(x) (nats) |" in section and "NLL" not in section
+    published = section.split("#### The SeRe-VAE paper's rows of this table")[1]
+    assert "| Model | Setting | log p(x) (nats) |" in published
+    sere_maf = next(line for line in published.splitlines() if "`sere2020/table3/sere-maf`" in line)
+    maf5 = next(line for line in published.splitlines() if "`sere2020/table3/maf5`" in line)
+    assert "| 3,190.00 |" in sere_maf and "| 2,936.00 ± 27.00 |" in maf5  # as printed, positive
+    ax = drawn_axes["cifar_nll_per_model"][0]
+    assert "log-likelihood" in ax.get_xlabel() and "higher is better" in ax.get_xlabel()
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["SeRe-MAF", "MAF"]  # best (highest) first
+    assert min(ax.get_xlim()) > 0  # log p ≈ 2,700 and 3,200, not NLL ≈ −2,700
+    tex = (tmp_path / "tables.tex").read_text()
+    assert r"$\Delta$ log p(x) (nats)" in tex and r"$\Delta$ NLL" not in tex
+
+
+#: models of a table whose best is known: label → NLL per seed. SOLO beats the runner-up by 5 nats (seeds spread
+#: by 0.25: significant); TIED's top two differ by 0.03 nats with seeds spread by 0.25 (not significant)
+BEST = {"solo": {"X": (90.3, 89.8, 90.0), "Y": (95.3, 94.8, 95.1), "Z": (99.0, 99.5, 99.2)},
+        "tied": {"X": (90.3, 89.8, 90.0), "Y": (89.8, 90.3, 90.1), "Z": (99.0, 99.5, 99.2)}}
+
+
+def _best_study(root, nlls: dict, loads: dict[str, float] | None = None) -> dict:
+    """Aggregated runs of the models ``nlls`` (no pair requested) and their study description; ``loads``: label →
+    the 1-minute load average its speed.json records, on 2 CPUs."""
+    dirs = []
+    for i, (label, per_seed) in enumerate(nlls.items()):
+        for seed, nll in zip(SEEDS, per_seed):
+            run = _write_run(root, "mnist5k", label.lower(), seed, 1, nll)
+            _add_own_noise(run, [i, seed])
+            if loads is not None:
+                speed = json.loads((run / "speed.json").read_text())
+                (run / "speed.json").write_text(json.dumps({**speed, "load_1min": loads[label], "cpus": 2}))
+            dirs.append(run)
+    aggregate(dirs, root, pairs=[], tables={label.lower(): "table1" for label in nlls})
+    return {**STUDY, "datasets": {"mnist5k": {**STUDY["datasets"]["mnist5k"], "models": [k.lower() for k in nlls]}},
+            "models": {label.lower(): {"label": label, "reported": None, "class": label.lower(), "table": "table1",
+                                       "iw_samples": 1} for label in nlls}}
+
+
+@pytest.mark.parametrize("case", list(BEST))
+def test_bold_only_when_the_best_is_significantly_better_than_the_runner_up(tmp_path, case):
+    study = _best_study(tmp_path, BEST[case])
+    comparisons = pd.read_csv(tmp_path / "comparisons.csv")
+    # the best against the runner-up is always compared, though no pair was requested; nothing else is
+    assert comparisons[["model_a", "model_b"]].values.tolist() == [["x", "y"]]  # X's mean is lowest in both
+    render_report(tmp_path, ReportSettings(reported_file=str(REPORTED_FILE)), study, tmp_path / "out")
+    text = (tmp_path / "out" / "tables.md").read_text()
+    cells = {label: next(line for line in text.splitlines() if line.startswith(f"| {label} | 3 (0, 1, 2) |"))
+             .split(" | ")[2] for label in "XYZ"}
+    if case == "solo":
+        assert bool(comparisons["significant"].iloc[0])
+        assert cells["X"].startswith("**") and "≈" not in "".join(cells.values())
+        assert not cells["Y"].startswith("**") and not cells["Z"].startswith("**")
+    else:
+        assert not bool(comparisons["significant"].iloc[0])
+        assert cells["X"].endswith(" ≈") and cells["Y"].endswith(" ≈") and not cells["Z"].endswith(" ≈")
+        assert "**" not in "".join(cells.values())
+    assert "≈: the best two, tied" in text
+    assert r"$\approx$" in (tmp_path / "out" / "tables.tex").read_text() or case == "solo"
+
+
+@pytest.mark.parametrize("significant, delta, marks", [
+    (True, 2.0, {"b": "bold"}),  # A = runner-up, B = best: NLL_A − NLL_B > 0, B is better
+    (True, -2.0, {"b": "tied", "a": "tied"}),  # a significant gap the other way round is no evidence for B
+    (False, 2.0, {"b": "tied", "a": "tied"}),
+])
+def test_best_marks_read_the_pair_in_either_order(significant, delta, marks):
+    pairs = pd.DataFrame({"model_a": ["a"], "model_b": ["b"], "delta_nll": [delta], "significant": [significant]})
+    assert best_marks({"a": 91.0, "b": 90.0, "c": 99.0}, pairs) == marks
+    assert best_marks({"a": 91.0}, pairs.iloc[:0]) == {}
+    with pytest.raises(ReportError, match="aggregate again"):
+        best_marks({"a": 91.0, "c": 90.0}, pairs)
+
+
+def test_speed_footnote_prints_the_measured_load_and_marks_busy_timings(tmp_path, report):
+    study = _best_study(tmp_path, BEST["solo"], loads={"X": 3.1, "Y": 0.4, "Z": 0.9})
+    render_report(tmp_path, ReportSettings(reported_file=str(REPORTED_FILE)), study, tmp_path / "out")
+    text = (tmp_path / "out" / "tables.md").read_text()
+    speed = text.split("#### Speed")[1]
+    rows = {label: next(line for line in speed.splitlines() if line.startswith(f"| {label} |")) for label in "XYZ"}
+    assert "(busy)" in rows["X"] and "(busy)" not in rows["Y"] + rows["Z"]
+    assert "0.4–3.1 over the runs, on 2 CPUs" in speed and "alone" not in text
+    assert "**" not in rows["X"]  # a busy timing is never called the fastest
+    assert "load average" in (tmp_path / "out" / "tables.tex").read_text()
+    # runs whose speed.json has no load: the footnote says it was not recorded, and claims nothing
+    old = (report / "tables.md").read_text()
+    assert "was not recorded" in old and "alone" not in old

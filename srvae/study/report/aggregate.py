@@ -12,7 +12,9 @@ config) and writes
 - ``kl_per_layer.csv``: one row per run and stochastic layer (mean test KL),
 - ``comparisons.csv``: one row per dataset and requested pair of models, the paired gap in test NLL with its
   standard error, degrees of freedom and p-value (:mod:`srvae.study.report.compare`), and the p-value adjusted by
-  Holm's method within its family (``family``: the paper table of both models, or ``across`` tables).
+  Holm's method within its family (``family``: the paper table of both models, or ``across`` tables). Each
+  table's best model (lowest mean NLL) against its runner-up is always among them, in the table's family: the
+  report calls a model best only where that gap is significant (:func:`best_pairs`).
 
 A missing file, unreadable JSON, a missing field or a non-finite metric is an error naming the run
 and the job to rerun: a failed run never becomes a table cell.
@@ -100,6 +102,10 @@ def _read_json(run_dir: Path, name: str) -> dict:
 
 def _is_finite_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _number_or_nan(value) -> float:
+    return float(value) if _is_finite_number(value) else math.nan
 
 
 def _read_curves(run_dir: Path, epochs: int, selected: str) -> pd.DataFrame:
@@ -193,6 +199,8 @@ def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame, np.ndarra
         "sampling_spread": speed["relative_spread"],
         "sampling_n_samples": speed["n_samples"], "sampling_repeats": speed["repeats"],
         "sampling_device": speed["device"], "sampling_device_name": speed["device_name"],
+        # how busy the machine was when sampling was timed; NaN where speed.json predates the record
+        "sampling_load": _number_or_nan(speed.get("load_1min")), "sampling_cpus": _number_or_nan(speed.get("cpus")),
         "run_dir": str(run_dir),
         # optional convergence check with a larger K (evaluate.check_k), NaN where not run
         "k_check": evaluation.get("check", {}).get("k", math.nan),
@@ -205,13 +213,30 @@ def read_run(run_dir: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame, np.ndarra
     return row, curves.assign(**key)[[*key, *CURVE_COLUMNS]], kl_rows, log_px
 
 
+def best_pairs(summary: pd.DataFrame, tables: Mapping[str, str]) -> dict[str, list[tuple[str, str]]]:
+    """Dataset → the (best, runner-up) pair of models, by mean test NLL over seeds, of each table (``tables``: model
+    → paper table; a model not in it belongs to one table of its own, ``all``) with two models or more."""
+    means = summary.groupby(["dataset", "model"], sort=False)["nll"].mean()
+    out: dict[str, list[tuple[str, str]]] = {}
+    for (dataset, _), group in means.groupby(
+            [means.index.get_level_values("dataset"),
+             means.index.get_level_values("model").map(lambda m: tables.get(m, "all"))], sort=False):
+        ranked = group.sort_values().index.get_level_values("model")
+        if len(ranked) > 1:
+            out.setdefault(dataset, []).append((ranked[0], ranked[1]))
+    return out
+
+
 def _comparisons(log_px: dict[tuple[str, str, int], np.ndarray], pairs: Sequence[tuple[str, str]],
-                 tables: Mapping[str, str]) -> pd.DataFrame:
-    """The paired gap of every requested pair on every dataset where both models ran, over their common seeds;
+                 tables: Mapping[str, str], best: Mapping[str, list[tuple[str, str]]]) -> pd.DataFrame:
+    """The paired gap of every requested pair, and of every table's best model against its runner-up (``best``,
+    dataset → pairs) unless requested already, on every dataset where both models ran, over their common seeds;
     p-values Holm-adjusted per dataset and table (one table's comparisons are one family of claims)."""
     rows = []
     for dataset in dict.fromkeys(d for d, _, _ in log_px):
-        for a, b in pairs:
+        requested = {frozenset(pair) for pair in pairs}
+        extra = [pair for pair in best.get(dataset, []) if frozenset(pair) not in requested]
+        for a, b in [*pairs, *extra]:
             seeds = sorted({s for d, m, s in log_px if (d, m) == (dataset, a)}
                            & {s for d, m, s in log_px if (d, m) == (dataset, b)})
             if not seeds:
@@ -233,8 +258,9 @@ def _comparisons(log_px: dict[tuple[str, str, int], np.ndarray], pairs: Sequence
 def aggregate(run_dirs: Sequence[Path], out_dir: Path, pairs: Sequence[tuple[str, str]] = (),
               tables: Mapping[str, str] | None = None) -> pd.DataFrame:
     """Read every expected run and write summary.csv, curves.csv, kl_per_layer.csv and comparisons.csv
-    (the paired test-NLL gap of each of ``pairs`` of model names, Holm-adjusted within each paper table of
-    ``tables``, model name → table; without it, all of a dataset's comparisons are one family) to ``out_dir``.
+    (the paired test-NLL gap of each of ``pairs`` of model names and of each table's best model against its
+    runner-up, Holm-adjusted within each paper table of ``tables``, model name → table; without it, all of a
+    dataset's comparisons are one family) to ``out_dir``.
 
     Checks every run before writing anything, and raises one RunResultError listing all broken
     runs. Returns the summary table.
@@ -260,7 +286,8 @@ def aggregate(run_dirs: Sequence[Path], out_dir: Path, pairs: Sequence[tuple[str
     write_text(out_dir / paths.SUMMARY, summary.to_csv(index=False))
     write_text(out_dir / paths.CURVES, pd.concat(curves, ignore_index=True).to_csv(index=False))
     write_text(out_dir / paths.KL_PER_LAYER, pd.concat(kls, ignore_index=True).to_csv(index=False))
-    write_text(out_dir / paths.COMPARISONS, _comparisons(log_px, pairs, tables or {}).to_csv(index=False))
+    write_text(out_dir / paths.COMPARISONS, _comparisons(log_px, pairs, tables or {}, best_pairs(summary, tables or {}))
+               .to_csv(index=False))
     return summary
 
 

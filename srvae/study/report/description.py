@@ -8,6 +8,8 @@ config) says what it ran.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Callable
 from typing import NotRequired, TypedDict
 
 from srvae.registry import model_class
@@ -32,11 +34,18 @@ class DatasetDescription(TypedDict):
     models: list[str]  # the study models that run on it, in config order
 
 
+class TrainingException(TypedDict):
+    """Models that train otherwise than most: their labels and the settings in which they differ, as text."""
+
+    models: list[str]
+    settings: list[str]
+
+
 class TrainingDescription(TypedDict):
-    """The training budget: the global one, and every model whose own differs."""
+    """The training budget: every setting's most common value among the study models, and the models that differ."""
 
     budget: str
-    exceptions: str  # "label, label: budget; …", empty when every model trains with the global budget
+    exceptions: list[TrainingException]  # empty when every model trains with the common budget
 
 
 #: one study model: its label, published number id, class, paper table, training and evaluation samples,
@@ -92,15 +101,9 @@ def _dataset(cfg: StudyConfig, name: str) -> DatasetDescription:
 
 def describe(cfg: StudyConfig) -> StudyDescription:
     """The study that ``cfg`` runs, as the report describes it."""
-    own: dict[str, list[str]] = {}  # budget text → labels of the models that train with it, if not the global one
-    for m in cfg.study.models:
-        text = budget(cfg.train_settings(m))
-        if text != budget(cfg.train):
-            own.setdefault(text, []).append(cfg.models[m].label)
     return StudyDescription(
         datasets={name: _dataset(cfg, name) for name in cfg.study.datasets},
-        training={"budget": budget(cfg.train),
-                  "exceptions": "; ".join(f"{', '.join(labels)}: {text}" for text, labels in own.items())},
+        training=training(cfg.train, {cfg.models[m].label: cfg.train_settings(m) for m in cfg.study.models}),
         k=cfg.evaluate.k,
         seeds=list(cfg.seeds),
         models={m: {"label": cfg.models[m].label, "reported": cfg.models[m].reported, "class": cfg.models[m].cls,
@@ -109,18 +112,69 @@ def describe(cfg: StudyConfig) -> StudyDescription:
                 for m in cfg.study.models})
 
 
-def budget(s: TrainSettings) -> str:
-    """A training budget as a person writes it: "30 epochs, batch 100, Adam lr 0.002, KL warm-up over 5 epochs"."""
-    schedule = {"constant": "", "exponential": f" decaying ×{s.lr_decay:g} per epoch",
-                "burda": " in Burda et al.'s 8 stages (÷10^(1/7) each)"}[s.lr_schedule]
-    parts = [f"{s.epochs:,} epochs" + (f" + {s.finetune_epochs:,} fine-tuning at ×{s.finetune_lr_factor:g} lr"
-                                       if s.finetune_epochs else ""),
-             f"batch {s.batch_size}", f"Adam lr {s.lr:g}{schedule}"]
-    if s.kl_warmup_epochs:
-        parts.append(f"KL warm-up over {s.kl_warmup_epochs} epochs")
-    if s.grad_clip is not None:
-        parts.append(f"gradient norm ≤ {s.grad_clip:g}")
-    if s.iw_samples > 1:
-        parts.append(f"trained on the {s.iw_samples}-sample importance-weighted bound")
-    parts.append(f"selected on the validation {'IW bound (K = %d)' % s.selection_k if s.selection == 'iw' else 'ELBO'}")
-    return ", ".join(parts)
+_SCHEDULES = {"constant": "", "exponential": " decaying ×{s.lr_decay:g} per epoch",
+              "burda": " in Burda et al.'s 8 stages (÷10^(1/7) each)"}
+_OPTIMIZERS = {"adam": "Adam", "adamax": "Adamax"}
+
+def _clips(s: TrainSettings) -> str:
+    caps = ([f"gradient norm ≤ {s.grad_clip:g}"] if s.grad_clip is not None else []) + (
+        [f"gradient entries clipped to ±{s.grad_clip_value:g}"] if s.grad_clip_value is not None else [])
+    return ", ".join(caps) or "no gradient clipping"
+
+
+#: the training settings that do not change the trained model (when checkpoints and log lines are written, the
+#: validation batch): the header leaves them out
+BOOKKEEPING = frozenset({"checkpoint_every", "log_every", "eval_batch_size"})
+
+#: how the header states the training settings: (the TrainSettings fields a phrase states, the phrase for settings
+#: ``s``). Every field is stated by one phrase or is in BOOKKEEPING (a test checks), so that a model that differs
+#: in any setting is listed with it.
+SETTING_PHRASES: tuple[tuple[tuple[str, ...], Callable[[TrainSettings], str]], ...] = (
+    (("epochs", "finetune_epochs", "finetune_lr_factor"),
+     lambda s: f"{s.epochs:,} epochs" + (f" + {s.finetune_epochs:,} fine-tuning at ×{s.finetune_lr_factor:g} lr"
+                                         if s.finetune_epochs else "")),
+    (("patience",), lambda s: (f"early stopping after {s.patience} epochs without a better validation value"
+                               if s.patience else "no early stopping")),
+    (("batch_size",), lambda s: f"batch {s.batch_size}"),
+    (("optimizer", "adam_eps"), lambda s: f"{_OPTIMIZERS[s.optimizer]} (ε = {s.adam_eps:g})"),
+    (("lr", "lr_schedule", "lr_decay"), lambda s: f"lr {s.lr:g}" + _SCHEDULES[s.lr_schedule].format(s=s)),
+    (("polyak_decay",), lambda s: (f"Polyak averaging (decay {s.polyak_decay:g})" if s.polyak_decay
+                                   else "no Polyak averaging")),
+    (("weight_decay",), lambda s: f"L2 penalty {s.weight_decay:g}" if s.weight_decay else "no L2 penalty"),
+    (("grad_clip", "grad_clip_value"), lambda s: _clips(s)),
+    (("kl_warmup_epochs",), lambda s: (f"KL warm-up over {s.kl_warmup_epochs} epochs" if s.kl_warmup_epochs
+                                       else "no KL warm-up")),
+    (("iw_samples",), lambda s: (f"trained on the {s.iw_samples}-sample importance-weighted bound"
+                                 if s.iw_samples > 1 else "trained on the ELBO")),
+    (("selection", "selection_k"), lambda s: "selected on the validation " + (
+        f"IW bound (K = {s.selection_k})" if s.selection == "iw" else "ELBO")),
+    (("refresh_statistics",), lambda s: ("batch-norm statistics re-estimated before every validation"
+                                         if s.refresh_statistics else "validated with running batch-norm statistics")),
+    (("compile", "cuda_graphs"), lambda s: ("torch.compile" if s.compile else "CUDA graphs" if s.cuda_graphs
+                                            else "eager steps")),
+)
+
+
+def budget(s: TrainSettings) -> list[str]:
+    """Every training setting of ``s`` as a person writes it, in :data:`SETTING_PHRASES`' order: "30 epochs", "no
+    early stopping", "batch 100", "Adam (ε = 0.0001)", "lr 0.002", …"""
+    return [phrase(s) for _, phrase in SETTING_PHRASES]
+
+
+def training(default: TrainSettings, models: dict[str, TrainSettings]) -> TrainingDescription:
+    """The budget of the models (label → settings): each setting's most common phrase (on a tie, the
+    ``default``'s, i.e. the config's ``train:``), and the models whose settings differ, grouped by what differs."""
+    phrases = {label: budget(s) for label, s in models.items()}
+    common = []
+    for i, fallback in enumerate(budget(default)):
+        counts = Counter(p[i] for p in phrases.values())
+        top = max(counts.values(), default=0)
+        common.append(fallback if counts.get(fallback, 0) == top else next(t for t, n in counts.items() if n == top))
+    groups: dict[tuple[str, ...], list[str]] = {}  # the settings that differ → labels of the models
+    for label, p in phrases.items():
+        differs = tuple(text for text, usual in zip(p, common) if text != usual)
+        if differs:
+            groups.setdefault(differs, []).append(label)
+    return TrainingDescription(budget=", ".join(common),
+                               exceptions=[{"models": labels, "settings": list(settings)}
+                                           for settings, labels in groups.items()])

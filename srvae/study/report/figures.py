@@ -62,10 +62,14 @@ def _figure(n_columns: int, height: float = _HEIGHT, panels: int = 1) -> tuple[p
 
 
 def nll_per_model(summary: pd.DataFrame, colours: dict[str, tuple], stem: Path,
-                  published: dict[str, float] | None = None) -> list[Path]:
+                  published: dict[str, float] | None = None, log_likelihood: bool = False) -> list[Path]:
     """Test NLL of each model, best first: mean ± sd over seeds, every seed's value as a dot on top, and the
-    published value (a hollow square) where it was estimated as here (``published``: label → NLL)."""
-    order = list(summary.groupby("label")["nll"].mean().sort_values().index)
+    published value (a hollow square) where it was estimated as here (``published``: label → NLL). With
+    ``log_likelihood`` (Table 3's convention), the test log-likelihood −NLL instead, higher is better."""
+    if log_likelihood:
+        summary = summary.assign(nll=-summary["nll"])
+        published = {label: -nll for label, nll in (published or {}).items()}
+    order = list(summary.groupby("label")["nll"].mean().sort_values(ascending=not log_likelihood).index)
     fig, ax = _figure(1, height=_ROW_HEIGHT * len(order) + 1.0)  # one row per model: long names stay readable
     sns.pointplot(data=summary, y="label", x="nll", order=order, hue="label", palette=colours,
                   errorbar="sd", linestyle="none", marker="D", markersize=5, capsize=0.15, legend=False, ax=ax)
@@ -77,7 +81,8 @@ def nll_per_model(summary: pd.DataFrame, colours: dict[str, tuple], stem: Path,
                 markersize=8, zorder=5, label="published" if i == 0 else None)  # one legend entry
     if shown:
         ax.legend(loc="lower right")
-    ax.set(ylabel="", xlabel="test NLL (nats, lower is better)")
+    ax.set(ylabel="", xlabel="test log-likelihood (logit space, nats, higher is better)" if log_likelihood
+           else "test NLL (nats, lower is better)")
     return save_figure(fig, stem)
 
 

@@ -35,14 +35,15 @@ from ..run import paths
 from .aggregate import SLOPE_MIN_EPOCHS
 from .description import StudyDescription, describe
 from .provenance import git_commit, machine_info
-from .reported import check_reported_ids, load_reported
+from .reported import check_reported_ids, in_paper, load_reported
 
 #: the Jinja2 templates, package data of ``srvae.study``
 TEMPLATES_DIR = Path(__file__).with_name("templates")
 STUDY_KEYS = ("datasets", "training", "k", "models", "seeds")
 #: summary columns that may be empty: the convergence check with a larger K runs on chosen seeds only, bits per
-#: dimension exist for continuous data only, and a run of one epoch has no validation slope
-OPTIONAL_COLUMNS = ["k_check", "nll_check", "bits_per_dim", "valid_slope"]
+#: dimension exist for continuous data only, a run of one epoch has no validation slope, and a speed.json older than
+#: the record of the machine's load has none
+OPTIONAL_COLUMNS = ["k_check", "nll_check", "bits_per_dim", "valid_slope", "sampling_load", "sampling_cpus"]
 #: the summary's text columns; every other column must hold finite numbers
 TEXT_COLUMNS = ("dataset", "model", "class", "device", "device_name", "eval_device_name", "sampling_device",
                 "sampling_device_name", "run_dir")
@@ -53,6 +54,8 @@ NOISE = 0.10
 TABLE_TITLES = {"table1": "Table 1: MLP layers", "table2": "Table 2: ResNet layers", "table3": "Table 3: flows"}
 #: marks a model still improving at the end of training (:func:`still_improving`)
 IMPROVING = "↗"
+#: marks the best two models of a table where the best is not significantly better than the runner-up
+TIED = "≈"
 
 
 class ReportError(UserError, ValueError):
@@ -197,17 +200,46 @@ def same_protocol(protocol: dict, k: int, ds: dict) -> bool:
     return not protocol_gaps(protocol, k, ds)
 
 
+def best_marks(nll: dict[str, float], pairs: pd.DataFrame) -> dict[str, str]:
+    """How a table marks its best model (``nll``: model → mean test NLL; ``pairs``: the table's paired comparisons):
+    ``bold`` when it is significantly better than the runner-up (Holm-adjusted p below 5%), else ``tied`` on
+    both; nothing for a table of one model."""
+    if len(nll) < 2:
+        return {}
+    best, runner = sorted(nll, key=nll.get)[:2]
+    found = pairs[pairs["model_a"].isin([best, runner]) & pairs["model_b"].isin([best, runner])
+                  & (pairs["model_a"] != pairs["model_b"])]
+    if found.empty:
+        raise ReportError(f"{paths.COMPARISONS} has no comparison of {best!r} with {runner!r}, the best model of "
+                          f"their table and the runner-up: it is stale; aggregate again")
+    c = found.iloc[0]
+    better = (c["delta_nll"] < 0) == (c["model_a"] == best)  # the gap is A − B
+    return {best: "bold"} if bool(c["significant"]) and better else {best: "tied", runner: "tied"}
+
+
+def _marked(cell: str, mark: str | None, m: Markup) -> str:
+    """A best cell in bold, a tied one followed by :data:`TIED`."""
+    return m.bold(cell) if mark == "bold" else cell + " " + m.escape(TIED) if mark == "tied" else cell
+
+
+def best_note(log_likelihood: bool) -> str:
+    """The tables' footnote for the bold and :data:`TIED` marks."""
+    return (f"Bold: the best {'log-likelihood' if log_likelihood else 'NLL'}, significantly better than the "
+            f"runner-up's (Holm p below 5% in the paired comparisons, which always include that pair); {TIED}: the "
+            f"best two, tied (their gap is not significant).")
+
+
 def _nll_rows(runs: pd.DataFrame, models: dict, reported: dict, k: int, ds: dict, decimals: int, threshold: float,
-              m: Markup) -> list[dict]:
+              m: Markup, pairs: pd.DataFrame) -> list[dict]:
     """One row per model (config order): NLL mean ± sd over seeds against the published number, marked
     :data:`IMPROVING` where :func:`still_improving` (``improving``: whether it is).
 
     ``se``: the standard error of the seed-averaged NLL from the finite test set, the mean of the runs' own
     standard errors (every seed scores the same images, so their errors do not average out). Δ only where the
-    published number used this study's protocol (:func:`same_protocol`).
+    published number used this study's protocol (:func:`same_protocol`). The best is marked by :func:`best_marks`.
     """
     groups = {name: runs[runs["model"] == name] for name in models}
-    best = min(round(g["nll"].mean(), decimals) for g in groups.values())
+    marks = best_marks({name: g["nll"].mean() for name, g in groups.items()}, pairs)
     rows = []
     for name, g in groups.items():
         nll = g["nll"].mean()
@@ -218,7 +250,7 @@ def _nll_rows(runs: pd.DataFrame, models: dict, reported: dict, k: int, ds: dict
         row = {
             "label": m.escape(models[name]["label"] + ("" if model_k == k else f" (K = {model_k:,})")),
             "seeds": f"{len(g)} ({', '.join(str(s) for s in sorted(g['seed']))})",
-            "nll": (m.bold(cell) if round(nll, decimals) == best else cell) + _mark(improving, m),
+            "nll": _marked(cell, marks.get(name), m) + _mark(improving, m),
             "improving": improving,
             "se": _num(g["nll_sem"].mean(), decimals, m),
             "reported": m.missing, "protocol": m.missing, "delta": m.missing,
@@ -235,16 +267,17 @@ def _nll_rows(runs: pd.DataFrame, models: dict, reported: dict, k: int, ds: dict
 
 
 def _log_likelihood_rows(runs: pd.DataFrame, models: dict, reported: dict, ds: dict, decimals: int,
-                         threshold: float, m: Markup) -> list[dict]:
+                         threshold: float, m: Markup, pairs: pd.DataFrame) -> list[dict]:
     """Table 3: one row per model, the test log-likelihood in logit space (higher is better), mean ± sd over seeds,
     marked :data:`IMPROVING` where :func:`still_improving` (``improving``: whether it is).
 
     A flow's is exact; a variational model's is its importance-weighted bound with its K, next to its ELBO. Δ =
     reproduced − published (positive: better than published), against the column the published number is of
-    (exact log-density or ELBO), only where it was measured on this dataset's data (:func:`same_protocol`).
+    (exact log-density or ELBO), only where it was measured on this dataset's data (:func:`same_protocol`). The best
+    is marked by :func:`best_marks`.
     """
     groups = {name: runs[runs["model"] == name] for name in models}
-    best = max(round(-g["nll"].mean(), decimals) for g in groups.values())
+    marks = best_marks({name: g["nll"].mean() for name, g in groups.items()}, pairs)
     rows = []
     for name, g in groups.items():
         spec, log_px = models[name], -g["nll"]
@@ -253,7 +286,7 @@ def _log_likelihood_rows(runs: pd.DataFrame, models: dict, reported: dict, ds: d
         row = {
             "label": m.escape(spec["label"]),
             "seeds": f"{len(g)} ({', '.join(str(s) for s in sorted(g['seed']))})",
-            "log_px": (m.bold(cell) if round(log_px.mean(), decimals) == best else cell) + _mark(improving, m),
+            "log_px": _marked(cell, marks.get(name), m) + _mark(improving, m),
             "improving": improving,
             "estimate": "exact" if spec["exact"] else m.escape(f"IW bound, K = {spec['k']:,}"),
             "se": _num(g["nll_sem"].mean(), decimals, m),
@@ -281,18 +314,27 @@ def _mark(improving: bool, m: Markup) -> str:
     return " " + m.escape(IMPROVING) if improving else ""
 
 
-def _comparison_rows(comparisons: pd.DataFrame, models: dict, decimals: int, m: Markup) -> list[dict]:
-    """One row per requested pair: the paired gap ``NLL_A − NLL_B`` ± its standard error, its degrees of freedom,
-    its p-value and the p-value Holm-adjusted within its table (which decides "significant")."""
+def _comparison_rows(comparisons: pd.DataFrame, models: dict, decimals: int, m: Markup,
+                     log_likelihood: bool = False) -> list[dict]:
+    """One row per pair: the paired gap ``NLL_A − NLL_B`` (``log_likelihood``, Table 3: ``log p_A − log p_B``,
+    higher is better) ± its standard error, its degrees of freedom, its p-value and the p-value Holm-adjusted within
+    its table (which decides "significant"). Where one side's log p is a bound and the other's exact (SeRe-MAF
+    against a flow), the bound's label says so."""
     def p_text(p: float) -> str:
         return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+    def label(name: str, other: str) -> str:
+        bound = models[name].get("exact") is False and models[other].get("exact") is True
+        return models[name]["label"] + (" (bound)" if bound else "")
 
     rows = []
     for _, c in comparisons.iterrows():
         seeds = str(c["seeds"]).split()
+        a, b = c["model_a"], c["model_b"]
+        delta = -c["delta_nll"] if log_likelihood else c["delta_nll"]
         rows.append({
-            "pair": m.escape(f"{models[c['model_a']]['label']} − {models[c['model_b']]['label']}"),
-            "delta": _num(c["delta_nll"], decimals, m, signed=True) + m.pm + _num(c["se"], decimals, m),
+            "pair": m.escape(f"{label(a, b)} − {label(b, a)}"),
+            "delta": _num(delta, decimals, m, signed=True) + m.pm + _num(c["se"], decimals, m),
             "seeds": f"{len(seeds)} ({', '.join(seeds)})",
             "dof": f"{c['dof']:.1f}" if math.isfinite(c["dof"]) else m.missing,
             "p_value": m.escape(p_text(c["p_value"])), "p_holm": m.escape(p_text(c["p_holm"])),
@@ -307,24 +349,45 @@ def noisy(samples_per_s: pd.Series, spreads: pd.Series) -> bool:
     return bool(spreads.max() > NOISE or across_seeds > NOISE)
 
 
+def busy(runs: pd.DataFrame) -> bool:
+    """Whether any of the runs timed its sampling on a busy machine: a 1-minute load average above the machine's
+    CPU count (more threads wanted a core than there were cores; a load not recorded counts as not busy)."""
+    return bool((runs["sampling_load"] > runs["sampling_cpus"]).any())
+
+
+def load_note(runs: pd.DataFrame) -> str:
+    """What the speed table's footnote says about the machine's load while sampling was timed, as recorded."""
+    recorded = runs.dropna(subset=["sampling_load", "sampling_cpus"])
+    if recorded.empty:
+        return "The machine's load while sampling was timed was not recorded (older speed.json files)."
+    low, high = recorded["sampling_load"].min(), recorded["sampling_load"].max()
+    cpus = "/".join(str(int(c)) for c in sorted(recorded["sampling_cpus"].unique()))
+    unrecorded = len(runs) - len(recorded)
+    return (f"The machine's 1-minute load average right after the timed repeats: {low:.1f}–{high:.1f} over the runs, "
+            f"on {cpus} CPUs" + (f" (not recorded for {unrecorded} runs)" if unrecorded else "")
+            + "; (busy): timed while the load exceeded the CPU count, so other work competed for the cores.")
+
+
 def _speed_rows(runs: pd.DataFrame, models: dict, m: Markup) -> tuple[list[dict], bool]:
     """One row per model and device pair: sampling and training throughput, mean ± sd over seeds; and whether
     the rows' devices differ (then the table names them per row, else the header does).
 
-    The fastest sampler is bold only if its measurement is not noisy (:func:`noisy`); a noisy one is marked †.
+    The fastest sampler is bold only if its measurement is neither noisy (:func:`noisy`; marked †) nor taken on a
+    busy machine (:func:`busy`; marked "(busy)").
     """
     keys = ["model", "device_name", "sampling_device_name"]
     groups = [(name, train_dev, sample_dev, g) for name in models
               for (_, train_dev, sample_dev), g in runs[runs["model"] == name].groupby(keys)]
     flagged = {id(g): noisy(g["samples_per_s"], g["sampling_spread"]) for *_, g in groups}
-    clean = [g["samples_per_s"].mean() for *_, g in groups if not flagged[id(g)]]
+    loaded = {id(g): busy(g) for *_, g in groups}
+    clean = [g["samples_per_s"].mean() for *_, g in groups if not (flagged[id(g)] or loaded[id(g)])]
     best = max(clean, default=None)
     rows = []
     for name, train_dev, sample_dev, g in groups:
-        cell = _mean_sd(g["samples_per_s"], m)
+        cell = _mean_sd(g["samples_per_s"], m) + (" (busy)" if loaded[id(g)] else "")
         if flagged[id(g)]:
             cell += " " + m.dagger
-        elif g["samples_per_s"].mean() == best:
+        elif g["samples_per_s"].mean() == best and not loaded[id(g)]:
             cell = m.bold(cell)
         rows.append({
             "label": m.escape(models[name]["label"]),
@@ -348,16 +411,21 @@ def _k_check_rows(runs: pd.DataFrame, models: dict, decimals: int, m: Markup) ->
     return rows
 
 
-def _published_rows(reported: dict, section: str, k: int, ds: dict, decimals: int, m: Markup) -> list[dict]:
-    """Every published row listed in ``section`` (its ``section`` in the reported-values file), best NLL first,
-    each marked comparable with this study's protocol or not, and why not."""
+def _published_rows(reported: dict, section: str, k: int, ds: dict, decimals: int, m: Markup,
+                    paper: bool) -> list[dict]:
+    """Every published row listed in ``section`` (its ``section`` in the reported-values file) that is printed in
+    the SeRe-VAE paper (``paper``) or is a reference point from another paper (not ``paper``), best first, each
+    marked comparable with this study's protocol or not, and why not. ``nll``: the NLL, or on continuous data
+    (Table 3) the log-likelihood as printed, ± as printed."""
     rows = []
     for rid, entry in sorted(reported.items(), key=lambda item: -item[1]["log_px"]):
-        if entry.get("section") != section:
+        if entry.get("section") != section or in_paper(entry) != paper:
             continue
         gaps = protocol_gaps(entry["protocol"], k, ds)
+        value = (_num(entry["log_px"], decimals, m) + (m.pm + _num(entry["pm"], decimals, m) if "pm" in entry else "")
+                 if ds["transform"] == "dequantise_logit" else _num(-entry["log_px"], decimals, m))
         rows.append({"model": m.escape(entry["model"]), "details": m.escape(entry["details"]),
-                     "nll": _num(-entry["log_px"], decimals, m),
+                     "nll": value,
                      "protocol": m.escape(protocol_text(entry["protocol"])),
                      "comparable": m.escape(f"no: {', '.join(gaps)}" if gaps else "yes"), "id": m.escape(rid)})
     return rows
@@ -437,9 +505,11 @@ def _general_facts(summary: pd.DataFrame, study: dict) -> dict[str, str]:
         return ", ".join(sorted(summary[column].unique()))
 
     machine = study["machine"] if "machine" in study else machine_info()
+    exceptions = "; ".join(f"{', '.join(e['models'])}: {', '.join(e['settings'])}"
+                           for e in study["training"]["exceptions"])
     return {
-        "Training budget": study["training"]["budget"]
-        + (f" (except {study['training']['exceptions']})" if study["training"]["exceptions"] else ""),
+        "Training budget": study["training"]["budget"] + (" (every model but those below)" if exceptions else ""),
+        **({"Trained otherwise": exceptions} if exceptions else {}),
         "Evaluation": f"importance-weighted NLL with K = {study['k']} samples per test example",
         "Devices of the runs": f"training: {devices('device_name')}; evaluation: "
                                f"{devices('eval_device_name')}; sampling: {devices('sampling_device_name')}",
@@ -457,30 +527,37 @@ def _dataset_section(runs: pd.DataFrame, comparisons: pd.DataFrame, name: str, d
              "Split": f"{split['train']:,} train / {split['valid']:,} validation / {split['test']:,} test",
              "Pre-processing": ds["preprocessing"],
              "Test examples scored": ", ".join(f"{n:,}" for n in sorted(runs["n_test"].unique()))}
+    continuous = ds["transform"] == "dequantise_logit"  # Table 3: log-likelihoods, higher is better, throughout
+    delta_heading = m.escape("Δ log p(x) (nats)" if continuous else "Δ NLL (nats)")
     tables = []
     for table, title in TABLE_TITLES.items():  # a section per paper table, its models in config order
         members = {name: spec for name, spec in models.items() if spec["table"] == table}
         if not members:
             continue
         pairs = comparisons[comparisons["model_a"].isin(members) & comparisons["model_b"].isin(members)]
-        continuous = ds["transform"] == "dequantise_logit"
-        rows = (_log_likelihood_rows(runs, members, reported, ds, decimals, threshold, m) if continuous
-                else _nll_rows(runs, members, reported, k, ds, decimals, threshold, m))
+        rows = (_log_likelihood_rows(runs, members, reported, ds, decimals, threshold, m, pairs) if continuous
+                else _nll_rows(runs, members, reported, k, ds, decimals, threshold, m, pairs))
         under_trained = any(row["improving"] for row in rows)
         tables.append({"title": m.escape(title), "kind": "log_likelihood" if continuous else "nll",
                        "heading": m.escape(title + (f" — compares under-trained models ({IMPROVING})"
                                                     if under_trained else "")),
                        "nll_rows": [] if continuous else rows, "log_likelihood_rows": rows if continuous else [],
-                       "comparison_rows": _comparison_rows(pairs, models, decimals, m),
+                       "comparison_rows": _comparison_rows(pairs, models, decimals, m, continuous),
                        **dict(zip(("speed_rows", "speed_devices"), _speed_rows(runs, members, m))),
-                       "published_rows": _published_rows(reported, table, k, ds, decimals, m),
+                       "load_note": m.escape(load_note(runs[runs["model"].isin(members)])),
+                       "published_rows": _published_rows(reported, table, k, ds, decimals, m, paper=True),
+                       "reference_rows": _published_rows(reported, table, k, ds, decimals, m, paper=False),
+                       "best_note": m.escape(best_note(continuous)),
+                       "value_heading": m.escape("log p(x) (nats)" if continuous else "NLL (nats)"),
+                       "delta_heading": delta_heading,
                        "k_check_rows": _k_check_rows(runs, members, decimals, m)})
     table_of = {name: spec["table"] for name, spec in models.items()}
     across = comparisons[comparisons["model_a"].map(table_of) != comparisons["model_b"].map(table_of)]
     return {"title": m.escape(ds["name"]), "key": m.escape(name),
             "warnings": [m.escape(w) for w in _setting_warnings(ds, kinds)],
             "facts": _items(facts, m), "tables": tables,
-            "cross_comparison_rows": _comparison_rows(across, models, decimals, m)}
+            "cross_comparison_rows": _comparison_rows(across, models, decimals, m, continuous),
+            "delta_heading": delta_heading}
 
 
 # --- the report ----------------------------------------------------------------------------------
@@ -530,10 +607,11 @@ def _published_same_protocol(models: dict, reported: dict, k: int, ds: dict) -> 
 
 
 def _figures(summary, curves, kl, dataset: str, labels: dict, tables: dict[str, str], published: dict[str, float],
-             fig_dir: Path) -> list[dict]:
+             fig_dir: Path, continuous: bool) -> list[dict]:
     """Draw one dataset's figures; their titles and paths relative to the report. ``tables``: model → its paper
     table (a training-curve figure per table, of its models only); ``published``: label → the published NLL,
-    for the models whose published number was estimated as here."""
+    for the models whose published number was estimated as here; ``continuous``: Table 3's data, shown as
+    log-likelihoods (higher is better) as in its tables."""
     from functools import partial
 
     from . import figures  # seaborn takes seconds to import: only the report step pays for it
@@ -542,9 +620,11 @@ def _figures(summary, curves, kl, dataset: str, labels: dict, tables: dict[str, 
             for name, df in (("summary", summary), ("curves", curves), ("kl", kl))}
     colours = figures.palette([lab for mo, lab in labels.items() if mo in set(rows["summary"]["model"])])
     layered = [labels[mo] for mo, n in rows["summary"].groupby("model")["layers"].max().items() if n > 1]
-    plots = [("nll_per_model", "Test NLL per model, best first (mean ± sd over seeds; dots: seeds"
+    plots = [("nll_per_model", ("Test log-likelihood" if continuous else "Test NLL")
+              + " per model, best first (mean ± sd over seeds; dots: seeds"
               + ("; squares: published, same protocol" if published else "") + ")",
-              partial(figures.nll_per_model, published=published), rows["summary"], colours)]
+              partial(figures.nll_per_model, published=published, log_likelihood=continuous), rows["summary"],
+              colours)]
     on_dataset = set(rows["curves"]["model"])
     for table, title in TABLE_TITLES.items():
         members = {labels[mo] for mo, t in tables.items() if t == table and mo in on_dataset}
@@ -582,7 +662,8 @@ def render_report(results_dir: Path, settings: ReportSettings, study: StudyDescr
     labels = {name: spec["label"] for name, spec in models.items()}
     tables = {name: spec["table"] for name, spec in models.items()}
     figs = {d: _figures(summary, curves, kl, d, labels, tables,
-                        _published_same_protocol(models, reported, study["k"], ds), out_dir / paths.FIGURES)
+                        _published_same_protocol(models, reported, study["k"], ds), out_dir / paths.FIGURES,
+                        ds["transform"] == "dequantise_logit")
             for d, ds in study["datasets"].items()}
 
     meta = {"title": settings.title, "commit": git_commit(Path.cwd()), "n_runs": len(summary), "k": study["k"],

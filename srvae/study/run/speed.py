@@ -4,10 +4,15 @@ the spread of the repeats (their interquartile range over the median) so that a 
 The paper claims SeRe-VAE needs "a fraction of the computational cost in both training and inference"
 but reports no timing; this is new evidence, measured the same way for every model. On CUDA, kernels are
 asynchronous: the clock stops only after ``torch.cuda.synchronize()``.
+
+Nothing makes the timing run alone on its machine (a workflow may run other jobs beside it), so the result records
+how busy the machine was: the 1-minute load average right after the timed repeats (``load_1min``; ``None`` where
+the system has none) and the number of CPUs, for the report to print and to mark a timing taken on a busy machine.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from typing import Any
@@ -38,6 +43,7 @@ def sampling_speed(model: LatentVariableModel, n_samples: int, repeats: int, war
         model.sample(n_samples)
         synchronize(device)
         times.append(time.perf_counter() - t0)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None  # covers the repeats (under a minute)
     median = statistics.median(times)
     quartiles = statistics.quantiles(times, n=4, method="inclusive") if len(times) > 1 else [median] * 3
     return {
@@ -48,4 +54,6 @@ def sampling_speed(model: LatentVariableModel, n_samples: int, repeats: int, war
         "repeats": repeats,
         "device": device.type,
         "device_name": device_name(device),
+        "load_1min": load,
+        "cpus": os.cpu_count(),
     }
