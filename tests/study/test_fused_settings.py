@@ -133,3 +133,35 @@ def test_train_falls_back_to_the_eager_run_with_one_warning(tiny_data, tmp_path,
                      [[p.detach().clone() for p in m.parameters()] for m in models]))
     assert runs[0][0] == runs[1][0]
     assert all(torch.equal(a, b) for pa, pb in zip(runs[0][1], runs[1][1]) for a, b in zip(pa, pb))
+
+
+def test_an_interrupted_fused_job_resumes_every_seed_where_it_stopped(tiny_data, tmp_path):
+    """Killed during epoch 3 of 3: the rerun resumes each seed from its own checkpoint after epoch 2 (weights,
+    optimiser slice, data stream, noise) and ends exactly where the uninterrupted job ends."""
+    settings = TrainSettings(epochs=3, batch_size=64, checkpoint_every=1, lr=3e-3)
+    seeds, names = [0, 1], ["tiny/vae/seed0", "tiny/vae/seed1"]
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_epoch_3(message: str) -> None:
+        if message.startswith("epoch 3/3"):
+            raise Killed
+
+    def job(directory, on_epoch=None, log=lambda msg: None):
+        models = build_seed_models("vae", VAE["params"], seeds, tiny_data, settings, "cpu")
+        results = train_fused(models, tiny_data, settings, seeds, [directory / f"seed{s}.pt" for s in seeds], names,
+                              log=log, on_epoch=on_epoch)
+        return results, [m.state_dict() for m in models]
+
+    whole, whole_states = job(tmp_path / "whole")
+    with pytest.raises(Killed):
+        job(tmp_path / "cut", on_epoch=[kill_at_epoch_3, lambda message: None])
+    lines: list[str] = []
+    resumed, resumed_states = job(tmp_path / "cut", log=lines.append)
+    assert any("resuming every seed from its checkpoint after epoch 2" in line for line in lines), lines
+    for a, b in zip(whole, resumed):
+        assert [{k: v for k, v in m.items() if k != "seconds"} for m in a["metrics"]] == \
+               [{k: v for k, v in m.items() if k != "seconds"} for m in b["metrics"]]
+    for a, b in zip(whole_states, resumed_states):
+        assert all(torch.equal(a[k], b[k]) for k in a)
