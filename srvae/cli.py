@@ -3,6 +3,7 @@
     srvae train    --config config.yaml --dataset mnist5k --model vae --seed 0
     srvae evaluate --config config.yaml --dataset mnist5k --model vae --seed 0
     srvae speed    --config config.yaml --dataset mnist5k --model vae --seed 0
+    srvae train-fused --config config.yaml --dataset mnist5k --model vae --seeds 0 1 2   # one stacked model
     srvae aggregate --config config.yaml
     srvae report    --config config.yaml
     srvae check     --config config.yaml      # validate the config, list the runs
@@ -57,6 +58,14 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--gpu-slots", type=int, default=os.environ.get("SRVAE_GPU_SLOTS"),
                        help="GPU jobs that may run at once (default: $SRVAE_GPU_SLOTS, which the Snakefile "
                             "sets from --resources gpu=N); more than the GPU count makes jobs share GPUs")
+        if step == "train":  # train.fuse_seeds: one job trains several seeds of a model as one stacked model
+            p = with_config(sub.add_parser("train-fused", help="train several seeds of one model as "
+                                           "one stacked model (train.fuse_seeds), writing each seed's run"))
+            p.add_argument("--dataset", required=True)
+            p.add_argument("--model", required=True)
+            p.add_argument("--seeds", type=int, nargs="+", required=True)
+            p.add_argument("--gpu-slots", type=int, default=os.environ.get("SRVAE_GPU_SLOTS"),
+                           help="as for train")
     with_config(sub.add_parser("aggregate", help="collect every run into results/summary.csv"))
     with_config(sub.add_parser("report", help="render reports/tables.{md,tex} and figures"))
     with_config(sub.add_parser("check", help="validate the config and list the study's runs"))
@@ -120,6 +129,31 @@ def _status_config(given: list[str] | None) -> list[str]:
     return [str(started[-1])]
 
 
+def _run_fused(args: argparse.Namespace, cfg: StudyConfig) -> None:
+    """``srvae train-fused``: every seed's run lock (taken in seed order, so that two jobs never deadlock), one
+    GPU slot, then :func:`steps.train_fused_run`; a failure marks every seed's run failed."""
+    if args.model not in cfg.models or not cfg.runs_on(args.model, args.dataset):
+        raise ConfigError(f"--model {args.model!r} on --dataset {args.dataset!r} is not a run of the config: "
+                          f"`srvae check` lists them")
+    runs = [paths.run_dir(cfg.results_dir, args.dataset, args.model, seed) for seed in sorted(set(args.seeds))]
+    logging.basicConfig(format="%(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("srvae.infra.gpu_slots").setLevel(logging.INFO)
+    with contextlib.ExitStack() as held:
+        for run in runs:
+            held.enter_context(exclusive(run / paths.lock_file("train"), f"train for {run}"))
+        try:
+            with acquire_gpu(slots=args.gpu_slots) if cfg.device != "cpu" else contextlib.nullcontext():
+                steps.train_fused_run(cfg, args.dataset, args.model, sorted(set(args.seeds)))
+        except KeyboardInterrupt:
+            for run in runs:
+                write_status(run, "train", "interrupted")
+            raise
+        except BaseException as e:
+            for run in runs:
+                write_status(run, "train", "failed", error=str(e).splitlines()[0] if str(e) else type(e).__name__)
+            raise
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -154,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
             aggregate_study(cfg)
         elif args.command == "report":
             report_study(cfg)
+        elif args.command == "train-fused":
+            _run_fused(args, cfg)
     except UserError as e:  # input or circumstances, not a bug: one line, exit status 2
         print(f"srvae {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -143,22 +143,40 @@ class TrainSettings(Settings):
             " `sere_vae_table1` 5,027 → 6,378 training images/s (×1.27), `dlgm_table1` 5,696 → 7,131 (×1.25), "
             "`sr_iaf_table1` 4,293 → 5,597 (×1.30); compiling took 26–37 s per model (3–5 s with Inductor's "
             "on-disk cache warm)"))
-    cuda_graphs: bool = Field(False, description=(
-            "On CUDA, replay every full batch's training step (objective, backward, clipping, optimiser update) "
-            "from a CUDA graph captured once per run (`srvae/study/run/graphed.py`); an epoch's last, smaller "
-            "batch steps eagerly. Measured on one H100 at batch 256 (`docs/measurements/h100-2026-11-27`): 12–19× "
-            "the eager training images/s of every Table 1 model (`sere_vae_table1` 4,874 → 59,755), the mean "
-            "training objective over the same 33 batches within 0.65 nats of eager (2.4 for the Ladder VAE, with "
-            "batch norm). Those figures are of the captured step itself; `train()` with this setting has not yet "
-            "run on a GPU (its CUDA test is written, not run). Other noise draws than an eager run; a resumed run "
-            "continues in distribution, not bit for bit. No effect on the CPU; not together with `compile`"))
+    cuda_graphs: Literal["auto"] | bool = Field("auto", description=(
+            "Replay every full batch's training step (objective, backward, clipping, optimiser update) from a CUDA "
+            "graph captured once per run (`srvae/study/run/graphed.py`); an epoch's last, smaller batch steps "
+            "eagerly. `auto`: on CUDA unless `compile` is set, off on the CPU; `true`/`false`: on CUDA always/never."
+            " No effect on the CPU (a graph is a CUDA object); a capture that fails trains eagerly from the same "
+            "state, with one warning. Fused seeds (`fuse_seeds`) are captured as one graph. Measured on one H100 "
+            "at batch 256 (`docs/measurements/h100-2026-11-27`): 12–19× the eager training images/s of every "
+            "Table 1 model (`sere_vae_table1` 4,874 → 59,755), the mean training objective over the same 33 "
+            "batches within 0.65 nats of eager (2.4 for the Ladder VAE, with batch norm). Those figures are of the "
+            "captured step itself; `train()` with this setting has not yet run on a GPU (its CUDA test is written, "
+            "not run). Other noise draws than an eager run; a resumed run continues in distribution, not bit for "
+            "bit. `true` not together with `compile`"))
+    fuse_seeds: Literal["auto"] | bool = Field("auto", description=(
+            "Train all seeds of a model as one job and one stacked model (`srvae/study/run/fused.py`: one "
+            "`torch.func.vmap` over the seeds, each kernel doing every seed's work), writing the same per-seed "
+            "files as separate jobs. `auto`: on CUDA only (where a model's step is launch-bound, 1.6–2.1× the "
+            "eager throughput on an H100; on the CPU the seeds' jobs already run side by side on the cores), and "
+            "only for models it can fuse (not `sere_maf`, whose spline couplings have data-dependent shapes; not "
+            "with `polyak_decay`): the others train per seed, with a log line. `true`: fuse on any device, and a "
+            "model that cannot be fused is a config error. Each seed keeps its initial weights, data stream, "
+            "gradient clipping and optimiser state; the reparameterisation noise is other draws of the same "
+            "distribution. A seed that diverges fails its model's job"))
 
     @pydantic.model_validator(mode="after")
     def _one_way_to_fewer_launches(self) -> TrainSettings:
-        if self.compile and self.cuda_graphs:
+        if self.compile and self.cuda_graphs is True:
             raise ValueError("compile and cuda_graphs are both true: set one (cuda_graphs replays the eager step "
                              "from a CUDA graph; compile fuses it with torch.compile)")
         return self
+
+    def graphs_on(self, device_type: str) -> bool:
+        """Whether a run on ``device_type`` (``"cuda"``, ``"cpu"``) replays its steps from a CUDA graph."""
+        wanted = self.cuda_graphs is True or (self.cuda_graphs == "auto" and not self.compile)
+        return wanted and device_type == "cuda"
 
     @property
     def total_epochs(self) -> int:
@@ -415,6 +433,18 @@ class StudyConfig(Settings):
             if unknown or pair[0] == pair[1]:
                 raise ValueError(f"report.comparisons: {list(pair)} must name two different models of "
                                  f"study.models ({', '.join(self.study.models)})")
+        return self
+
+    @pydantic.model_validator(mode="after")
+    def _fused_models_can_fuse(self) -> StudyConfig:
+        from .run.fused import fuse_refusal  # a local import: the run package imports this module
+
+        for name in self.study.models:
+            settings = self.train_settings(name)
+            reason = fuse_refusal(self.models[name].cls, settings) if settings.fuse_seeds is True else None
+            if reason is not None:
+                raise ValueError(f"models.{name}: train.fuse_seeds is true, but its seeds cannot be trained as one "
+                                 f"model: {reason}; set its train.fuse_seeds to auto (fuse where possible) or false")
         return self
 
     def _check_datasets_of(self, model: str) -> None:

@@ -30,8 +30,10 @@ validation, evaluation and checkpoints are the separate runs' code. Models that 
 from __future__ import annotations
 
 import copy
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -44,9 +46,55 @@ from srvae.registry import build_model
 
 from ..config import StudyConfig, TrainSettings
 from ..data.datasets import StudyData
+from .graphed import CapturedStep, optimiser_state_tensors
 from .speed import synchronize
 from .step import apply_gradients, kl_weight, learning_rate, make_optimiser, objective, set_learning_rate
-from .train import build_run_model, initialisation_batch
+from .train import (
+    Progress,
+    RunRecord,
+    build_run_model,
+    captured_step,
+    initialisation_batch,
+    load_training_checkpoint,
+    patience_ran_out,
+    restored_progress,
+    run_fingerprint,
+    save_training_checkpoint,
+)
+
+#: model classes whose training objective ``torch.func.vmap`` cannot batch, and why (``test_fused.py`` checks it)
+UNFUSABLE_CLASSES = {"sere_maf": "its spline couplings index with data-dependent shapes (aten::nonzero), which "
+                                 "torch.func.vmap cannot batch"}
+
+
+def fuse_refusal(cls: str, settings: TrainSettings) -> str | None:
+    """Why seeds of a model of class ``cls`` with these settings cannot be trained as one (None: they can)."""
+    if cls in UNFUSABLE_CLASSES:
+        return f"class {cls}: {UNFUSABLE_CLASSES[cls]}"
+    if settings.polyak_decay is not None:
+        return "fused seeds do not implement Polyak averaging (train.polyak_decay)"
+    return None
+
+
+def study_on_cuda(cfg: StudyConfig) -> bool:
+    """Whether the study's jobs train on CUDA (``device: cuda``, or ``auto`` where this machine has a GPU)."""
+    return cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+
+
+def fused_models(cfg: StudyConfig, cuda: bool, log: Callable[[str], None]) -> list[str]:
+    """The study models whose seeds train as one job: ``train.fuse_seeds`` true, or ``auto`` on CUDA for a model
+    that can be fused (``log`` says why one cannot); never with a single seed."""
+    fused = []
+    for name in cfg.study.models:
+        settings = cfg.train_settings(name)
+        if len(cfg.seeds) < 2 or settings.fuse_seeds is False or (settings.fuse_seeds == "auto" and not cuda):
+            continue
+        reason = fuse_refusal(cfg.models[name].cls, settings)  # only under auto: the config refuses it for true
+        if reason is None:
+            fused.append(name)
+        else:
+            log(f"models.{name}: its seeds train as separate jobs (train.fuse_seeds: auto): {reason}")
+    return fused
 
 
 class UnsupportedModelError(UserError, RuntimeError):
@@ -148,6 +196,7 @@ class FusedSeeds:
         self.params, self.buffers = stack_module_state(list(models))
         # elementwise optimisers: each seed's moments live in its own slice of the stacked state
         self.optimiser = make_optimiser(self.params.values(), settings)
+        self.graphed: CapturedStep | None = None  # full batches' steps replayed from one CUDA graph (capture())
         objectives = vmap(self._objective, in_dims=(0, 0, 0, None), randomness=randomness)
         self._objectives = torch.compile(objectives) if compile else objectives
         self._check_vmappable(first)
@@ -176,7 +225,7 @@ class FusedSeeds:
                     "no .item(), no in-place writes to tensors that are not its parameters or buffers)."
                 ) from e
 
-    def step(self, x: Tensor, beta: float) -> Tensor:
+    def step(self, x: Tensor, beta: Tensor | float) -> Tensor:
         """One update of every seed on its batch ``x[s]`` (``x``: ``[S, B, D]``); each seed's summed objective ``[S]``."""
         obj = self._objectives(self.params, self.buffers, x, beta)  # [S, B]
         loss = -obj.mean(1).sum()  # seeds are independent: the gradient of seed s's slice is its own loss's
@@ -198,8 +247,33 @@ class FusedSeeds:
         rows = torch.arange(self.seeds, device=x.device).unsqueeze(1)
         total = torch.zeros(self.seeds, device=x.device)
         for idx in order.split(self.settings.batch_size, dim=1):
-            total += self.step(x[rows, idx], beta)
+            full = self.graphed is not None and idx.shape[1] == self.settings.batch_size
+            total += (self.graphed if full else self.step)(x[rows, idx], beta)
         return total
+
+    def capture(self, first_batch: Tensor) -> CapturedStep:
+        """Every seed's step captured as one CUDA graph, for :attr:`graphed` (full batches ``[S, batch_size, D]``;
+        the optimiser is capturable where the settings ask for graphs on CUDA); raises where capture fails."""
+        return CapturedStep(self.step, self._tensors, self.optimiser, first_batch)
+
+    def _tensors(self) -> list[Tensor]:
+        return [*self.params.values(), *self.buffers.values(), *optimiser_state_tensors(self.optimiser)]
+
+    def optimiser_states(self) -> list[dict[str, Any]]:
+        """Each seed's slice of the optimiser's state, as the ``state_dict`` of its separate run's optimiser (the
+        stacked parameters are in the order of a model's ``parameters()``; the step count is every seed's)."""
+        full = self.optimiser.state_dict()
+        return [{"state": {i: {k: v if k == "step" else v[s] for k, v in state.items()}
+                           for i, state in full["state"].items()},
+                 "param_groups": full["param_groups"]} for s in range(self.seeds)]
+
+    def load_optimiser_states(self, states: Sequence[dict[str, Any]]) -> None:
+        """The inverse of :meth:`optimiser_states`: each seed's optimiser state into its slice."""
+        first = states[0]
+        self.optimiser.load_state_dict({
+            "state": {i: {k: v if k == "step" else torch.stack([s["state"][i][k] for s in states])
+                          for k, v in state.items()} for i, state in first["state"].items()},
+            "param_groups": first["param_groups"]})
 
     @torch.no_grad()
     def models(self) -> list[LatentVariableModel]:
@@ -215,6 +289,73 @@ class FusedSeeds:
     def state_dicts(self) -> list[dict[str, Tensor]]:
         """Each seed's ``state_dict``, as its separate run's model would have it."""
         return [model.state_dict() for model in self.models()]
+
+
+def _resume_all(
+    paths: Sequence[Path], fingerprints: Sequence[dict[str, Any]], models: Sequence[LatentVariableModel],
+    generators: Sequence[torch.Generator], settings: TrainSettings, log: Callable[[str], None], name: str,
+) -> tuple[list[Progress], list[dict[str, Any]] | None]:
+    """Every seed's progress and optimiser state from its checkpoint, the weights loaded into its model, where
+    every seed has a checkpoint of this fused job and the seeds still training stopped after the same epoch;
+    else fresh progress (and None)."""
+    ckpts = [load_training_checkpoint(p, f, generators[0].device, log, name) for p, f in zip(paths, fingerprints)]
+    if any(c is None for c in ckpts):
+        return [Progress() for _ in models], None
+
+    last = max(c["epoch"] for c in ckpts)
+    if any(c["epoch"] != last and not patience_ran_out(c["epoch"], c["best"]["epoch"], settings) for c in ckpts):
+        log(f"{name}: the seeds' checkpoints stopped after different epochs; starting afresh")
+        return [Progress() for _ in models], None
+    for model, ckpt in zip(models, ckpts):
+        model.load_state_dict(ckpt["model"])
+    log(f"{name}: resuming every seed from its checkpoint after epoch {last}")
+    return [restored_progress(c, g) for c, g in zip(ckpts, generators)], [c["optimiser"] for c in ckpts]
+
+
+def train_fused(
+    models: Sequence[LatentVariableModel], data: StudyData, settings: TrainSettings, seeds: Sequence[int],
+    checkpoint_paths: Sequence[Path], names: Sequence[str],
+    log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr, flush=True),
+    identity: dict[str, Any] | None = None, on_epoch: Sequence[Callable[[str], None]] | None = None,
+) -> list[dict[str, Any]]:
+    """:func:`~srvae.study.run.train.train` for every seed at once: ``models`` (from :func:`build_seed_models`)
+    trained as one :class:`FusedSeeds`, each seed validated, selected, stopped early, checkpointed (in its own
+    ``checkpoint_paths[s]``) and reported as its separate run is; each model gets its best weights, and the
+    result is each seed's ``train()`` result. Every seed's ``train_seconds`` is its share of the joint training
+    passes (the job's time over S) plus its own validations. With ``settings.graphs_on`` the fused step is
+    replayed from one CUDA graph (or, where capture fails, eagerly with a warning)."""
+    device = data.train.device
+    generators = seed_generators(seeds, device)
+    fingerprints = [run_fingerprint(settings, seed, name, identity, model) | {"fused": list(seeds)}
+                    for seed, name, model in zip(seeds, names, models)]
+    job = f"{names[0]} (fused seeds {', '.join(map(str, seeds))})"
+    progresses, optimiser_states = _resume_all(checkpoint_paths, fingerprints, models, generators, settings, log, job)
+    fused = FusedSeeds(models, settings, name=job, compile=settings.compile)
+    if optimiser_states is not None:
+        fused.load_optimiser_states(optimiser_states)
+    if settings.graphs_on(device.type):
+        first = torch.stack([initialisation_batch(data, settings.batch_size, seed + 1) for seed in seeds])
+        fused.graphed = captured_step(lambda: fused.capture(first), job)
+    records = [RunRecord(name, seed, data, settings, progress, log, None if on_epoch is None else on_epoch[s])
+               for s, (name, seed, progress) in enumerate(zip(names, seeds, progresses))]
+    n = len(data.train)
+    for epoch in range(max(p.epoch for p in progresses), settings.total_epochs):
+        t0 = time.perf_counter()
+        x, order = epoch_data(data, generators)
+        totals = fused.train_epoch(x, order, epoch).tolist()  # one host synchronisation per epoch
+        seconds = (time.perf_counter() - t0) / len(seeds)
+        lr, beta = learning_rate(epoch, settings), kl_weight(epoch, settings.kl_warmup_epochs)
+        for s, (record, model) in enumerate(zip(records, fused.models())):
+            if not record.stopped:  # a seed that stopped early keeps its record (its slice trains on, unread)
+                record.end_epoch(epoch, totals[s] / n, model, x[s], beta, lr, seconds)
+        if all(record.stopped for record in records):
+            break
+        if (epoch + 1) % settings.checkpoint_every == 0 and epoch + 1 < settings.total_epochs:
+            for path, fingerprint, record, state, optimiser_state, generator in zip(
+                    checkpoint_paths, fingerprints, records, fused.state_dicts(), fused.optimiser_states(),
+                    generators):
+                save_training_checkpoint(path, fingerprint, record.progress, state, optimiser_state, generator)
+    return [record.result(model) for record, model in zip(records, models)]
 
 
 def _images_per_s(step: Any, images: int, steps: int, warmup: int, device: torch.device) -> float:

@@ -117,11 +117,12 @@ def make_optimiser(params: Iterable[Tensor], settings: TrainSettings) -> torch.o
     of foreach Adam's ten or so, which on CPU are bound by memory bandwidth (4.3 → 1.4 ms a step for the 2.78M
     parameters of ``sere_vae_table1`` on 2 threads; foreach's update was a sixth of the eager step). Otherwise,
     and for Adamax (no fused kernel), foreach: one update over all tensors (PyTorch otherwise loops per tensor on
-    CPU). With ``train.cuda_graphs`` on CUDA: the capturable foreach form, its learning rate a tensor."""
+    CPU). Where the run replays CUDA graphs (:meth:`TrainSettings.graphs_on`): the capturable foreach form, its
+    learning rate a tensor."""
     params = list(params)
     device = params[0].device
     kwargs = {"lr": settings.lr, "eps": settings.adam_eps, "weight_decay": settings.weight_decay}
-    if settings.cuda_graphs and device.type == "cuda":  # a step in a CUDA graph reads the rate from a tensor
+    if settings.graphs_on(device.type):  # a step in a CUDA graph reads the rate from a tensor
         kwargs["lr"] = torch.tensor(settings.lr, device=device)
         return OPTIMISERS[settings.optimizer](params, foreach=True, capturable=True, **kwargs)
     if settings.optimizer == "adam":

@@ -34,6 +34,7 @@ from . import paths
 from .evaluate import iw_log_likelihood, mean_kl_per_layer
 from .progress import duration, eta, write_status
 from .speed import sampling_speed
+from .fused import build_seed_models, train_fused
 from .train import TrainingDivergedError, build_run_model, train
 
 
@@ -57,20 +58,19 @@ def _load_data(cfg: StudyConfig, dataset: str, device: torch.device) -> StudyDat
     return load_dataset(dataset, cfg.datasets[dataset]).to(device)
 
 
-def train_run(cfg: StudyConfig, dataset: str, model: str, seed: int) -> Path:
-    """Train one (dataset, model, seed) and write its run directory."""
+def _identity(cfg: StudyConfig, dataset: str, model: str, data: StudyData) -> dict[str, Any]:
+    """Everything besides settings, seed and name that defines a run (its checkpoint's fingerprint)."""
+    return {"model": cfg.models[model].model_dump(mode="json", by_alias=True, include={"cls", "params"}),
+            "dataset": cfg.datasets[dataset].model_dump(mode="json", exclude={"description"}),
+            "data_dim": data.data_dim}
+
+
+def _write_trained(cfg: StudyConfig, dataset: str, model: str, seed: int, net: LatentVariableModel,
+                   data: StudyData, result: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
+    """A trained run's files: its weights (batch-norm statistics refreshed over the training set), metrics and
+    ``train.json`` (with ``extra`` keys); the checkpoint removed, the status done."""
     out = paths.run_dir(cfg.results_dir, dataset, model, seed)
-    device = pick_device(cfg, allow_tf32=cfg.tf32)
-    data = _load_data(cfg, dataset, device)
-    entry = cfg.models[model]
-    settings = cfg.train_settings(model)
-    net = build_run_model(entry.cls, entry.params, data, seed)
-    identity = {"model": entry.model_dump(mode="json", by_alias=True, include={"cls", "params"}),
-                "dataset": cfg.datasets[dataset].model_dump(mode="json", exclude={"description"}),
-                "data_dim": data.data_dim}
-    write_status(out, "train", "running", detail="starting")
-    result = train(net, data, settings, seed, out / paths.CHECKPOINT, name=f"{dataset}/{model}/seed{seed}",
-                   identity=identity, on_epoch=lambda message: write_status(out, "train", "running", detail=message))
+    entry, settings, device = cfg.models[model], cfg.train_settings(model), data.train.device
     statistics_generator = torch.Generator(device=device).manual_seed(seed)
     net.refresh_statistics(data.training_images(statistics_generator).split(settings.eval_batch_size))
     save_checkpoint(out / paths.MODEL, {
@@ -86,11 +86,43 @@ def train_run(cfg: StudyConfig, dataset: str, model: str, seed: int) -> Path:
         "train_images_per_s": len(data.train) * epochs / result["train_seconds"],
         "device": device.type, "device_name": device_name(device), "tf32": cfg.tf32 and device.type == "cuda",
         "selection": result["selection"],
-        "hyperparameters": dataclasses.asdict(net.cfg), "train_settings": settings.model_dump(),
+        "hyperparameters": dataclasses.asdict(net.cfg), "train_settings": settings.model_dump(), **(extra or {}),
     })
     (out / paths.CHECKPOINT).unlink(missing_ok=True)
     write_status(out, "train", "done", detail=f"{epochs} epochs in {duration(result['train_seconds'])}")
     return out
+
+
+def train_run(cfg: StudyConfig, dataset: str, model: str, seed: int) -> Path:
+    """Train one (dataset, model, seed) and write its run directory."""
+    out = paths.run_dir(cfg.results_dir, dataset, model, seed)
+    device = pick_device(cfg, allow_tf32=cfg.tf32)
+    data = _load_data(cfg, dataset, device)
+    entry = cfg.models[model]
+    net = build_run_model(entry.cls, entry.params, data, seed)
+    write_status(out, "train", "running", detail="starting")
+    result = train(net, data, cfg.train_settings(model), seed, out / paths.CHECKPOINT,
+                   name=f"{dataset}/{model}/seed{seed}", identity=_identity(cfg, dataset, model, data),
+                   on_epoch=lambda message: write_status(out, "train", "running", detail=message))
+    return _write_trained(cfg, dataset, model, seed, net, data, result)
+
+
+def train_fused_run(cfg: StudyConfig, dataset: str, model: str, seeds: list[int]) -> list[Path]:
+    """Train every seed of ``seeds`` of one (dataset, model) as one stacked model (:mod:`.fused`) and write each
+    seed's run directory as :func:`train_run` does (``train.json`` lists the seeds trained together)."""
+    outs = [paths.run_dir(cfg.results_dir, dataset, model, seed) for seed in seeds]
+    device = pick_device(cfg, allow_tf32=cfg.tf32)
+    data = _load_data(cfg, dataset, device)
+    entry, settings = cfg.models[model], cfg.train_settings(model)
+    nets = build_seed_models(entry.cls, entry.params, seeds, data, settings, device)
+    for out in outs:
+        write_status(out, "train", "running", detail=f"starting (seeds {', '.join(map(str, seeds))} fused)")
+    results = train_fused(
+        nets, data, settings, seeds, [out / paths.CHECKPOINT for out in outs],
+        [f"{dataset}/{model}/seed{seed}" for seed in seeds], identity=_identity(cfg, dataset, model, data),
+        on_epoch=[lambda message, out=out: write_status(out, "train", "running", detail=message) for out in outs])
+    return [_write_trained(cfg, dataset, model, seed, net, data, result, {"fused_seeds": list(seeds)})
+            for seed, net, result in zip(seeds, nets, results)]
 
 
 def load_trained(run: Path, device: torch.device) -> LatentVariableModel:

@@ -13,6 +13,7 @@ import copy
 import math
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,16 +163,35 @@ def _set_rng_state(state: dict[str, Tensor], generator: torch.Generator) -> None
 
 
 def save_training_checkpoint(
-    path: Path, fingerprint: dict[str, Any], progress: Progress, model: LatentVariableModel,
-    optimiser: torch.optim.Optimizer, generator: torch.Generator, averaged: WeightAverage | None = None,
+    path: Path, fingerprint: dict[str, Any], progress: Progress, model_state: dict[str, Tensor],
+    optimiser_state: dict[str, Any], generator: torch.Generator, averaged: WeightAverage | None = None,
 ) -> None:
     """Everything needed to continue exactly where training stopped, written atomically."""
     save_checkpoint(path, {
-        "fingerprint": fingerprint, "epoch": progress.epoch, "model": model.state_dict(),
-        "optimiser": optimiser.state_dict(), "rng": _rng_state(generator),
+        "fingerprint": fingerprint, "epoch": progress.epoch, "model": model_state,
+        "optimiser": optimiser_state, "rng": _rng_state(generator),
         "metrics": progress.metrics, "elapsed": progress.elapsed, "best": progress.best,
         "averaged": None if averaged is None else averaged.module.state_dict(),
     })
+
+
+def load_training_checkpoint(
+    path: Path, fingerprint: dict[str, Any], device: torch.device, log: Callable[[str], None], name: str,
+) -> dict[str, Any] | None:
+    """The checkpoint in ``path`` if it is one of this very run (the same ``fingerprint``), else None."""
+    if not path.exists():
+        return None
+    ckpt = load_checkpoint(path, map_location=device)
+    if ckpt["fingerprint"] != fingerprint:
+        log(f"{name}: ignoring {path}: it belongs to other settings; starting afresh")
+        return None
+    return ckpt
+
+
+def restored_progress(ckpt: dict[str, Any], generator: torch.Generator) -> Progress:
+    """The progress a checkpoint holds; restores the random streams it saved."""
+    _set_rng_state(ckpt["rng"], generator)
+    return Progress(ckpt["epoch"], ckpt["metrics"], ckpt["elapsed"], ckpt["best"], ckpt["averaged"])
 
 
 def resume(
@@ -179,17 +199,109 @@ def resume(
     generator: torch.Generator, log: Callable[[str], None], name: str,
 ) -> Progress:
     """Restore model, optimiser and random streams from ``path`` if it holds a checkpoint of this very run."""
-    if not path.exists():
-        return Progress()
-    ckpt = load_checkpoint(path, map_location=model.device)
-    if ckpt["fingerprint"] != fingerprint:
-        log(f"{name}: ignoring {path}: it belongs to other settings; starting afresh")
+    ckpt = load_training_checkpoint(path, fingerprint, model.device, log, name)
+    if ckpt is None:
         return Progress()
     model.load_state_dict(ckpt["model"])
     optimiser.load_state_dict(ckpt["optimiser"])
-    _set_rng_state(ckpt["rng"], generator)
     log(f"{name}: resuming from {path} after epoch {ckpt['epoch']}")
-    return Progress(ckpt["epoch"], ckpt["metrics"], ckpt["elapsed"], ckpt["best"], ckpt["averaged"])
+    return restored_progress(ckpt, generator)
+
+
+def run_fingerprint(settings: TrainSettings, seed: int, name: str, identity: dict[str, Any] | None,
+                    model: LatentVariableModel) -> dict[str, Any]:
+    """What makes a checkpoint this run's: settings, seed, name, identity and the parameters' shapes."""
+    return {"settings": settings.model_dump(), "seed": seed, "name": name, "identity": identity or {},
+            "parameters": {k: list(v.shape) for k, v in model.state_dict().items()}}
+
+
+def patience_ran_out(epochs: int, best_epoch: int, settings: TrainSettings) -> bool:
+    """Early stopping: ``settings.patience`` epochs without a better validation value after ``epochs`` epochs."""
+    return epochs > 0 and settings.patience is not None and epochs - best_epoch >= settings.patience
+
+
+class RunRecord:
+    """One run's bookkeeping after each epoch's training pass, shared by :func:`train` and fused seeds
+    (:func:`srvae.study.run.fused.train_fused`): the divergence checks, validation (after refreshing batch-norm
+    statistics where asked), the best-so-far weights, the per-epoch metrics, progress reports and log lines,
+    and early stopping."""
+
+    def __init__(self, name: str, seed: int, data: StudyData, settings: TrainSettings, progress: Progress,
+                 log: Callable[[str], None], on_epoch: Callable[[str], None] | None = None,
+                 after_epoch: Callable[[int, dict[str, Any]], None] | None = None) -> None:
+        self.name, self.seed, self.data, self.settings, self.progress = name, seed, data, settings, progress
+        self.log, self.on_epoch, self.after_epoch = log, on_epoch, after_epoch
+        self.selected = "valid_iw" if settings.selection == "iw" else "valid_elbo"
+        self.stopped = patience_ran_out(progress.epoch, progress.best["epoch"], settings)  # early stopping
+        self.interactive = sys.stderr.isatty()
+
+    def end_epoch(self, epoch: int, train_objective: float, evaluated: LatentVariableModel, x_epoch: Tensor,
+                  beta: float, lr: float, seconds: float) -> str:
+        """Record (0-based) ``epoch``, whose training pass took ``seconds`` and reached ``train_objective`` (per
+        image), validating ``evaluated``; returns the epoch's progress line. Sets :attr:`stopped` on early stopping."""
+        name, seed, settings, progress = self.name, self.seed, self.settings, self.progress
+        if not math.isfinite(train_objective):
+            raise TrainingDivergedError(
+                f"{name}, seed {seed}: training objective is {train_objective} at epoch {epoch + 1}. "
+                f"Lower train.lr, set train.grad_clip or a KL warm-up for this model, then rerun."
+            )
+        t0 = time.perf_counter()
+        if settings.refresh_statistics:  # the MAF code's protocol: training-set statistics for validation too
+            evaluated.refresh_statistics(x_epoch.split(settings.eval_batch_size))
+        valid = validate(evaluated, self.data.valid, settings)
+        if valid[self.selected] < self.data.divergence_floor < progress.best["value"]:  # it did better before
+            raise TrainingDivergedError(_worse_than_floor(name, seed, valid[self.selected], epoch + 1, self.data))
+        progress.elapsed += seconds + time.perf_counter() - t0
+        progress.epoch = epoch + 1
+        if valid[self.selected] > progress.best["value"]:
+            progress.best = {"value": valid[self.selected], "epoch": epoch + 1,
+                             "state": copy.deepcopy(evaluated.state_dict())}
+        progress.metrics.append({"epoch": epoch + 1, "train_elbo": train_objective, **valid,
+                                 "beta": beta, "lr": lr, "seconds": progress.elapsed})
+        total_epochs = settings.total_epochs
+        left = eta(epoch + 1, total_epochs, progress.elapsed)
+        message = (f"epoch {epoch + 1}/{total_epochs} train {train_objective:.2f} "
+                   + " ".join(f"{key.replace('_', ' ')} {value:.2f}" for key, value in valid.items())
+                   + f", best {progress.best['value']:.2f} (epoch {progress.best['epoch']}), "
+                   f"{duration(progress.elapsed)}, ETA {duration(left)}")
+        if self.on_epoch is not None:
+            self.on_epoch(message)
+        if self.after_epoch is not None:
+            self.after_epoch(progress.epoch, progress.best)
+        if not self.interactive and ((epoch + 1) % settings.log_every == 0 or epoch + 1 == total_epochs):
+            self.log(f"{name}: {message}")
+        if patience_ran_out(epoch + 1, progress.best["epoch"], settings):
+            self.log(f"{name}: no better validation value for {settings.patience} epochs: stopping early after "
+                     f"epoch {epoch + 1} (best: epoch {progress.best['epoch']})")
+            self.stopped = True
+        return message
+
+    def result(self, model: LatentVariableModel) -> dict[str, Any]:
+        """Load the best-on-validation weights into ``model``; the run's result (see :func:`train`)."""
+        best = self.progress.best
+        if best["value"] < self.data.divergence_floor:  # never better than the trivial model of the data
+            raise TrainingDivergedError(_worse_than_floor(self.name, self.seed, best["value"], best["epoch"], self.data))
+        if best["state"] is not None:
+            model.load_state_dict(best["state"])
+        k = self.settings.selection_k if self.settings.selection == "iw" else 1
+        return {"metrics": self.progress.metrics, "best_epoch": best["epoch"], "train_seconds": self.progress.elapsed,
+                "selection": {"metric": self.selected, "k": k}}
+
+
+def captured_step(capture: Callable[[], Any], name: str) -> Any:
+    """``capture()`` (a CUDA graph's capture), or None, with one warning, where it fails: the run then trains
+    eagerly from the random state the capture started from."""
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    state = [torch.get_rng_state(), *(torch.cuda.get_rng_state(d) for d in devices)]
+    try:
+        return capture()
+    except Exception as error:  # a genuine error in the model is raised again by the first eager step
+        warnings.warn(f"{name}: capturing the training step as a CUDA graph failed, training eagerly "
+                      f"(train.cuda_graphs: false hides this warning): {type(error).__name__}: {error}", stacklevel=2)
+        torch.set_rng_state(state[0])
+        for device, cuda_state in zip(devices, state[1:]):
+            torch.cuda.set_rng_state(cuda_state, device)
+        return None
 
 
 def train(
@@ -218,8 +330,7 @@ def train(
     device = model.device
     generator = torch.Generator(device=device).manual_seed(seed)
     optimiser = make_optimiser(model.parameters(), settings)
-    fingerprint = {"settings": settings.model_dump(), "seed": seed, "name": name, "identity": identity or {},
-                   "parameters": {k: list(v.shape) for k, v in model.state_dict().items()}}
+    fingerprint = run_fingerprint(settings, seed, name, identity, model)
     progress = resume(checkpoint_path, fingerprint, model, optimiser, generator, log, name)
     if progress.epoch == 0:  # a fresh start: a resumed model keeps its (saved) initialisation
         model.initialise(initialisation_batch(data, settings.batch_size, seed))
@@ -228,15 +339,14 @@ def train(
         averaged.module.load_state_dict(progress.averaged)
     evaluated = model if averaged is None else averaged.module  # the weights validated, selected and returned
     graphed = None
-    if settings.cuda_graphs and device.type == "cuda":
-        graphed = GraphedStep(model, optimiser, settings, initialisation_batch(data, settings.batch_size, seed + 1))
+    if settings.graphs_on(device.type):
+        first_batch = initialisation_batch(data, settings.batch_size, seed + 1)
+        graphed = captured_step(lambda: GraphedStep(model, optimiser, settings, first_batch), name)
 
     n = len(data.train)
-    interactive = sys.stderr.isatty()
-    selected = "valid_iw" if settings.selection == "iw" else "valid_elbo"
-    floor = data.divergence_floor
+    record = RunRecord(name, seed, data, settings, progress, log, on_epoch, after_epoch)
     total_epochs = settings.total_epochs
-    epochs = tqdm(range(progress.epoch, total_epochs), desc=name, disable=not interactive,
+    epochs = tqdm(range(progress.epoch, total_epochs), desc=name, disable=not record.interactive,
                   initial=progress.epoch, total=total_epochs)
     for epoch in epochs:
         t0 = time.perf_counter()
@@ -246,45 +356,12 @@ def train(
         x_epoch = data.training_images(generator)
         order = torch.randperm(n, generator=generator, device=device)
         train_objective = float(train_epoch(model, optimiser, x_epoch, order, beta, settings, averaged, graphed)) / n
-        if not math.isfinite(train_objective):
-            raise TrainingDivergedError(
-                f"{name}, seed {seed}: training objective is {train_objective} at epoch {epoch + 1}. "
-                f"Lower train.lr, set train.grad_clip or a KL warm-up for this model, then rerun."
-            )
-        if settings.refresh_statistics:  # the MAF code's protocol: training-set statistics for validation too
-            evaluated.refresh_statistics(x_epoch.split(settings.eval_batch_size))
-        valid = validate(evaluated, data.valid, settings)
-        if valid[selected] < floor < progress.best["value"]:  # it did better before: training diverged
-            raise TrainingDivergedError(_worse_than_floor(name, seed, valid[selected], epoch + 1, data))
-        progress.elapsed += time.perf_counter() - t0
-        progress.epoch = epoch + 1
-        if valid[selected] > progress.best["value"]:
-            progress.best = {"value": valid[selected], "epoch": epoch + 1,
-                             "state": copy.deepcopy(evaluated.state_dict())}
-        progress.metrics.append({"epoch": epoch + 1, "train_elbo": train_objective, **valid,
-                                 "beta": beta, "lr": lr, "seconds": progress.elapsed})
-        left = eta(epoch + 1, total_epochs, progress.elapsed)
-        message = (f"epoch {epoch + 1}/{total_epochs} train {train_objective:.2f} "
-                   + " ".join(f"{key.replace('_', ' ')} {value:.2f}" for key, value in valid.items())
-                   + f", best {progress.best['value']:.2f} (epoch {progress.best['epoch']}), "
-                   f"{duration(progress.elapsed)}, ETA {duration(left)}")
-        if on_epoch is not None:
-            on_epoch(message)
-        if after_epoch is not None:
-            after_epoch(progress.epoch, progress.best)
-        if interactive:
+        message = record.end_epoch(epoch, train_objective, evaluated, x_epoch, beta, lr, time.perf_counter() - t0)
+        if record.interactive:
             epochs.set_postfix_str(message.split(" ", 2)[2])
-        elif (epoch + 1) % settings.log_every == 0 or epoch + 1 == total_epochs:
-            log(f"{name}: {message}")
-        if settings.patience is not None and epoch + 1 - progress.best["epoch"] >= settings.patience:
-            log(f"{name}: no better validation value for {settings.patience} epochs: stopping early after epoch "
-                f"{epoch + 1} (best: epoch {progress.best['epoch']})")
+        if record.stopped:
             break
         if (epoch + 1) % settings.checkpoint_every == 0 and epoch + 1 < total_epochs:
-            save_training_checkpoint(checkpoint_path, fingerprint, progress, model, optimiser, generator, averaged)
-    if progress.best["value"] < floor:  # never better than the trivial model of the data
-        raise TrainingDivergedError(_worse_than_floor(name, seed, progress.best["value"], progress.best["epoch"], data))
-    if progress.best["state"] is not None:
-        model.load_state_dict(progress.best["state"])
-    return {"metrics": progress.metrics, "best_epoch": progress.best["epoch"], "train_seconds": progress.elapsed,
-            "selection": {"metric": selected, "k": settings.selection_k if settings.selection == "iw" else 1}}
+            save_training_checkpoint(checkpoint_path, fingerprint, progress, model.state_dict(),
+                                     optimiser.state_dict(), generator, averaged)
+    return record.result(model)
