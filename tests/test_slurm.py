@@ -5,7 +5,7 @@ run, its jobs named as the profiles say.
 It needs a cluster with accounting (the plugin polls job states with `sacct` and checks the account with
 `sacctmgr`) and the `snakemake-executor-plugin-slurm` of the test extra. `.ci/slurm-up.sh` (as root) brings
 up a one-node cluster on this machine, and `.ci/run` calls it before the tests; without one the test skips,
-saying what is missing. That test is slow (about three minutes): deselect it with `pytest -m "not slow"`.
+saying what is missing. That test is slow (about three minutes; ten on a busy 2-core machine): deselect it with `pytest -m "not slow"`.
 """
 
 import getpass
