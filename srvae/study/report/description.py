@@ -150,8 +150,13 @@ SETTING_PHRASES: tuple[tuple[tuple[str, ...], Callable[[TrainSettings], str]], .
         f"IW bound (K = {s.selection_k})" if s.selection == "iw" else "ELBO")),
     (("refresh_statistics",), lambda s: ("batch-norm statistics re-estimated before every validation"
                                          if s.refresh_statistics else "validated with running batch-norm statistics")),
-    (("compile", "cuda_graphs"), lambda s: ("torch.compile" if s.compile else "CUDA graphs" if s.cuda_graphs
-                                            else "eager steps")),
+    (("compile", "cuda_graphs"), lambda s: ("torch.compile" if s.compile else "eager steps" if s.cuda_graphs is False
+                                            else "CUDA graphs" + (" on CUDA (eager on the CPU)"
+                                                                  if s.cuda_graphs == "auto" else ""))),
+    # fused seeds draw other reparameterisation noise than separate runs: the same model, another draw
+    (("fuse_seeds",), lambda s: ("seeds trained one job each" if s.fuse_seeds is False
+                                 else "seeds fused in one job" + (" on CUDA (one job each on the CPU)"
+                                                                  if s.fuse_seeds == "auto" else ""))),
 )
 
 
