@@ -180,23 +180,28 @@ def analyse() -> None:
 
 
 def plot(gaps: pd.DataFrame) -> None:
+    """One panel per paper table, the gap against the budget (multiples of the default epochs), ± SE."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    claims = list(dict.fromkeys(gaps["claim"]))
-    fig, axes = plt.subplots(1, len(claims), figsize=(3.2 * len(claims), 3.0), squeeze=False)
-    for ax, claim in zip(axes[0], claims):
-        for (build, a, b), part in gaps[gaps.claim == claim].groupby(["build", "a", "b"], sort=False):
-            ax.errorbar(part["epochs_a"], part["gap"], yerr=part["se"], marker="o", capsize=3,
-                        label=f"{a} − {b}\n{build}")
+    panels = ["Table 2", "Table 3", "Table 1"]
+    fig, axes = plt.subplots(1, len(panels), figsize=(15, 5.2))
+    for ax, table in zip(axes, panels):
+        part = gaps[gaps.claim.str.startswith(table)]
+        for (claim, build, a, b), line in part.groupby(["claim", "build", "a", "b"], sort=False):
+            ax.errorbar(line["multiple"], line["gap"], yerr=line["se"], marker="o", capsize=3,
+                        linestyle="--" if "reference" in claim else "-",
+                        label=f"{a} − {b}: {build}" + (" (reference)" if "reference" in claim else ""))
         ax.axhline(0, color="grey", lw=0.8)
         ax.set_xscale("log")
-        ax.set_title(claim, fontsize=9)
-        ax.set_xlabel("epochs")
-        ax.legend(fontsize=6)
-    axes[0][0].set_ylabel("paired NLL gap, nats (± SE)\nnegative: the self-reflective model wins")
+        ax.set_xticks([1, 3, 10], ["1×", "3×", "10×"])
+        ax.minorticks_off()
+        ax.set_title(f"{table} (default epochs: {int(part['epochs_a'].min())})", fontsize=10)
+        ax.set_xlabel("training budget (× the default study's epochs)")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False)
+    axes[0].set_ylabel("paired test NLL gap A − B, nats (± SE)\nnegative: the self-reflective model A is better")
     fig.tight_layout()
-    fig.savefig(HERE / "gaps.png", dpi=120)
+    fig.savefig(HERE / "gaps.png", dpi=110)
 
 
 if __name__ == "__main__":
