@@ -180,3 +180,12 @@ def test_a_config_file_with_a_key_given_twice_stops_the_workflow(tmp_path):
     result = subprocess.run([*SNAKEMAKE, "-n", "--directory", str(tmp_path), "--configfile",
                              str(tmp_path / "study.yaml")], capture_output=True, text=True, timeout=300)
     assert result.returncode != 0 and "key 'seeds' appears twice" in result.stdout + result.stderr
+
+
+def test_a_target_naming_an_unknown_model_says_which_models_exist(tmp_path):
+    cfg = tiny_config(tmp_path)
+    result = _snakemake(tmp_path, cfg, "-n", f"{cfg['results_dir']}/tiny/no_such_model/seed0/eval.json")
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "unknown model 'no_such_model' in the target path; the config defines: vae" in out, out[-2000:]
+    assert "KeyError" not in out
