@@ -120,14 +120,15 @@ def _slope_by_hand(y: list[float]) -> float:
 
 @pytest.fixture
 def study_files(tmp_path):
-    """Three seeds of models ``a`` and ``b`` on 50 test images; ``a`` is still improving at the end (its last
+    """Three seeds of models ``a`` and ``b`` on 50 test images (image spread 2, 3, 4 nats by seed, so the SE
+    column's mean over seeds differs from any one seed's); ``a`` is still improving at the end (its last
     three validation bounds rise by 0.1 nats per epoch with noise), ``b`` is flat. Returns (run dirs, per-image
     log p̂ by (model, seed), the last validation bounds by (model, seed))."""
     rng = np.random.default_rng(5)
     dirs, log_px, tails = [], {}, {}
     for model, centre, rise in (("a", 90.0, 0.1), ("b", 91.0, 0.0)):
         for seed in range(3):
-            values = -(centre + rng.normal(0.0, 0.4) + rng.normal(0.0, 3.0, 50))
+            values = -(centre + rng.normal(0.0, 0.4) + rng.normal(0.0, 2.0 + seed, 50))  # SEs differ by seed
             run = _write_run(tmp_path, model, seed, values)
             tail = [-100.0 + rise * e + rng.normal(0.0, 0.01) for e in range(3)]
             valid = [-120.0 + e for e in range(EPOCHS - 3)] + tail  # earlier epochs rise faster: not in the fit
@@ -177,6 +178,7 @@ def test_table1_cells_are_the_mean_and_sd_over_seeds(study_files, tmp_path):
     assert statistics.mean(_slope_by_hand(tails["a", s]) for s in range(3)) > 0.05  # a is still improving
     assert rows["A"]["nll"] == f"**{cell(nll['a'])}** {IMPROVING}"
     assert rows["B"]["nll"] == cell(nll["b"])
+    assert f"{statistics.mean(sem['a']):.2f}" != f"{sem['a'][0]:.2f}"  # the fixture tells a mean from one seed
     assert rows["A"]["se"] == f"{statistics.mean(sem['a']):.2f}"
     assert rows["A"]["delta"] == f"{statistics.mean(nll['a']) - 89.5:+.2f}"  # MARKDOWN's signs are - and +
     assert rows["B"]["delta"] == MARKDOWN.missing
