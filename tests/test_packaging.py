@@ -18,11 +18,22 @@ import yaml
 from .conftest import REPO, tiny_config
 
 
+def _spec(name: str) -> bool:
+    """Whether ``name`` is importable here (False also where its parent package is missing)."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
+
+
 def test_non_editable_install_trains_and_renders_a_report(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the installed copy, never a checkout
     wheels = tmp_path / "wheels"
-    # without setuptools here (a venv that `pip install -e .` made has none), pip builds in an isolated environment
-    isolation = ["--no-build-isolation"] if importlib.util.find_spec("setuptools") else []
+    # build here only where this interpreter's setuptools can make a wheel (setuptools ≥ 70.1, or the `wheel`
+    # package beside it); else (a venv made by `python -m venv` holds setuptools 65 without `wheel`, or none at all)
+    # pip builds in an isolated environment
+    can_build = _spec("setuptools.command.bdist_wheel") or _spec("wheel")
+    isolation = ["--no-build-isolation"] if can_build else []
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", *isolation, "-q", "-w",
                     str(wheels), str(REPO)], check=True, capture_output=True, cwd=tmp_path, env=env)
     env_dir = tmp_path / "venv"

@@ -102,7 +102,6 @@ def two_way_test(diff: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     with np.errstate(divide="ignore", invalid="ignore"):
         p_value = 2 * stats.t.sf(np.abs(mean) / se, dof)
     identical = se == 0  # identical scores: no evidence of a difference
-    dof = np.full_like(mean, seeds - 1.0)
     return (mean, se, np.where(identical, np.inf, dof), np.where(identical, 1.0, p_value))
 
 
