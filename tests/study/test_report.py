@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import numpy as np
@@ -151,8 +152,13 @@ def test_paired_comparison_is_reported_with_its_standard_error(runs, report):
     c = comparisons.iloc[0]
     assert (c["model_a"], c["model_b"], c["seeds"], c["images"]) == ("sere_vae", "vae", "0 1 2", 500)
     assert c["delta_nll"] == pytest.approx(nlls["sere_vae"].mean() - nlls["vae"].mean())
-    assert 0 < c["se"] < 1 and c["significant"]  # about 3 nats apart, seeds spread by 0.5
-    # both models share each seed's per-image noise: no image term, the exact t-test on seed means
+    # both models share each seed's per-image noise: no image term, the exact t-test on seed means (df = 2, whose
+    # two-sided p has the closed form 1 − |t| / √(2 + t²))
+    gaps = nlls["sere_vae"] - nlls["vae"]
+    se = gaps.std(ddof=1) / math.sqrt(len(gaps))
+    t = gaps.mean() / se
+    assert c["se"] == pytest.approx(se) and c["p_value"] == pytest.approx(1 - abs(t) / math.sqrt(2 + t * t))
+    assert c["significant"] and c["p_value"] < 0.05  # about 3 nats apart, seeds spread by 0.5
     assert c["dof"] == pytest.approx(2) and (c["family"], c["p_holm"]) == ("all", c["p_value"])
     text = (report / "tables.md").read_text()
     row = next(line for line in text.splitlines() if " − Mean-field VAE |" in line)
@@ -185,10 +191,13 @@ def test_latex_uses_booktabs_and_escapes_names(report):
         assert body and all(line.count(" & ") == len(spec) - 1 for line in body)
 
 
-def test_figures_exist_as_png_and_pdf(report):
+def test_figures_exist_as_png_and_pdf_readable_at_page_width(report):
+    import matplotlib.image
+
     for stem in ("nll_per_model", "training_curves_table1", "kl_per_layer"):
-        for fmt in ("png", "pdf"):
-            assert (report / "figures" / f"mnist5k_{stem}.{fmt}").stat().st_size > 1000
+        height, width, _ = matplotlib.image.imread(report / "figures" / f"mnist5k_{stem}.png").shape
+        assert 600 <= width <= 1700 and 200 <= height <= width, (stem, width, height)  # a page's width, no strip
+        assert (report / "figures" / f"mnist5k_{stem}.pdf").read_bytes().startswith(b"%PDF")
 
 
 def test_missing_eval_json_names_the_run(runs, tmp_path):
