@@ -18,7 +18,7 @@ import srvae.study.run.steps as steps
 from srvae.study.config import validate_config
 from srvae.study.report.aggregate import aggregate
 from srvae.study.report.description import describe
-from srvae.study.report.render import IMPROVING, MARKDOWN, _nll_rows
+from srvae.study.report.render import IMPROVING, MARKDOWN, TIED, _nll_rows
 from srvae.study.run import paths
 from srvae.study.run.evaluate import iw_log_likelihood
 
@@ -159,7 +159,8 @@ def test_aggregate_summary_per_run_from_its_files(study_files, tmp_path):
 
 
 def test_table1_cells_are_the_mean_and_sd_over_seeds(study_files, tmp_path):
-    """The NLL cell: mean ± sd (ddof 1) of the three seeds' NLLs, bold for the best model, ↗ for the model whose
+    """The NLL cell: mean ± sd (ddof 1) of the three seeds' NLLs, ≈ on the best two when their gap is not
+    significant, ↗ for the model whose
     mean validation slope exceeds the threshold; SE: the mean of the runs' standard errors; Δ against the
     published number of the same protocol; ELBO: mean ± sd."""
     dirs, log_px, tails = study_files
@@ -167,7 +168,11 @@ def test_table1_cells_are_the_mean_and_sd_over_seeds(study_files, tmp_path):
     models = {m: {"label": m.upper(), "reported": "paper/" + m if m == "a" else None, "iw_samples": 1}
               for m in ("a", "b")}
     reported = {"paper/a": {"log_px": -89.5, "protocol": {"k": 10, "binarisation": "dynamic"}}}
-    rows = {r["label"]: r for r in _nll_rows(summary, models, reported, 10, {"full": True}, 2, 0.05, MARKDOWN)}
+    pairs = pd.read_csv(tmp_path / "out" / paths.COMPARISONS)  # aggregation always sets the best against the next
+    # three seeds: the gap is not significant, so a is not bold but tied with b
+    assert pairs[["model_a", "model_b", "significant"]].values.tolist() == [["a", "b", False]]
+    rows = {r["label"]: r for r in _nll_rows(summary, models, reported, 10, {"full": True}, 2, 0.05, MARKDOWN,
+                                             pairs)}
 
     def cell(values: list[float]) -> str:
         return f"{statistics.mean(values):,.2f} ± {statistics.stdev(values):,.2f}"
@@ -176,8 +181,8 @@ def test_table1_cells_are_the_mean_and_sd_over_seeds(study_files, tmp_path):
     sem = {m: [log_px[m, s].std(ddof=1) / math.sqrt(50) for s in range(3)] for m in ("a", "b")}
     assert statistics.mean(nll["a"]) < statistics.mean(nll["b"]) - 0.1  # a is the best: bold
     assert statistics.mean(_slope_by_hand(tails["a", s]) for s in range(3)) > 0.05  # a is still improving
-    assert rows["A"]["nll"] == f"**{cell(nll['a'])}** {IMPROVING}"
-    assert rows["B"]["nll"] == cell(nll["b"])
+    assert rows["A"]["nll"] == f"{cell(nll['a'])} {TIED} {IMPROVING}"
+    assert rows["B"]["nll"] == f"{cell(nll['b'])} {TIED}"
     assert f"{statistics.mean(sem['a']):.2f}" != f"{sem['a'][0]:.2f}"  # the fixture tells a mean from one seed
     assert rows["A"]["se"] == f"{statistics.mean(sem['a']):.2f}"
     assert rows["A"]["delta"] == f"{statistics.mean(nll['a']) - 89.5:+.2f}"  # MARKDOWN's signs are - and +
