@@ -50,22 +50,20 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--threads", type=int, default=None, help="CPU threads (default: config's threads)")
         return p
 
-    for step in ("train", "evaluate", "speed"):
-        p = with_config(sub.add_parser(step, help=f"{step} one run"))
+    steps_help = {"train": "train one run", "evaluate": "evaluate one run", "speed": "speed one run",
+                  "train-fused": "train several seeds of one model as one stacked model (train.fuse_seeds), writing "
+                                 "each seed's run"}
+    for step, help in steps_help.items():
+        p = with_config(sub.add_parser(step, help=help))
         p.add_argument("--dataset", required=True)
         p.add_argument("--model", required=True)
-        p.add_argument("--seed", type=int, required=True)
+        if step == "train-fused":  # train.fuse_seeds: one job trains several seeds of a model as one stacked model
+            p.add_argument("--seeds", type=int, nargs="+", required=True)
+        else:
+            p.add_argument("--seed", type=int, required=True)
         p.add_argument("--gpu-slots", type=int, default=os.environ.get("SRVAE_GPU_SLOTS"),
                        help="GPU jobs that may run at once (default: $SRVAE_GPU_SLOTS, which the Snakefile "
                             "sets from --resources gpu=N); more than the GPU count makes jobs share GPUs")
-        if step == "train":  # train.fuse_seeds: one job trains several seeds of a model as one stacked model
-            p = with_config(sub.add_parser("train-fused", help="train several seeds of one model as "
-                                           "one stacked model (train.fuse_seeds), writing each seed's run"))
-            p.add_argument("--dataset", required=True)
-            p.add_argument("--model", required=True)
-            p.add_argument("--seeds", type=int, nargs="+", required=True)
-            p.add_argument("--gpu-slots", type=int, default=os.environ.get("SRVAE_GPU_SLOTS"),
-                           help="as for train")
     with_config(sub.add_parser("aggregate", help="collect every run into results/summary.csv"))
     with_config(sub.add_parser("report", help="render reports/tables.{md,tex} and figures"))
     with_config(sub.add_parser("check", help="validate the config and list the study's runs"))
@@ -92,19 +90,29 @@ def _run_step(args: argparse.Namespace, cfg: StudyConfig) -> None:
         raise ConfigError(f"--model {args.model!r} does not run on --dataset {args.dataset!r}: the dataset holds "
                           f"{cfg.datasets[args.dataset].data_kind} data, the model {cfg.models[args.model].data_kind} "
                           f"data, and the model's datasets are {cfg.models[args.model].datasets or 'any of its kind'}")
-    step = {"train": steps.train_run, "evaluate": steps.evaluate_run, "speed": steps.speed_run}[args.command]
-    run = paths.run_dir(cfg.results_dir, args.dataset, args.model, args.seed)
+    # train-fused: one job for several seeds' runs, each marked and locked (in seed order: two jobs never deadlock)
+    seeds = sorted(set(args.seeds)) if args.command == "train-fused" else [args.seed]
+    if args.command == "train-fused":
+        work, lock = lambda: steps.train_fused_run(cfg, args.dataset, args.model, seeds), "train"
+    else:
+        step = {"train": steps.train_run, "evaluate": steps.evaluate_run, "speed": steps.speed_run}[args.command]
+        work, lock = lambda: step(cfg, args.dataset, args.model, args.seed), args.command
+    runs = [paths.run_dir(cfg.results_dir, args.dataset, args.model, seed) for seed in seeds]
     # One process per step of a run (a killed Snakemake's orphaned job and its rerun would clobber each other's
     # checkpoint); then a GPU slot, taken before anything initialises CUDA. Both held until the step ends.
-    with exclusive(run / paths.lock_file(args.command), f"{args.command} for {run}"):
+    with contextlib.ExitStack() as held:
+        for run in runs:
+            held.enter_context(exclusive(run / paths.lock_file(lock), f"{lock} for {run}"))
         try:
             with acquire_gpu(slots=args.gpu_slots) if cfg.device != "cpu" else contextlib.nullcontext():
-                step(cfg, args.dataset, args.model, args.seed)
+                work()
         except KeyboardInterrupt:  # Ctrl-C (Snakemake passes it on to its jobs): stopped, not broken
-            write_status(run, args.command, "interrupted")
+            for run in runs:
+                write_status(run, lock, "interrupted")
             raise
         except BaseException as e:  # `srvae status` shows the failure and where to read more
-            write_status(run, args.command, "failed", error=str(e).splitlines()[0] if str(e) else type(e).__name__)
+            for run in runs:
+                write_status(run, lock, "failed", error=str(e).splitlines()[0] if str(e) else type(e).__name__)
             raise
 
 
@@ -127,31 +135,6 @@ def _status_config(given: list[str] | None) -> list[str]:
     print(f"srvae status: the study the latest workflow started with ({started[-1]}); --config FILE for another",
           file=sys.stderr)
     return [str(started[-1])]
-
-
-def _run_fused(args: argparse.Namespace, cfg: StudyConfig) -> None:
-    """``srvae train-fused``: every seed's run lock (taken in seed order, so that two jobs never deadlock), one
-    GPU slot, then :func:`steps.train_fused_run`; a failure marks every seed's run failed."""
-    if args.model not in cfg.models or not cfg.runs_on(args.model, args.dataset):
-        raise ConfigError(f"--model {args.model!r} on --dataset {args.dataset!r} is not a run of the config: "
-                          f"`srvae check` lists them")
-    runs = [paths.run_dir(cfg.results_dir, args.dataset, args.model, seed) for seed in sorted(set(args.seeds))]
-    logging.basicConfig(format="%(name)s: %(message)s", stream=sys.stderr)
-    logging.getLogger("srvae.infra.gpu_slots").setLevel(logging.INFO)
-    with contextlib.ExitStack() as held:
-        for run in runs:
-            held.enter_context(exclusive(run / paths.lock_file("train"), f"train for {run}"))
-        try:
-            with acquire_gpu(slots=args.gpu_slots) if cfg.device != "cpu" else contextlib.nullcontext():
-                steps.train_fused_run(cfg, args.dataset, args.model, sorted(set(args.seeds)))
-        except KeyboardInterrupt:
-            for run in runs:
-                write_status(run, "train", "interrupted")
-            raise
-        except BaseException as e:
-            for run in runs:
-                write_status(run, "train", "failed", error=str(e).splitlines()[0] if str(e) else type(e).__name__)
-            raise
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                 state = run_status(paths.run_dir(cfg.results_dir, dataset, model, seed),
                                    paths.log_dir(dataset, model, seed))
                 print(state.line(dataset, model, seed))
-        elif args.command in ("train", "evaluate", "speed"):
+        elif args.command in ("train", "evaluate", "speed", "train-fused"):
             logging.basicConfig(format="%(name)s: %(message)s", stream=sys.stderr)
             logging.getLogger("srvae.infra.gpu_slots").setLevel(logging.INFO)  # the job's GPU slot, in its log
             _run_step(args, cfg)
@@ -188,8 +171,6 @@ def main(argv: list[str] | None = None) -> int:
             aggregate_study(cfg)
         elif args.command == "report":
             report_study(cfg)
-        elif args.command == "train-fused":
-            _run_fused(args, cfg)
     except UserError as e:  # input or circumstances, not a bug: one line, exit status 2
         print(f"srvae {args.command}: error: {e}", file=sys.stderr)
         return 2
