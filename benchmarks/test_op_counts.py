@@ -146,19 +146,19 @@ def check(name: str, kind: str, calls: int, profiled: int) -> None:
     assert calls == committed, f"{where}: fewer calls: lower the file ({UPDATE_ENV}=1 rewrites it)"
 
 
+def count_and_time(benchmark, throughput, name: str, kind: str, work: Callable[[], object], items: int) -> None:
+    """Gate ``work``'s operator calls (both units recorded in the benchmark), then time it."""
+    calls, (profiled, top_level) = operator_calls(work), profiler_calls(work)
+    benchmark.extra_info.update(calls=calls, profiler_calls=profiled, profiler_top_level_calls=top_level)
+    check(name, kind, calls, profiled)
+    throughput(work, items=items)
+
+
 @pytest.mark.parametrize("name", MODELS)
 def test_training_step_op_count(benchmark, throughput, name):
-    step, batch = training_step(name)
-    calls, (profiled, top_level) = operator_calls(step), profiler_calls(step)
-    benchmark.extra_info.update(calls=calls, profiler_calls=profiled, profiler_top_level_calls=top_level)
-    check(name, "step", calls, profiled)
-    throughput(step, items=batch)
+    count_and_time(benchmark, throughput, name, "step", *training_step(name))
 
 
 @pytest.mark.parametrize("name", MODELS)
 def test_iw_chunk_op_count(benchmark, throughput, name):
-    chunk, weights = iw_chunk(name)
-    calls, (profiled, top_level) = operator_calls(chunk), profiler_calls(chunk)
-    benchmark.extra_info.update(calls=calls, profiler_calls=profiled, profiler_top_level_calls=top_level)
-    check(name, "iw_chunk", calls, profiled)
-    throughput(chunk, items=weights)
+    count_and_time(benchmark, throughput, name, "iw_chunk", *iw_chunk(name))
