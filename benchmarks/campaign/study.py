@@ -109,7 +109,7 @@ def probe_model(cfg, name: str, data, steps: int, warmup: int, eval_images: int)
     _, speed_s = timed(lambda: sampling_speed(model, sp.n_samples, sp.repeats, sp.warmup), device)
     steps_per_epoch = math.ceil(len(data.train) / settings.batch_size)
     return {"images_per_s": step["images_per_s"], "step_ms": step["step_ms"], "capture_s": step["capture_s"],
-            "graphed": settings.cuda_graphs and device.type == "cuda", "batch": settings.batch_size,
+            "graphed": settings.graphs_on(device.type), "batch": settings.batch_size,
             "valid_s": valid_s, "epoch_s": steps_per_epoch * step["step_ms"] / 1000 + valid_s,
             "eval_images_timed": len(x), "eval_s": iw_s * len(data.test) / len(x), "speed_s": speed_s,
             "parameters": step["parameters"]}
@@ -212,7 +212,7 @@ def study(args) -> dict[str, Any]:
     try:
         probe = _probe(cfg, data, args.dry_run, log)
     except Exception as e:  # a step that cannot be captured must not cost the study: it then trains eagerly
-        if not (cfg.train.cuda_graphs and data.train.is_cuda):
+        if not cfg.train.graphs_on(data.train.device.type):
             raise
         log(f"the graphed probe failed ({type(e).__name__}: {e}); the study trains without train.cuda_graphs")
         overrides = merge(overrides, {"train": {"cuda_graphs": False}})

@@ -43,14 +43,14 @@ def _batches(data: StudyData, batch: int, steps: int) -> tuple[torch.Tensor, tor
 def step_throughput(cfg: StudyConfig, name: str, data: StudyData, settings: TrainSettings, steps: int,
                     warmup: int) -> tuple[dict[str, Any], torch.nn.Module]:
     """Images/s of model ``name``'s training step under ``settings`` (after ``warmup`` untimed steps), replayed
-    from a CUDA graph where ``settings.cuda_graphs`` asks and the data is on a GPU, as ``train()`` does; and the
+    from a CUDA graph where ``settings.graphs_on`` the data's device, as ``train()`` does; and the
     model, trained those steps."""
     batch = settings.batch_size
     x, order = _batches(data, batch, warmup + steps)
     model = build(cfg, name, data)
     optimiser = make_optimiser(model.parameters(), settings)
     graphed, capture_s = None, 0.0
-    if settings.cuda_graphs and x.is_cuda:
+    if settings.graphs_on(x.device.type):
         from srvae.study.run.graphed import GraphedStep
 
         graphed, capture_s = timed(lambda: GraphedStep(model, optimiser, settings, x[order[:batch]]), x.device)
