@@ -137,6 +137,8 @@ def fused_and_separate(tmp_path_factory):
 
 
 def test_each_fused_seed_writes_its_separate_runs_metrics_and_weights(fused_and_separate):
+    """Seed s of the fused job: seed s's own initial weights, data stream and validation, written to seed s's files
+    (its metrics, best epoch and weights are its separate run's; the two seeds' numbers differ)."""
     separate, fused = fused_and_separate
     alone = [_read(run)[1].drop(columns="seconds") for run in separate]
     for column in ("train_elbo", "valid_elbo"):  # the seeds are told apart, beyond the tolerance below (0.01)
