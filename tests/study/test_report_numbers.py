@@ -34,7 +34,7 @@ from srvae.study.run import paths
 
 from ..conftest import tiny_config
 from .test_numbers import _write_run
-from .test_report import REPORTED_FILE
+from .test_report import REPORTED_FILE, _table3_study, table3_runs  # noqa: F401  (a fixture, used by name)
 
 
 def _cell(values: list[float], decimals: int = 2) -> str:
@@ -290,7 +290,7 @@ def test_full_mnist_only_with_the_whole_training_pool(tmp_path, split, full):
 
 #: LaTeX markup of the report's cells → the Markdown's
 _FROM_LATEX = [(r" $\pm$ ", " ± "), ("$-$", "-"), ("$+$", "+"), (r"\ddag{}", "‡"), (r"\dag{}", "†"),
-               (r"$\approx$", "≈"), (r"$\nearrow$", "↗"), ("---", "—")]
+               (r"$\approx$", "≈"), (r"$\nearrow$", "↗"), (r"$\lambda$", "λ"), (r"\textless{}", "<"), ("---", "—")]
 
 
 def _from_latex(cell: str) -> str:
@@ -349,3 +349,16 @@ def test_latex_cells_are_the_markdown_cells(rendered, label):
         assert md[0][0].startswith("-1.50 ± ")  # NLL_A − NLL_B: A is better by the mean gap
     if label == "A":
         assert any(row[-1].startswith("-") for row in md)  # the K-check's change, 89.5 − NLL
+
+
+@pytest.mark.parametrize("label", ["MAF", "SeRe-MAF"])
+def test_table3_latex_cells_are_the_markdown_cells(table3_runs, tmp_path, label):  # noqa: F811
+    """LaTeX splits Table 3's row in two (the measurements; the published number, its kind and Δ) and lists the
+    published rows without their ids: each part holds the Markdown's cells."""
+    render_report(table3_runs, ReportSettings(reported_file=str(REPORTED_FILE)), _table3_study(), tmp_path)
+    markdown, latex = ((tmp_path / name).read_text() for name in ("tables.md", "tables.tex"))
+    main, speed, published = _markdown_rows(markdown, label)
+    assert _latex_rows(latex, label) == [main[:5] + main[8:], main[5:8], speed, published[:4]]
+    assert main[7] in ("+29.00", "-31.00")  # Δ, signed, in both
+    pair = "SeRe-MAF (bound) − MAF"
+    assert _latex_rows(latex, pair.replace("−", "$-$")) == _markdown_rows(markdown, pair)
