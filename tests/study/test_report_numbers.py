@@ -351,12 +351,19 @@ def test_latex_cells_are_the_markdown_cells(rendered, label):
         assert any(row[-1].startswith("-") for row in md)  # the K-check's change, 89.5 − NLL
 
 
+@pytest.fixture(scope="module")
+def rendered3(table3_runs, tmp_path_factory):  # noqa: F811
+    """Table 3's fixture study (test_report's MAF and SeRe-MAF runs on CIFAR-10), rendered: tables.md and .tex."""
+    out = tmp_path_factory.mktemp("twin3")
+    render_report(table3_runs, ReportSettings(reported_file=str(REPORTED_FILE)), _table3_study(), out)
+    return (out / "tables.md").read_text(), (out / "tables.tex").read_text()
+
+
 @pytest.mark.parametrize("label", ["MAF", "SeRe-MAF"])
-def test_table3_latex_cells_are_the_markdown_cells(table3_runs, tmp_path, label):  # noqa: F811
+def test_table3_latex_cells_are_the_markdown_cells(rendered3, label):
     """LaTeX splits Table 3's row in two (the measurements; the published number, its kind and Δ) and lists the
     published rows without their ids: each part holds the Markdown's cells."""
-    render_report(table3_runs, ReportSettings(reported_file=str(REPORTED_FILE)), _table3_study(), tmp_path)
-    markdown, latex = ((tmp_path / name).read_text() for name in ("tables.md", "tables.tex"))
+    markdown, latex = rendered3
     main, speed, published = _markdown_rows(markdown, label)
     assert _latex_rows(latex, label) == [main[:5] + main[8:], main[5:8], speed, published[:4]]
     assert main[7] in ("+29.00", "-31.00")  # Δ, signed, in both
