@@ -482,6 +482,12 @@ def _check(summary: pd.DataFrame, study: dict) -> None:
     stale = sorted(set(summary.loc[summary["k"] != expected_k, "model"]))
     if stale:
         raise ReportError(f"runs of {stale} were evaluated with another K than the config's: rerun their evaluation")
+    # the table prints one parameter count per model: its seeds must have trained the same network
+    sizes = summary.groupby(["dataset", "model"])["num_parameters"].nunique()
+    changed = [f"{d}/{m}" for d, m in sizes[sizes > 1].index]
+    if changed:
+        raise ReportError(f"the seeds of {changed} trained networks of different sizes (num_parameters in train.json):"
+                          f" the model changed between runs; retrain them all with one version")
 
 
 def _setting_warnings(ds: dict, device_kinds: list[str]) -> list[str]:
