@@ -114,6 +114,31 @@ def test_fused_seeds_each_get_their_own_numbers_and_their_share_of_the_clock(tmp
         assert written["train_images_per_s"] == pytest.approx(TRAIN_IMAGES * 3 / 6.0)  # 150
 
 
+def test_fused_seeds_stop_early_each_by_its_own_validation(tmp_path, monkeypatch):
+    """Patience 1 over 6 epochs: seed 0's validation ELBO stops improving after epoch 2, so it stops after epoch 3
+    (best 2); seed 1's after epoch 4, so it stops after epoch 5 (best 4). The job trains on while one seed does,
+    a stopped seed's record is frozen, and once both have stopped the job ends: 5 joint passes, not 6."""
+    raw = tiny_config(tmp_path, fuse_seeds=True, epochs=6, patience=1)
+    raw["seeds"] = [0, 1]
+    cfg = validate_config(raw)
+    valid = {0: [-120.0, -100.0, -110.0], 1: [-130.0, -125.0, -115.0, -105.0, -110.0]}
+    calls = iter([-120.0, -130.0, -100.0, -125.0, -110.0, -115.0, -105.0, -110.0])  # by epoch; a stopped seed skips
+    passes = []
+
+    def joint_pass(self, x, order, epoch):
+        passes.append(epoch)
+        return torch.tensor([-90.0, -95.0]) * TRAIN_IMAGES
+
+    monkeypatch.setattr(fused_module.FusedSeeds, "train_epoch", joint_pass)
+    monkeypatch.setattr(loop, "validate", lambda model, x, settings: {"valid_elbo": next(calls)})
+    runs = steps.train_fused_run(cfg, "tiny", "vae", [0, 1])
+    assert passes == [0, 1, 2, 3, 4]
+    for seed, best in ((0, 2), (1, 4)):
+        written, metrics = _read(runs[seed])
+        assert metrics["valid_elbo"].tolist() == valid[seed]
+        assert (written["epochs"], written["best_epoch"]) == (len(valid[seed]), best)
+
+
 # --- fused seeds against separate runs, in process -------------------------------------------------------------
 
 MAF = {"class": "maf", "params": {"mades": 2, "hidden": [8]}}
