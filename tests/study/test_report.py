@@ -304,10 +304,11 @@ def test_each_table_section_lists_its_published_rows_marked_comparable_or_not(ru
     (lambda s: pd.concat([s, s.iloc[[0]]]), r"lists twice"),
     (lambda s: s.assign(device_name=s["device_name"].where(s.index != 0, None)), r"'device_name'"),
     (lambda s: s.assign(num_parameters=s["num_parameters"] + (s["seed"] == 1)), r"networks of different sizes"),
+    (lambda s: s.assign(n_test=s["n_test"].where(s.index != 0, s["n_test"] - 1)), r"test sets of different sizes"),
 ])
 def test_report_refuses_a_damaged_summary(runs, report, tmp_path, damage, message):
-    """A NaN, a missing seed, a repeated run, a missing text cell or seeds of one model with different parameter
-    counts never become a table."""
+    """A NaN, a missing seed, a repeated run, a missing text cell, seeds of one model with different parameter
+    counts or runs of one dataset scored on test sets of different sizes never become a table."""
     import shutil
 
     results, _, _ = runs

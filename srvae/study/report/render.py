@@ -482,6 +482,12 @@ def _check(summary: pd.DataFrame, study: dict) -> None:
     stale = sorted(set(summary.loc[summary["k"] != expected_k, "model"]))
     if stale:
         raise ReportError(f"runs of {stale} were evaluated with another K than the config's: rerun their evaluation")
+    # a dataset's tables compare models on one test set: every run scored the same images
+    scored = summary.groupby("dataset")["n_test"].unique()
+    mixed = {d: sorted(int(n) for n in sizes) for d, sizes in scored.items() if len(sizes) > 1}
+    if mixed:
+        raise ReportError(f"runs of one dataset scored test sets of different sizes {mixed}: some were evaluated on "
+                          f"another split (the config's split changed since); rerun their evaluation")
     # the table prints one parameter count per model: its seeds must have trained the same network
     sizes = summary.groupby(["dataset", "model"])["num_parameters"].nunique()
     changed = [f"{d}/{m}" for d, m in sizes[sizes > 1].index]
@@ -532,7 +538,7 @@ def _dataset_section(runs: pd.DataFrame, comparisons: pd.DataFrame, name: str, d
     facts = {"Data": f"{ds['name']} ({ds['source']})",
              "Split": f"{split['train']:,} train / {split['valid']:,} validation / {split['test']:,} test",
              "Pre-processing": ds["preprocessing"],
-             "Test examples scored": ", ".join(f"{n:,}" for n in sorted(runs["n_test"].unique()))}
+             "Test examples scored": f"{runs['n_test'].iloc[0]:,}"}  # one size a dataset (_check)
     continuous = ds["transform"] == "dequantise_logit"  # Table 3: log-likelihoods, higher is better, throughout
     delta_heading = m.escape("Δ log p(x) (nats)" if continuous else "Δ NLL (nats)")
     tables = []
