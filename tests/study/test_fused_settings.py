@@ -90,7 +90,7 @@ def test_a_failed_capture_warns_once_and_restores_the_random_state():
     before = torch.get_rng_state()
     with pytest.warns(UserWarning, match="run-x: capturing the training step as a CUDA graph failed, training "
                                          "eagerly.*simulated capture failure") as caught:
-        assert captured_step(capture, "run-x") is None
+        assert captured_step(capture, "run-x", torch.device("cpu")) is None
     assert len(caught) == 1 and torch.equal(torch.get_rng_state(), before)
 
 

@@ -335,7 +335,7 @@ def train_fused(
         fused.load_optimiser_states(optimiser_states)
     if settings.graphs_on(device.type):
         first = torch.stack([initialisation_batch(data, settings.batch_size, seed + 1) for seed in seeds])
-        fused.graphed = captured_step(lambda: fused.capture(first), job)
+        fused.graphed = captured_step(lambda: fused.capture(first), job, device)
     records = [RunRecord(name, seed, data, settings, progress, log, None if on_epoch is None else on_epoch[s])
                for s, (name, seed, progress) in enumerate(zip(names, seeds, progresses))]
     n = len(data.train)

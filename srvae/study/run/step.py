@@ -87,13 +87,13 @@ class CompiledLoss:
             return batch_loss(model, x, beta, iw_samples)
         if self.compiled is None:
             self.compiled = torch.compile(batch_loss, dynamic=False)
-        state = _global_rng_state(x.device)
+        state = global_rng_state(x.device)
         try:
             return self.compiled(model, x, beta, iw_samples)
         except Exception as error:  # a genuine error in the model is raised again by the eager call below
             warnings.warn(f"torch.compile failed, training eagerly: {type(error).__name__}: {error}", stacklevel=3)
             self.failed = True
-            _set_global_rng_state(x.device, state)
+            set_global_rng_state(x.device, state)
             return batch_loss(model, x, beta, iw_samples)
 
 
@@ -101,11 +101,12 @@ class CompiledLoss:
 COMPILED_LOSS = CompiledLoss()
 
 
-def _global_rng_state(device: torch.device) -> tuple[Tensor, Tensor | None]:
+def global_rng_state(device: torch.device) -> tuple[Tensor, Tensor | None]:
+    """The global random state a step on ``device`` draws from: the CPU's, and the device's where it is CUDA."""
     return torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None
 
 
-def _set_global_rng_state(device: torch.device, state: tuple[Tensor, Tensor | None]) -> None:
+def set_global_rng_state(device: torch.device, state: tuple[Tensor, Tensor | None]) -> None:
     torch.set_rng_state(state[0])
     if state[1] is not None:
         torch.cuda.set_rng_state(state[1], device)

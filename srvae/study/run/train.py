@@ -37,9 +37,11 @@ from .step import (
     COMPILED_LOSS,
     apply_gradients,
     batch_loss,
+    global_rng_state,
     kl_weight,
     learning_rate,
     make_optimiser,
+    set_global_rng_state,
     set_learning_rate,
 )
 
@@ -288,19 +290,16 @@ class RunRecord:
                 "selection": {"metric": self.selected, "k": k}}
 
 
-def captured_step(capture: Callable[[], Any], name: str) -> Any:
-    """``capture()`` (a CUDA graph's capture), or None, with one warning, where it fails: the run then trains
-    eagerly from the random state the capture started from."""
-    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
-    state = [torch.get_rng_state(), *(torch.cuda.get_rng_state(d) for d in devices)]
+def captured_step(capture: Callable[[], Any], name: str, device: torch.device) -> Any:
+    """``capture()`` (a CUDA graph's capture on ``device``), or None, with one warning, where it fails: the run
+    then trains eagerly from the random state the capture started from."""
+    state = global_rng_state(device)
     try:
         return capture()
     except Exception as error:  # a genuine error in the model is raised again by the first eager step
         warnings.warn(f"{name}: capturing the training step as a CUDA graph failed, training eagerly "
                       f"(train.cuda_graphs: false hides this warning): {type(error).__name__}: {error}", stacklevel=2)
-        torch.set_rng_state(state[0])
-        for device, cuda_state in zip(devices, state[1:]):
-            torch.cuda.set_rng_state(cuda_state, device)
+        set_global_rng_state(device, state)
         return None
 
 
@@ -341,7 +340,7 @@ def train(
     graphed = None
     if settings.graphs_on(device.type):
         first_batch = initialisation_batch(data, settings.batch_size, seed + 1)
-        graphed = captured_step(lambda: GraphedStep(model, optimiser, settings, first_batch), name)
+        graphed = captured_step(lambda: GraphedStep(model, optimiser, settings, first_batch), name, device)
 
     n = len(data.train)
     record = RunRecord(name, seed, data, settings, progress, log, on_epoch, after_epoch)
