@@ -34,7 +34,7 @@ from . import paths
 from .evaluate import iw_log_likelihood, mean_kl_per_layer
 from .progress import duration, eta, write_status
 from .speed import sampling_speed
-from .fused import build_seed_models, train_fused
+from .fused import build_seed_models, study_on_cuda, train_fused
 from .train import TrainingDivergedError, build_run_model, train
 
 
@@ -45,13 +45,10 @@ def pick_device(cfg: StudyConfig, allow_tf32: bool) -> torch.device:
     products, float32 accumulation): several times faster on Ampere/Hopper. Training and sampling follow
     the config's ``tf32``; the evaluation of the reported NLL always runs in full float32.
     """
-    setting = cfg.device
-    if setting == "cuda" and not torch.cuda.is_available():
+    if cfg.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("config asks for device: cuda but no CUDA device is visible; use device: auto or cpu")
-    if setting == "auto":
-        setting = "cuda" if torch.cuda.is_available() else "cpu"
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = allow_tf32
-    return torch.device(setting)
+    return torch.device("cuda" if study_on_cuda(cfg) else "cpu")
 
 
 def _load_data(cfg: StudyConfig, dataset: str, device: torch.device) -> StudyData:
