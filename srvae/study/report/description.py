@@ -116,6 +116,7 @@ _SCHEDULES = {"constant": "", "exponential": " decaying ×{s.lr_decay:g} per epo
               "burda": " in Burda et al.'s 8 stages (÷10^(1/7) each)"}
 _OPTIMIZERS = {"adam": "Adam", "adamax": "Adamax"}
 
+
 def _clips(s: TrainSettings) -> str:
     caps = ([f"gradient norm ≤ {s.grad_clip:g}"] if s.grad_clip is not None else []) + (
         [f"gradient entries clipped to ±{s.grad_clip_value:g}"] if s.grad_clip_value is not None else [])

@@ -56,9 +56,14 @@ def palette(labels: list[str]) -> dict[str, tuple]:
     return dict(zip(labels, sns.color_palette(name, n_colors=len(labels))))
 
 
-def _figure(n_columns: int, height: float = _HEIGHT, panels: int = 1) -> tuple[plt.Figure, Any]:
+def _subplots(panels: int, size: tuple[float, float]) -> tuple[plt.Figure, Any]:
+    """A figure of ``panels`` side by side, ``size`` inches, in the figures' one theme."""
     sns.set_theme(context="paper", style="whitegrid")
-    return plt.subplots(1, panels, figsize=(max(_MIN_WIDTH, _WIDTH_PER_MODEL * n_columns) * panels, height))
+    return plt.subplots(1, panels, figsize=size)
+
+
+def _figure(n_columns: int, height: float = _HEIGHT, panels: int = 1) -> tuple[plt.Figure, Any]:
+    return _subplots(panels, (max(_MIN_WIDTH, _WIDTH_PER_MODEL * n_columns) * panels, height))
 
 
 def nll_per_model(summary: pd.DataFrame, colours: dict[str, tuple], stem: Path,
@@ -95,8 +100,7 @@ def training_curves(curves: pd.DataFrame, colours: dict[str, tuple], stem: Path)
     epochs than the others still appears there."""
     labels = [label for label in colours if label in set(curves["label"])]
     curves = curves[curves["label"].isin(labels)]
-    sns.set_theme(context="paper", style="whitegrid")
-    fig, (whole, zoom) = plt.subplots(1, 2, figsize=_CURVES_SIZE)
+    fig, (whole, zoom) = _subplots(2, _CURVES_SIZE)
     last = curves.groupby("label")["epoch"].transform("max")
     late = curves[curves["epoch"] > last / 2]
     for ax, data in ((whole, curves), (zoom, late)):

@@ -167,6 +167,12 @@ def protocol_text(protocol: dict) -> str:
     return f"{k}, {protocol['binarisation'] or 'binarisation unknown'}"
 
 
+def log_likelihood_data(ds: dict) -> bool:
+    """Whether dataset ``ds`` holds dequantised images in logit space (Table 3's data): its numbers are then
+    log-likelihoods, higher is better, throughout the report."""
+    return ds["transform"] == "dequantise_logit"
+
+
 def protocol_gaps(protocol: dict, k: int, ds: dict) -> list[str]:
     """How a published number's estimate differs from this study's own on dataset ``ds`` (none: comparable).
 
@@ -176,7 +182,7 @@ def protocol_gaps(protocol: dict, k: int, ds: dict) -> list[str]:
     """
     gaps = []
     if "estimate" in protocol:
-        if ds["transform"] != "dequantise_logit":
+        if not log_likelihood_data(ds):
             gaps.append("this study is not in logit space")
         if protocol["data"] != ds["paper_data"] or not ds["full"]:
             gaps.append(f"this study is not on the whole {PAPER_DATA_NAMES[protocol['data']]} data set")
@@ -423,7 +429,7 @@ def _published_rows(reported: dict, section: str, k: int, ds: dict, decimals: in
             continue
         gaps = protocol_gaps(entry["protocol"], k, ds)
         value = (_num(entry["log_px"], decimals, m) + (m.pm + _num(entry["pm"], decimals, m) if "pm" in entry else "")
-                 if ds["transform"] == "dequantise_logit" else _num(-entry["log_px"], decimals, m))
+                 if log_likelihood_data(ds) else _num(-entry["log_px"], decimals, m))
         rows.append({"model": m.escape(entry["model"]), "details": m.escape(entry["details"]),
                      "nll": value,
                      "protocol": m.escape(protocol_text(entry["protocol"])),
@@ -539,7 +545,7 @@ def _dataset_section(runs: pd.DataFrame, comparisons: pd.DataFrame, name: str, d
              "Split": f"{split['train']:,} train / {split['valid']:,} validation / {split['test']:,} test",
              "Pre-processing": ds["preprocessing"],
              "Test examples scored": f"{runs['n_test'].iloc[0]:,}"}  # one size a dataset (_check)
-    continuous = ds["transform"] == "dequantise_logit"  # Table 3: log-likelihoods, higher is better, throughout
+    continuous = log_likelihood_data(ds)
     delta_heading = m.escape("Δ log p(x) (nats)" if continuous else "Δ NLL (nats)")
     tables = []
     for table, title in TABLE_TITLES.items():  # a section per paper table, its models in config order
@@ -675,7 +681,7 @@ def render_report(results_dir: Path, settings: ReportSettings, study: StudyDescr
     tables = {name: spec["table"] for name, spec in models.items()}
     figs = {d: _figures(summary, curves, kl, d, labels, tables,
                         _published_same_protocol(models, reported, study["k"], ds), out_dir / paths.FIGURES,
-                        ds["transform"] == "dequantise_logit")
+                        log_likelihood_data(ds))
             for d, ds in study["datasets"].items()}
 
     meta = {"title": settings.title, "commit": git_commit(Path.cwd()), "n_runs": len(summary), "k": study["k"],
