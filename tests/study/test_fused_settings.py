@@ -17,7 +17,7 @@ from srvae.study.run.fused import build_seed_models, fused_models, train_fused
 from srvae.study.run.step import make_optimiser
 from srvae.study.run.train import captured_step, train
 
-from ..conftest import tiny_config
+from ..conftest import Killed, kill_at_epoch_3, tiny_config
 
 SERE_MAF = {"class": "sere_maf", "table": "table3",
             "params": {"layers": 2, "latents": 3, "encoder_hidden": [8], "prior_hidden": [8],
@@ -140,13 +140,6 @@ def test_an_interrupted_fused_job_resumes_every_seed_where_it_stopped(tiny_data,
     optimiser slice, data stream, noise) and ends exactly where the uninterrupted job ends."""
     settings = TrainSettings(epochs=3, batch_size=64, checkpoint_every=1, lr=3e-3)
     seeds, names = [0, 1], ["tiny/vae/seed0", "tiny/vae/seed1"]
-
-    class Killed(Exception):
-        pass
-
-    def kill_at_epoch_3(message: str) -> None:
-        if message.startswith("epoch 3/3"):
-            raise Killed
 
     def job(directory, on_epoch=None, log=lambda msg: None):
         models = build_seed_models("vae", VAE["params"], seeds, tiny_data, settings, "cpu")

@@ -26,7 +26,7 @@ from srvae.study.run import paths
 from srvae.study.run.evaluate import iw_log_likelihood, mean_kl_per_layer
 from srvae.study.run.train import train
 
-from ..conftest import small_vae, tiny_config
+from ..conftest import Killed, kill_at_epoch_3, small_vae, tiny_config
 
 TRAIN_IMAGES = 300  # tiny_config's training split
 EPOCHS = 3  # tiny_config's default
@@ -252,13 +252,6 @@ def test_an_interrupted_run_resumes_exactly_where_it_stopped(tiny_data, tmp_path
     moments, the data stream and the noise, and ends with the uninterrupted run's metrics and weights."""
     settings = TrainSettings(epochs=3, batch_size=32, checkpoint_every=1, lr=3e-3)
     data = dataclasses.replace(tiny_data, train=tiny_data.train[:96], valid=tiny_data.valid[:40])
-
-    class Killed(Exception):
-        pass
-
-    def kill_at_epoch_3(message: str) -> None:
-        if message.startswith("epoch 3/3"):
-            raise Killed
 
     def run(path, on_epoch=None, log=lambda message: None):
         model = small_vae()
