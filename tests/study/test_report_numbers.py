@@ -212,7 +212,7 @@ def _edit(run, name: str, **fields) -> None:
 
 
 def test_summary_cost_speed_and_k_check_columns_are_the_run_files_values(tmp_path):
-    """A run that stopped early (best epoch 3 of 5) and whose speed.json's samples/s is not n / median / repeats:
+    """A run whose best epoch (1 of 2) is not its last and whose speed.json's samples/s is not n / median / repeats:
     the summary copies every cost number as the run wrote it."""
     run = _write_run(tmp_path, "m", 0, -np.linspace(85.0, 95.0, 20))
     _edit(run, paths.TRAIN, epochs=2, best_epoch=1, train_seconds=9.0, seconds_per_epoch=4.5,
